@@ -1,0 +1,117 @@
+"""The command line: serve, config, talk."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from loguru import logger
+
+from talkline.config import Settings, SettingsError, get_settings
+
+EXIT_USAGE = 2
+LOG_FORMAT = (
+    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+    "<cyan>{extra[session_id]}</cyan> {message}"
+)
+
+
+def configure_logging(level: str) -> None:
+    logger.remove()
+    logger.configure(extra={"session_id": "-"})
+    logger.add(sys.stderr, level=level, format=LOG_FORMAT)
+
+
+def load_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as error:
+        print(f"talkline: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from talkline.app import create_app
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = load_or_exit().model_copy(update=overrides)
+    configure_logging(settings.log_level)
+    logger.info(f"talkline on http://{settings.host}:{settings.port} (brain: {settings.effective_brain})")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        ws_max_size=settings.max_message_bytes * 4,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def show_config(args: argparse.Namespace) -> int:
+    values = load_or_exit().masked()
+    if args.json:
+        print(json.dumps(values, indent=2, default=str))
+    else:
+        width = max(map(len, values))
+        for name, value in values.items():
+            print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def run_talk(args: argparse.Namespace) -> int:
+    from talkline.talk import AudioFileError, read_wav_16k_mono, summary, talk
+
+    try:
+        pcm = read_wav_16k_mono(Path(args.wav))
+    except AudioFileError as error:
+        print(f"talkline talk: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = asyncio.run(talk(args.url, pcm, out=args.out, as_json=args.json, wait=args.wait))
+    except (OSError, TimeoutError) as error:
+        print(f"talkline talk: cannot talk to {args.url}: {error}", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(summary(result))
+    for error in result.errors:
+        print(f"talkline talk: {error}", file=sys.stderr)
+    return 1 if result.errors else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="talkline", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="serve /ws, /connect and the web client")
+    serve_cmd.add_argument("--host", help="override TALKLINE_HOST")
+    serve_cmd.add_argument("--port", type=int, help="override TALKLINE_PORT")
+    serve_cmd.set_defaults(run=serve)
+
+    config_cmd = commands.add_parser("config", help="print the effective settings, secrets masked")
+    config_cmd.add_argument("--json", action="store_true")
+    config_cmd.set_defaults(run=show_config)
+
+    talk_cmd = commands.add_parser("talk", help="speak a WAV file to a server, print what it says")
+    talk_cmd.add_argument("wav", help="a WAV file (any rate and channels)")
+    talk_cmd.add_argument("--url", default="ws://127.0.0.1:5000/ws")
+    talk_cmd.add_argument("--out", type=Path, help="save the bot's audio to this WAV file")
+    talk_cmd.add_argument("--json", action="store_true", help="one JSON object per event")
+    talk_cmd.add_argument("--wait", type=float, default=30.0, help="seconds to wait for answers")
+    talk_cmd.set_defaults(run=run_talk)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging("WARNING")  # until the command knows better; hides import banners
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

