@@ -41,7 +41,9 @@ def serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_or_exit().model_copy(update=overrides)
     configure_logging(settings.log_level)
-    logger.info(f"talkline on http://{settings.host}:{settings.port} (brain: {settings.effective_brain})")
+    logger.info(
+        f"talkline on http://{settings.host}:{settings.port} (brain: {settings.effective_brain})"
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -79,8 +81,8 @@ def run_talk(args: argparse.Namespace) -> int:
         return 1
     if not args.json:
         print(summary(result))
-    for error in result.errors:
-        print(f"talkline talk: {error}", file=sys.stderr)
+    for problem in result.errors:
+        print(f"talkline talk: {problem}", file=sys.stderr)
     return 1 if result.errors else 0
 
 

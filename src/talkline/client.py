@@ -26,7 +26,7 @@ VOICED_RMS = 300.0  # int16 RMS above which a chunk counts as speech
 
 
 def audio_frame(pcm: bytes, sample_rate: int = 16000, channels: int = 1) -> bytes:
-    frame = frame_protos.Frame()
+    frame = frame_protos.Frame()  # type: ignore[attr-defined]
     frame.audio.audio = pcm
     frame.audio.sample_rate = sample_rate
     frame.audio.num_channels = channels
@@ -34,7 +34,7 @@ def audio_frame(pcm: bytes, sample_rate: int = 16000, channels: int = 1) -> byte
 
 
 def message_frame(message: dict[str, Any]) -> bytes:
-    frame = frame_protos.Frame()
+    frame = frame_protos.Frame()  # type: ignore[attr-defined]
     frame.message.data = json.dumps(message)
     return bytes(frame.SerializeToString())
 
@@ -150,7 +150,9 @@ class RTVIClient:
             await self._record(Event("closed", time.monotonic(), {"code": self.close_code}))
 
     async def _handle(self, raw: bytes) -> None:
-        frame = frame_protos.Frame.FromString(raw)
+        frame = frame_protos.Frame.FromString(  # type: ignore[attr-defined]
+            raw
+        )
         kind = frame.WhichOneof("frame")
         now = time.monotonic()
         if kind == "audio":

@@ -131,9 +131,7 @@ class Session:
         minutes = self.settings.session_timeout / 60
         self.end("session-timeout", f"The session reached its {minutes:g} minute limit.")
 
-    def end(
-        self, reason: str, message: str, code: int = status.WS_1000_NORMAL_CLOSURE
-    ) -> None:
+    def end(self, reason: str, message: str, code: int = status.WS_1000_NORMAL_CLOSURE) -> None:
         """Tell the client why, then close with ``code``; idempotent."""
         if self._ending is None:
             self._ending = asyncio.create_task(self._end(reason, message, code))

@@ -26,7 +26,11 @@ def read_wav_16k_mono(path: Path, rate: int = 16000) -> bytes:
     """Any 16-bit (or 8/32-bit) PCM WAV, as 16-bit mono PCM at ``rate``."""
     try:
         with wave.open(str(path), "rb") as wav:
-            width, channels, source_rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
+            width, channels, source_rate = (
+                wav.getsampwidth(),
+                wav.getnchannels(),
+                wav.getframerate(),
+            )
             raw = wav.readframes(wav.getnframes())
     except (OSError, wave.Error, EOFError) as error:
         raise AudioFileError(f"cannot read {path}: {error}") from None
@@ -73,8 +77,7 @@ def describe(event: Event) -> str | None:
         case "error-response":
             return f"error: {data.get('error')}"
         case "server-message":
-            message = data.get("data") if isinstance(data.get("data"), dict) else data
-            return f"server: {message.get('message', message)}"
+            return f"server: {data.get('message', data)}"
         case "closed":
             return f"connection closed ({data.get('code')})"
     return None
@@ -122,11 +125,12 @@ async def _silence_until_answered(client: RTVIClient, wait: float) -> None:
 async def _print_events(client: RTVIClient, as_json: bool) -> None:
     shown_events = shown_turns = 0
     start = time.monotonic()
+
+    def news() -> bool:
+        return len(client.events) > shown_events or len(client.turns) > shown_turns
+
     while True:
-        await client.wait_until(
-            lambda: len(client.events) > shown_events or len(client.turns) > shown_turns,
-            timeout=3600,
-        )
+        await client.wait_until(news, timeout=3600)
         for turn in client.turns[shown_turns:]:
             if turn.latency is not None:
                 ms = round(turn.latency * 1000)

@@ -14,10 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pipecat.frames.protobufs.frames_pb2 as frame_protos
 from fastapi import WebSocket, WebSocketDisconnect
 from google.protobuf.message import DecodeError
 from loguru import logger
-import pipecat.frames.protobufs.frames_pb2 as frame_protos
 from pipecat.frames.frames import Frame, InputAudioRawFrame, InputTransportMessageFrame
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 from starlette import status
@@ -62,7 +62,9 @@ class GuardedSerializer(ProtobufFrameSerializer):
 
     async def _decode(self, data: bytes) -> tuple[Frame | None, str | None]:
         try:
-            proto = frame_protos.Frame.FromString(data)
+            proto = frame_protos.Frame.FromString(  # type: ignore[attr-defined]
+                data
+            )
         except (DecodeError, ValueError):
             return None, "the message is not a valid protobuf Frame"
         kind = proto.WhichOneof("frame")

@@ -9,9 +9,9 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
-from pipecat.services.piper.tts import PiperHttpTTSService
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_stop import (
+    BaseUserTurnStopStrategy,
     SpeechTimeoutUserTurnStopStrategy,
     TurnAnalyzerUserTurnStopStrategy,
 )
@@ -20,6 +20,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from talkline.config import Settings
 from talkline.resources import SharedResources
 from talkline.services.local_stt import SharedWhisperSTTService
+from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder
 
 
@@ -34,6 +35,7 @@ def user_params(settings: Settings, shared: SharedResources) -> LLMUserAggregato
             min_volume=settings.vad_min_volume,
         )
     )
+    stop: BaseUserTurnStopStrategy
     if settings.smart_turn:
         stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=shared.turn_models.smart_turn())
     else:
@@ -50,11 +52,7 @@ def build_local_pipeline(
     assert shared.whisper is not None and shared.http is not None
     context = LLMContext([{"role": "system", "content": settings.system_instruction}])
     aggregators = LLMContextAggregatorPair(context, user_params=user_params(settings, shared))
-    tts = PiperHttpTTSService(
-        base_url=f"{shared.tts_url}/synthesize",
-        aiohttp_session=shared.http,
-        settings=PiperHttpTTSService.Settings(voice=shared.tts_voice),
-    )
+    tts = PiperHttpTTSService(base_url=shared.tts_url, voice=shared.tts_voice, http=shared.http)
     return Pipeline(
         [
             transport.input(),
@@ -68,7 +66,9 @@ def build_local_pipeline(
     )
 
 
-def build_pipeline(settings: Settings, transport: BaseTransport, shared: SharedResources) -> Pipeline:
+def build_pipeline(
+    settings: Settings, transport: BaseTransport, shared: SharedResources
+) -> Pipeline:
     if settings.effective_brain == "gemini":
         raise NotImplementedError("the gemini brain is not wired yet")
     return build_local_pipeline(settings, transport, shared)

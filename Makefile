@@ -1,0 +1,45 @@
+# The README's two commands: `make run` and `make test`. Both install on first use.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTHON ?= python3
+
+.PHONY: run test install lint typecheck web-check pytest system-deps bench clean
+
+run: $(STAMP)
+	$(BIN)/talkline serve
+
+test: $(STAMP) system-deps lint typecheck web-check pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+# What the browser test needs from Debian; installed only when missing.
+system-deps:
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (browser tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+web-check:
+	sh src/talkline/web/check_bundle.sh
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/talkline bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

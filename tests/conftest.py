@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import ServerThread, piper_speech, running_server
+
+WEATHER = "What is the weather like in Paris today?"
+GREETING = "Please tell me a story about a green dragon."
+
+
+@pytest.fixture(scope="session")
+def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("speech")
+
+
+@pytest.fixture(scope="session")
+def weather_pcm(speech_dir: Path) -> bytes:
+    """A spoken question, 16 kHz mono, made at test time with Piper."""
+    return piper_speech(WEATHER, speech_dir / "weather.wav")
+
+
+@pytest.fixture(scope="session")
+def dragon_pcm(speech_dir: Path) -> bytes:
+    return piper_speech(GREETING, speech_dir / "dragon.wav")
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerThread]:
+    """One offline-brain server shared by the tests that need only defaults."""
+    with running_server() as running:
+        yield running

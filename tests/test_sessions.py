@@ -1,0 +1,102 @@
+"""Admission, timeouts and component faults, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from talkline.client import RTVIClient
+from tests.support import ServerThread, peak, running_server
+from tests.test_conversation import final_transcript, speak_and_wait_for_answer
+
+
+@pytest.fixture(scope="module")
+def small_server_running():
+    with running_server(max_sessions=1, session_timeout=4.0, idle_timeout=2.0) as server:
+        yield server
+
+
+@pytest.fixture
+async def small_server(small_server_running: ServerThread) -> ServerThread:
+    """A server with room for one session that ends sessions quickly, with none live."""
+    async with asyncio.timeout(10):
+        while len(small_server_running.app.state.sessions):
+            await asyncio.sleep(0.05)
+    return small_server_running
+
+
+async def test_one_session_over_the_cap_is_refused_with_1013(small_server: ServerThread) -> None:
+    """With max_sessions=1 a second connection is closed 1013 and the first is undisturbed."""
+    async with RTVIClient(small_server.ws_url) as first:
+        await first.client_ready()
+        async with RTVIClient(small_server.ws_url) as second:
+            await second.wait_for("closed", timeout=10)
+        assert second.close_code == 1013
+        assert "server full" in second.close_reason
+        assert httpx.get(f"{small_server.http_url}/ready").status_code == 503
+        await first.send_message({"label": "rtvi-ai", "type": "client-message", "id": "x",
+                                  "data": {"t": "ping", "d": {}}})  # fmt: skip
+        await asyncio.sleep(0.3)
+        assert not first.closed
+
+
+async def test_idle_session_is_told_and_closed_cleanly(small_server: ServerThread) -> None:
+    """Nobody speaks for idle_timeout seconds: a server-message says why, then close 1000."""
+    async with RTVIClient(small_server.ws_url) as client:
+        await client.client_ready()
+        await client.wait_for("closed", timeout=15)
+    ending = client.of_type("server-message")
+    assert ending and ending[0].data["reason"] == "idle-timeout"
+    assert client.close_code == 1000
+    assert client.close_reason.startswith("idle-timeout")
+
+
+async def test_session_timeout_is_told_and_closed_cleanly(
+    small_server: ServerThread, weather_pcm: bytes
+) -> None:
+    """A session that keeps talking still ends at session_timeout, with a reason."""
+    async with RTVIClient(small_server.ws_url) as client:
+        await client.client_ready()
+        with pytest.raises(ConnectionClosed):  # the server closes under the stream
+            for _ in range(10):
+                await client.stream(weather_pcm)
+        await client.wait_for("closed", timeout=15)
+    reasons = [e.data["reason"] for e in client.of_type("server-message")]
+    assert "session-timeout" in reasons
+    assert client.close_code == 1000
+
+
+async def test_next_turn_is_answered_after_piper_is_killed(
+    weather_pcm: bytes, dragon_pcm: bytes
+) -> None:
+    """Piper's process dies mid-session; it is restarted and the next turn is answered."""
+    with running_server() as server:
+        piper = server.shared.piper
+        async with RTVIClient(server.ws_url) as client:
+            await client.client_ready()
+            await speak_and_wait_for_answer(client, weather_pcm)
+            first_pid = piper.pid
+            os.kill(first_pid, signal.SIGKILL)
+            async with asyncio.timeout(60):
+                while piper.pid == first_pid or not await piper.healthy():
+                    await asyncio.sleep(0.1)
+            answered = len(client.turns)
+            await speak_and_wait_for_answer_again(client, dragon_pcm, answered)
+        assert piper.restarts == 1
+        assert "dragon" in final_transcript(client).lower()
+        assert peak(bytes(client.turns[-1].audio)) > 1000
+
+
+async def speak_and_wait_for_answer_again(client: RTVIClient, pcm: bytes, answered: int) -> None:
+    stopped = len(client.of_type("bot-stopped-speaking"))
+    await client.stream(pcm)
+    async with asyncio.timeout(60):
+        while (
+            len(client.of_type("bot-stopped-speaking")) <= stopped or len(client.turns) <= answered
+        ):
+            await client.silence(0.256)

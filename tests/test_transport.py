@@ -1,0 +1,93 @@
+"""The guarded serializer: every kind of bad input becomes a clear error, never an exception."""
+
+from __future__ import annotations
+
+import json
+
+import pipecat.frames.protobufs.frames_pb2 as frame_protos
+import pytest
+from pipecat.frames.frames import InputAudioRawFrame, InputTransportMessageFrame
+
+from talkline.client import audio_frame, message_frame, rtvi_message
+from talkline.transport import ERRORS_PER_SECOND, GuardedSerializer
+
+
+@pytest.fixture
+def reports() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def serializer(reports: list[str]) -> GuardedSerializer:
+    async def report(problem: str) -> None:
+        reports.append(problem)
+
+    return GuardedSerializer(sample_rate=16000, max_message_bytes=4096, report=report)
+
+
+def text_frame() -> bytes:
+    frame = frame_protos.Frame()
+    frame.text.text = "hi"
+    return bytes(frame.SerializeToString())
+
+
+async def test_audio_at_the_pipeline_rate_passes(serializer: GuardedSerializer) -> None:
+    frame = await serializer.deserialize(audio_frame(bytes(1024)))
+    assert isinstance(frame, InputAudioRawFrame)
+    assert frame.sample_rate == 16000 and frame.num_channels == 1 and len(frame.audio) == 1024
+
+
+async def test_rtvi_message_passes(serializer: GuardedSerializer) -> None:
+    frame = await serializer.deserialize(message_frame(rtvi_message("client-ready", {})))
+    assert isinstance(frame, InputTransportMessageFrame)
+    assert frame.message["type"] == "client-ready"
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ("text message", "text WebSocket messages are not accepted"),
+        (b"\xff\xff\xff\xff", "not a valid protobuf Frame"),
+        (b"", "the Frame is empty"),
+        (b"x" * 5000, "over the 4096 byte limit"),
+        (audio_frame(bytes(640), sample_rate=48000), "48000 Hz is not supported"),
+        (audio_frame(bytes(640), sample_rate=8000), "8000 Hz is not supported"),
+        (audio_frame(bytes(640), channels=2), "2 channels is not supported"),
+        (audio_frame(bytes(641)), "not whole 16-bit samples"),
+        (audio_frame(b""), "not whole 16-bit samples"),
+        (text_frame(), "'text' frames are not accepted from clients"),
+        (message_frame([1, 2]), "must be a JSON object"),  # type: ignore[arg-type]
+        (message_frame({"type": "client-ready"}), '"label": "rtvi-ai"'),
+        (message_frame({"label": "rtvi-ai", "type": "x", "data": 3}), '"data" must be an object'),
+    ],
+)
+async def test_bad_input_is_reported_and_dropped(
+    serializer: GuardedSerializer, reports: list[str], payload: bytes | str, expected: str
+) -> None:
+    assert await serializer.deserialize(payload) is None
+    assert len(reports) == 1 and expected in reports[0], reports
+    assert serializer.bad_inputs == 1
+
+
+async def test_json_that_is_not_json_is_reported(
+    serializer: GuardedSerializer, reports: list[str]
+) -> None:
+    frame = frame_protos.Frame()
+    frame.message.data = "{not json"
+    assert await serializer.deserialize(frame.SerializeToString()) is None
+    assert "not JSON" in reports[0]
+
+
+async def test_a_flood_of_bad_input_is_counted_but_not_echoed_every_time(
+    serializer: GuardedSerializer, reports: list[str]
+) -> None:
+    for _ in range(100):
+        await serializer.deserialize("spam")
+    assert serializer.bad_inputs == 100
+    assert len(reports) == ERRORS_PER_SECOND
+
+
+def test_client_frames_are_what_pipecat_serializes() -> None:
+    """The client's frames decode with Pipecat's own protobuf definitions."""
+    proto = frame_protos.Frame.FromString(message_frame({"a": 1}))
+    assert json.loads(proto.message.data) == {"a": 1}
