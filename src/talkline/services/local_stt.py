@@ -12,11 +12,15 @@ import asyncio
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
+import numpy as np
 from faster_whisper import WhisperModel
 from loguru import logger
-from pipecat.frames.frames import ErrorFrame, Frame
+from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
+from pipecat.utils.time import time_now_iso8601
+
+NO_SPEECH_THRESHOLD = 0.4  # Pipecat's default: segments likelier than this to be noise are dropped
 
 
 class SharedWhisper:
@@ -37,6 +41,23 @@ class SharedWhisper:
         self.slots = asyncio.Semaphore(concurrency)
         logger.info(f"Whisper model loaded from {model_path} ({compute_type}, {concurrency} slots)")
 
+    def transcribe(self, pcm: bytes) -> str:
+        """Speech in 16 kHz 16-bit mono PCM to text; blocking, run it in a thread.
+
+        Greedy decoding: on short utterances it reads the same as beam search and leaves
+        more CPU to other sessions (the encoder's fixed 30 s window dominates the time).
+        """
+        audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+        segments, _ = self.model.transcribe(
+            audio,
+            language="en",
+            beam_size=1,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+        )
+        spoken = [s.text for s in segments if s.no_speech_prob < NO_SPEECH_THRESHOLD]
+        return " ".join(text.strip() for text in spoken).strip()
+
 
 class SharedWhisperSTTService(WhisperSTTService):
     """Pipecat's Whisper service, borrowing the shared model instead of loading one."""
@@ -53,10 +74,17 @@ class SharedWhisperSTTService(WhisperSTTService):
         self._model = self._shared.model
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        """Transcribe one utterance in a shared slot; a failure is an error frame, not a crash."""
+        await self.start_processing_metrics()
         try:
             async with self._shared.slots:
-                async for frame in super().run_stt(audio):
-                    yield frame
+                text = await asyncio.to_thread(self._shared.transcribe, audio)
         except Exception as error:  # a broken model must not end the session
             logger.exception("transcription failed")
             yield ErrorFrame(f"Speech recognition failed: {error}")
+            return
+        finally:
+            await self.stop_processing_metrics()
+        if text:
+            logger.debug(f"Transcription: [{text}]")
+            yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)

@@ -1,0 +1,81 @@
+"""``talkline talk``: a command-line RTVI client that speaks a WAV and reports the answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from tests.support import ServerThread, peak, piper_speech
+
+
+def talk(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "talkline", "talk", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def stereo_44k(pcm16k: bytes, path: Path) -> None:
+    """The same speech as a 44.1 kHz stereo file, to prove any WAV is converted."""
+    mono = np.frombuffer(pcm16k, dtype=np.int16)
+    resampled = np.interp(np.arange(0, len(mono), 16000 / 44100), np.arange(len(mono)), mono)
+    frames = np.repeat(resampled.astype(np.int16)[:, None], 2, axis=1)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(44100)
+        wav.writeframes(frames.tobytes())
+
+
+def test_talk_prints_the_conversation_and_saves_the_reply(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """A 44.1 kHz stereo WAV is spoken; transcript, answer and latency come back; exit 0."""
+    pcm = piper_speech("Can you hear me clearly now?", tmp_path / "q.wav")
+    stereo_44k(pcm, tmp_path / "q44.wav")
+    out = tmp_path / "reply.wav"
+    result = talk(str(tmp_path / "q44.wav"), "--url", server.ws_url, "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "user: Can you hear me clearly now?" in result.stdout
+    assert "bot: You said:" in result.stdout
+    assert "response latency:" in result.stdout
+    assert "answer(s); response latency median" in result.stdout
+    with wave.open(str(out)) as wav:
+        assert wav.getframerate() == 24000
+        assert peak(wav.readframes(wav.getnframes())) > 1000
+
+
+def test_talk_json_is_one_event_per_line(server: ServerThread, tmp_path: Path) -> None:
+    """--json prints machine-readable events, including the measured latency."""
+    piper_speech("Good morning to you.", tmp_path / "m.wav")
+    result = talk(str(tmp_path / "m.wav"), "--url", server.ws_url, "--json")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = {event["type"] for event in events}
+    assert {"bot-ready", "user-transcription", "latency", "bot-stopped-speaking"} <= kinds
+    latency = next(event for event in events if event["type"] == "latency")
+    assert latency["ms"] > 0
+
+
+def test_talk_fails_clearly_when_no_server_answers(tmp_path: Path) -> None:
+    """No server: a one-line error and a non-zero exit."""
+    piper_speech("Hello.", tmp_path / "h.wav")
+    result = talk(str(tmp_path / "h.wav"), "--url", "ws://127.0.0.1:9/ws")
+    assert result.returncode == 1
+    assert "cannot talk to ws://127.0.0.1:9/ws" in result.stderr
+
+
+def test_talk_refuses_a_file_that_is_not_a_wav(tmp_path: Path) -> None:
+    """Not a WAV: exit 2 naming the file."""
+    bogus = tmp_path / "notes.wav"
+    bogus.write_text("not audio")
+    result = talk(str(bogus))
+    assert result.returncode == 2
+    assert "notes.wav" in result.stderr
