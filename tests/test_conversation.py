@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
 from talkline.client import RTVIClient
 from tests.support import ServerThread, peak, silence, words
 
@@ -96,3 +98,29 @@ async def test_bad_input_gets_errors_and_the_session_still_answers(
     assert "48000 Hz is not supported" in errors
     assert "paris" in words(final_transcript(client))
     assert client.turns
+
+
+async def test_speaking_over_the_bot_interrupts_its_answer(
+    server: ServerThread, dragon_pcm: bytes, weather_pcm: bytes
+) -> None:
+    """Barge-in: speech during the bot's answer stops its audio and sends bot-interrupted."""
+    async with RTVIClient(server.ws_url) as client:
+        await client.client_ready()
+        await client.stream(dragon_pcm)
+        while not client.of_type("bot-started-speaking"):
+            await client.silence(0.064)
+        started = client.of_type("bot-started-speaking")[0]
+        heard_first = final_transcript(client)
+        await client.stream(weather_pcm)
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            while "paris" not in words(final_transcript(client)):
+                await client.silence(0.256)
+        async with httpx.AsyncClient() as http:  # the whole first answer, as Piper says it
+            spoken = f"You said: {heard_first.strip()}"
+            full = await http.post(f"{server.shared.tts_url}/synthesize", json={"text": spoken})
+
+    interrupted = [e for e in client.of_type("bot-interrupted") if e.at > started.at]
+    assert interrupted, [e.type for e in client.events]
+    full_audio_bytes = (len(full.content) - 44) * 24000 // 22050  # Piper's 22.05 kHz WAV
+    assert "dragon" in words(heard_first)
+    assert len(client.turns[0].audio) < 0.8 * full_audio_bytes
