@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from . import wire
 from .audio import chunks, reply_voice
 from .records import TurnRecord
+from .state import MAX_CHUNK_BYTES
 
 if TYPE_CHECKING:
     from .session import Session
@@ -43,7 +44,8 @@ class Reply:
         await session.turn_done(self.turn)
 
     async def _send_audio(self) -> bool:
-        pieces = chunks(reply_voice(self.config.reply_seconds), self.config.chunk_bytes)
+        size = min(self.config.chunk_bytes, MAX_CHUNK_BYTES)
+        pieces = chunks(reply_voice(self.config.reply_seconds), size)
         started = time.monotonic()
         sent_seconds = 0.0
         for count, piece in enumerate(pieces, start=1):
@@ -51,6 +53,7 @@ class Reply:
             if self.turn.first_audio_at is None:
                 self.turn.first_audio_at = time.monotonic()
             self.turn.reply_chunks = count
+            await self.session.shared.recorder.changed()
             if await self._chunk_faults(count):
                 return False
             sent_seconds += len(piece) / (2 * wire.OUTPUT_RATE)

@@ -24,6 +24,10 @@ from .state import EmulatorConfig, Shared
 
 logger = logging.getLogger(__name__)
 
+# websockets logs request lines and headers, API keys included, at DEBUG: keep only INFO and up.
+_ws_logger = logging.getLogger(f"{__name__}.websockets")
+_ws_logger.addFilter(lambda record: record.levelno >= logging.INFO)
+
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -73,6 +77,7 @@ class GeminiEmulator:
             process_request=self._check_path,
             max_size=MAX_MESSAGE_BYTES,
             server_header="talkline-gemini-emulator",
+            logger=_ws_logger,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("Gemini emulator listening on %s", self.base_url)

@@ -259,6 +259,7 @@ class Session:
             await self.send(wire.go_away(fault.time_left))
             self.record.sent_go_away = True
             self.spawn(self._close_later(fault.time_left))
+            await self.shared.recorder.changed()
             return False
         if fault.kind is FaultKind.CLOSE:
             self.spawn(self.close(fault.code, fault.reason))
@@ -266,6 +267,7 @@ class Session:
             self.drop()
         else:
             self.stalled = True
+        await self.shared.recorder.changed()
         return True
 
     def _start_timers(self) -> None:
