@@ -86,6 +86,12 @@ def run_talk(args: argparse.Namespace) -> int:
     return 1 if result.errors else 0
 
 
+def emulate_gemini(args: argparse.Namespace) -> int:
+    from talkline.testing.gemini_emulator import main as emulator_main
+
+    return emulator_main(args.emulator_args)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="talkline", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -106,10 +112,21 @@ def parser() -> argparse.ArgumentParser:
     talk_cmd.add_argument("--json", action="store_true", help="one JSON object per event")
     talk_cmd.add_argument("--wait", type=float, default=30.0, help="seconds to wait for answers")
     talk_cmd.set_defaults(run=run_talk)
+
+    emulator_cmd = commands.add_parser(
+        "emulate-gemini",
+        help="a local Gemini Live emulator (TLS on 127.0.0.1); --help lists its flags",
+        add_help=False,
+    )
+    emulator_cmd.add_argument("emulator_args", nargs=argparse.REMAINDER)
+    emulator_cmd.set_defaults(run=emulate_gemini)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["emulate-gemini"]:  # its flags belong to the emulator's own parser
+        return emulate_gemini(argparse.Namespace(emulator_args=argv[1:]))
     args = parser().parse_args(argv)
     configure_logging("WARNING")  # until the command knows better; hides import banners
     return int(args.run(args))

@@ -81,6 +81,7 @@ class RTVIClient:
         self.bot_audio = bytearray()
         self.bot_sample_rate = 24000
         self.last_voiced_sent_at: float | None = None
+        self.sent_audio_bytes = 0
         self.close_code: int | None = None
         self.close_reason = ""
         self._ws: ClientConnection | None = None
@@ -123,6 +124,7 @@ class RTVIClient:
         if rms(pcm) >= VOICED_RMS:
             self.last_voiced_sent_at = time.monotonic()
         await self.connection.send(audio_frame(pcm, self.sample_rate))
+        self.sent_audio_bytes += len(pcm)
 
     async def stream(self, pcm: bytes, *, realtime: bool = True) -> None:
         """Send 16-bit mono PCM in 32 ms chunks, paced like a microphone."""

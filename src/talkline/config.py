@@ -38,6 +38,21 @@ class Settings(BaseSettings):
     gemini_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("GEMINI_API_KEY", "TALKLINE_GEMINI_API_KEY")
     )
+    gemini_model: str = "gemini-2.5-flash-native-audio-preview-12-2025"
+    gemini_voice: str = "Aoede"
+    gemini_language: str = "en-US"
+    gemini_base_url: str | None = Field(
+        None, description="Gemini API endpoint (default: Google's); the emulator prints one."
+    )
+    gemini_ca_file: Path | None = Field(
+        None, description="Extra CA certificate to trust for a private endpoint or the emulator."
+    )
+    gemini_transcription: bool = True
+    gemini_compression: bool = True
+    gemini_reconnect_attempts: int = Field(5, ge=0, le=50)
+    gemini_buffer_secs: float = Field(
+        30.0, ge=0, description="User audio kept while the upstream reconnects."
+    )
     system_instruction: str = (
         "You are a friendly voice assistant. Answer briefly, in one or two spoken sentences."
     )
@@ -84,6 +99,8 @@ class Settings(BaseSettings):
     def _check_brain(self) -> Settings:
         if self.brain == "gemini" and self.gemini_api_key is None:
             raise ValueError("brain=gemini needs GEMINI_API_KEY")
+        if self.gemini_ca_file is not None and not self.gemini_ca_file.is_file():
+            raise ValueError(f"TALKLINE_GEMINI_CA_FILE: no file at {self.gemini_ca_file}")
         if self.responder == "openai" and not self.llm_base_url:
             raise ValueError("responder=openai needs TALKLINE_LLM_BASE_URL")
         return self

@@ -7,8 +7,10 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+import pipecat.processors.frameworks.rtvi.models as RTVI
 from fastapi import WebSocket
 from loguru import logger
+from pipecat.frames.frames import LLMRunFrame
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frameworks.rtvi import RTVIProcessor
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
@@ -38,7 +40,7 @@ class TalklineRTVIProcessor(RTVIProcessor):
 
 def describe_brain(settings: Settings) -> dict[str, str]:
     if settings.effective_brain == "gemini":
-        return {"brain": "gemini"}
+        return {"brain": "gemini", "model": settings.gemini_model, "voice": settings.gemini_voice}
     responder = settings.effective_responder
     about = {"brain": "local", "responder": responder, "stt": "whisper", "tts": "piper"}
     if responder == "echo":
@@ -77,7 +79,7 @@ class Session:
             ),
         )
         self.worker = PipelineWorker(
-            build_pipeline(settings, self.transport, shared),
+            build_pipeline(settings, self.transport, shared, on_fatal=self.fail),
             params=PipelineParams(
                 audio_in_sample_rate=settings.audio_in_rate,
                 audio_out_sample_rate=settings.audio_out_rate,
@@ -95,6 +97,13 @@ class Session:
         @self.transport.event_handler("on_client_disconnected")
         async def on_client_disconnected(_transport: Any, _websocket: Any) -> None:
             await self.worker.cancel(reason="client disconnected")
+
+        if self.settings.effective_brain == "gemini":
+
+            @self.rtvi.event_handler("on_client_ready")
+            async def on_client_ready(_rtvi: Any) -> None:
+                # Gemini streams the user's audio only once the context has reached it.
+                await self.worker.queue_frame(LLMRunFrame())
 
         @self.worker.event_handler("on_idle_timeout")
         async def on_idle_timeout(_worker: Any) -> None:
@@ -130,6 +139,13 @@ class Session:
         await asyncio.sleep(self.settings.session_timeout)
         minutes = self.settings.session_timeout / 60
         self.end("session-timeout", f"The session reached its {minutes:g} minute limit.")
+
+    async def fail(self, message: str) -> None:
+        """An upstream failure the session cannot recover from: a fatal RTVI error, then close."""
+        await self.rtvi.push_transport_message(
+            RTVI.Error(data=RTVI.ErrorData(error=message, fatal=True))
+        )
+        self.end("upstream-error", message, code=status.WS_1011_INTERNAL_ERROR)
 
     def end(self, reason: str, message: str, code: int = status.WS_1000_NORMAL_CLOSURE) -> None:
         """Tell the client why, then close with ``code``; idempotent."""

@@ -66,7 +66,7 @@ def describe(event: Event) -> str | None:
             return f"bot ready ({details})"
         case "user-transcription" if data.get("final"):
             return f"user: {data.get('text', '').strip()}"
-        case "bot-output" if data.get("spoken_status", "completed") == "completed":
+        case "bot-tts-text":
             return f"bot: {data.get('text', '').strip()}"
         case "user-started-speaking" | "user-stopped-speaking" | "bot-interrupted":
             return event.type.replace("-", " ")

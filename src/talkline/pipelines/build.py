@@ -15,17 +15,21 @@ from pipecat.turns.user_stop import (
     SpeechTimeoutUserTurnStopStrategy,
     TurnAnalyzerUserTurnStopStrategy,
 )
+from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from talkline.config import Settings
 from talkline.resources import SharedResources
+from talkline.services.gemini import OnFatal, TalklineGeminiLiveService
 from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder
 
 
-def user_params(settings: Settings, shared: SharedResources) -> LLMUserAggregatorParams:
-    """VAD and end-of-turn detection, on shared models."""
+def user_params(
+    settings: Settings, shared: SharedResources, strategies: UserTurnStrategies
+) -> LLMUserAggregatorParams:
+    """Silero VAD on the shared model, with the given turn strategies."""
     assert shared.turn_models is not None
     vad = shared.turn_models.vad(
         VADParams(
@@ -35,14 +39,18 @@ def user_params(settings: Settings, shared: SharedResources) -> LLMUserAggregato
             min_volume=settings.vad_min_volume,
         )
     )
+    return LLMUserAggregatorParams(vad_analyzer=vad, user_turn_strategies=strategies)
+
+
+def local_turn_strategies(settings: Settings, shared: SharedResources) -> UserTurnStrategies:
+    """Smart Turn v3 (shared model) decides when the user has finished, or a silence timeout."""
+    assert shared.turn_models is not None
     stop: BaseUserTurnStopStrategy
     if settings.smart_turn:
         stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=shared.turn_models.smart_turn())
     else:
         stop = SpeechTimeoutUserTurnStopStrategy()
-    return LLMUserAggregatorParams(
-        vad_analyzer=vad, user_turn_strategies=UserTurnStrategies(stop=[stop])
-    )
+    return UserTurnStrategies(stop=[stop])
 
 
 def build_local_pipeline(
@@ -51,7 +59,8 @@ def build_local_pipeline(
     """Whisper → responder → Piper, all on this machine."""
     assert shared.whisper is not None and shared.http is not None
     context = LLMContext([{"role": "system", "content": settings.system_instruction}])
-    aggregators = LLMContextAggregatorPair(context, user_params=user_params(settings, shared))
+    params = user_params(settings, shared, local_turn_strategies(settings, shared))
+    aggregators = LLMContextAggregatorPair(context, user_params=params)
     tts = PiperHttpTTSService(base_url=shared.tts_url, voice=shared.tts_voice, http=shared.http)
     return Pipeline(
         [
@@ -66,9 +75,35 @@ def build_local_pipeline(
     )
 
 
+def build_gemini_pipeline(
+    settings: Settings, transport: BaseTransport, shared: SharedResources, on_fatal: OnFatal
+) -> Pipeline:
+    """Speech in, speech out through Gemini Live.
+
+    Gemini decides when the user's turn ends, so Smart Turn (the largest CPU cost of a
+    plain Pipecat bot) is not run; the local VAD still reports who is speaking and lets
+    the user barge in.
+    """
+    realtime = UserTurnStrategies(
+        start=[VADUserTurnStartStrategy()],
+        stop=[SpeechTimeoutUserTurnStopStrategy(wait_for_transcript=False)],
+    )
+    params = user_params(settings, shared, realtime)
+    aggregators = LLMContextAggregatorPair(LLMContext(), user_params=params)
+    return Pipeline(
+        [
+            transport.input(),
+            aggregators.user(),
+            TalklineGeminiLiveService(settings, on_fatal=on_fatal),
+            transport.output(),
+            aggregators.assistant(),
+        ]
+    )
+
+
 def build_pipeline(
-    settings: Settings, transport: BaseTransport, shared: SharedResources
+    settings: Settings, transport: BaseTransport, shared: SharedResources, on_fatal: OnFatal
 ) -> Pipeline:
     if settings.effective_brain == "gemini":
-        raise NotImplementedError("the gemini brain is not wired yet")
+        return build_gemini_pipeline(settings, transport, shared, on_fatal)
     return build_local_pipeline(settings, transport, shared)

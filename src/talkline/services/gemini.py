@@ -1,0 +1,256 @@
+"""Gemini Live as talkline's brain: Pipecat's service, with reconnects that lose nothing.
+
+Pipecat's ``GeminiLiveLLMService`` stores resumption handles and reconnects after a receive
+error, but it ignores ``goAway``, drops user audio while it is not connected, gives up on a
+failed first connect silently, and reports fatal upstream errors in the SDK's words. This
+subclass:
+
+- reconnects on ``goAway`` before the deadline (after the current answer, if there is time),
+  carrying the newest resumption handle;
+- keeps user audio in a bounded buffer whenever the upstream cannot take it, and sends it,
+  in order, as soon as it can — so the service hears every byte the client sent;
+- retries recoverable failures (1011, dropped connections, stale handles) with backoff and a
+  bounded number of attempts;
+- turns unrecoverable ones (bad key, unknown model) into one plain sentence naming the
+  setting to fix, handed to ``on_fatal``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from google.genai.types import Blob, HttpOptions, LiveServerMessage
+from loguru import logger
+from pipecat.services.google.gemini_live.llm import (
+    ContextWindowCompressionParams,
+    GeminiLiveLLMService,
+)
+
+from talkline.config import Settings
+
+BACKOFF_SECS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+GO_AWAY_MARGIN = 0.5  # of the time left: wait at most this share for the answer to finish
+FLUSH_CHUNK_BYTES = 16000 * 2  # send buffered audio one second at a time
+
+OnFatal = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class UpstreamStats:
+    """What the upstream connection went through, for logs, metrics and tests."""
+
+    reconnects: int = 0
+    reconnect_secs: list[float] = field(default_factory=list)
+    buffered_bytes: int = 0
+    max_buffered_bytes: int = 0
+    dropped_bytes: int = 0
+    go_aways: int = 0
+
+
+def http_options(settings: Settings) -> HttpOptions | None:
+    """Where the SDK connects, and which extra CA it trusts (documented options, no patching)."""
+    if not settings.gemini_base_url and not settings.gemini_ca_file:
+        return None
+    options = HttpOptions(base_url=settings.gemini_base_url)
+    if settings.gemini_ca_file:
+        context = ssl.create_default_context()
+        context.load_verify_locations(cafile=str(settings.gemini_ca_file))
+        options.async_client_args = {"ssl": context}
+    return options
+
+
+def close_reason(error: Exception) -> tuple[int | None, str]:
+    """The WebSocket close code and reason behind an SDK error, when there is one."""
+    code = getattr(error, "code", None)
+    reason = getattr(error, "details", None) or getattr(error, "message", None) or str(error)
+    return (code if isinstance(code, int) else None), str(reason)
+
+
+def fatal_message(error: Exception, settings: Settings) -> str | None:
+    """A sentence for the user when ``error`` cannot be recovered from, else None."""
+    code, reason = close_reason(error)
+    lowered = reason.lower()
+    if code == 1007 and ("api key" in lowered or "api_key" in lowered):
+        return f"Gemini rejected the API key ({reason}). Check GEMINI_API_KEY."
+    if code == 1008 and "session not found" not in lowered and "not found" in lowered:
+        return (
+            f"Gemini has no Live model '{settings.gemini_model}' ({reason}). "
+            "Set TALKLINE_GEMINI_MODEL to a Live audio model."
+        )
+    if code == 1008 and ("unregistered" in lowered or "permission" in lowered):
+        return f"Gemini refused the credentials ({reason}). Check GEMINI_API_KEY."
+    if code == 1007:
+        return f"Gemini refused the request: {reason}"
+    return None
+
+
+class TalklineGeminiLiveService(GeminiLiveLLMService):
+    """Gemini Live speech-to-speech that survives upstream trouble without losing audio."""
+
+    def __init__(self, settings: Settings, *, on_fatal: OnFatal):
+        assert settings.gemini_api_key is not None
+        super().__init__(
+            api_key=settings.gemini_api_key.get_secret_value(),
+            system_instruction=settings.system_instruction,
+            settings=GeminiLiveLLMService.Settings(
+                model=settings.gemini_model,
+                voice=settings.gemini_voice,
+                language=settings.gemini_language,
+                context_window_compression=ContextWindowCompressionParams(
+                    enabled=settings.gemini_compression
+                ),
+            ),
+            http_options=http_options(settings),
+            inference_on_context_initialization=False,
+        )
+        self._talkline = settings
+        self._on_fatal = on_fatal
+        self._pending = bytearray()
+        self._pending_rate = settings.audio_in_rate
+        self._buffer_limit = int(settings.gemini_buffer_secs * settings.audio_in_rate * 2)
+        self._failed = False
+        self._go_away_task: asyncio.Task[None] | None = None
+        self._reconnect_started: float | None = None
+        self.stats = UpstreamStats()
+
+    # --- user audio: never dropped while the upstream is away -----------------------------
+
+    def _can_send(self) -> bool:
+        return bool(self._session and self._ready_for_realtime_input and not self._disconnecting)
+
+    async def _send_user_audio(self, frame) -> None:
+        if self._vad_disabled or self._audio_input_paused or self._failed:
+            await super()._send_user_audio(frame)
+            return
+        self._pending_rate = frame.sample_rate
+        if self._pending or not self._can_send():
+            self._keep(frame.audio)
+            if self._can_send():
+                await self._flush_pending()
+            return
+        await self._send_audio(frame.audio)
+
+    def _keep(self, audio: bytes) -> None:
+        self._pending.extend(audio)
+        self.stats.buffered_bytes += len(audio)
+        overflow = len(self._pending) - self._buffer_limit
+        if overflow > 0:  # bounded: the oldest audio goes first
+            del self._pending[:overflow]
+            self.stats.dropped_bytes += overflow
+        self.stats.max_buffered_bytes = max(self.stats.max_buffered_bytes, len(self._pending))
+
+    async def _flush_pending(self) -> None:
+        while self._pending and self._can_send():
+            chunk = bytes(self._pending[:FLUSH_CHUNK_BYTES])
+            if not await self._send_audio(chunk, keep_on_failure=False):
+                return
+            del self._pending[: len(chunk)]
+
+    async def _send_audio(self, audio: bytes, *, keep_on_failure: bool = True) -> bool:
+        assert self._session is not None
+        try:
+            await self._session.send_realtime_input(
+                audio=Blob(data=audio, mime_type=f"audio/pcm;rate={self._pending_rate}")
+            )
+            return True
+        except Exception as error:
+            if keep_on_failure:
+                self._keep(audio)
+            logger.warning(f"Gemini send failed ({error}); reconnecting")
+            self.create_task(self._reconnect(), name="gemini-reconnect-after-send")
+            return False
+
+    async def _handle_send_error(self, error: Exception) -> None:
+        """A failed send is a reason to reconnect, not to end the conversation."""
+        if self._disconnecting or not self._session:
+            return
+        logger.warning(f"Gemini send failed ({error}); reconnecting")
+        self.create_task(self._reconnect(), name="gemini-reconnect-after-send")
+
+    # --- connection lifecycle ---------------------------------------------------------------
+
+    async def _connection_task_handler(self, config) -> None:
+        """Also treat a refused connect (bad key, unknown model, network) as a failure."""
+        try:
+            await super()._connection_task_handler(config)
+        except Exception as error:
+            if self._disconnecting:
+                return
+            if await self._handle_connection_error(error):
+                await self._reconnect()
+
+    async def _handle_session_ready(self, session) -> None:
+        await super()._handle_session_ready(session)
+        if self._reconnect_started is not None:
+            took = time.monotonic() - self._reconnect_started
+            self.stats.reconnects += 1
+            self.stats.reconnect_secs.append(took)
+            self._reconnect_started = None
+            logger.info(f"Gemini reconnected in {took * 1000:.0f} ms (resumed with handle)")
+        if self._pending:
+            await self._flush_pending()
+
+    async def _handle_connection_error(self, error: Exception) -> bool:
+        message = fatal_message(error, self._talkline)
+        code, reason = close_reason(error)
+        attempts = self._consecutive_failures  # Pipecat resets it after 10 s of stable connection
+        if message is None and attempts >= self._talkline.gemini_reconnect_attempts:
+            message = (
+                f"Lost the connection to Gemini and could not restore it after "
+                f"{attempts} attempts ({code} {reason}). Please try again in a moment."
+            )
+        if message is not None:
+            await self._fail(message)
+            return False
+        if code == 1008 and "session not found" in reason.lower():
+            logger.warning("Gemini forgot the resumption handle; starting a fresh session")
+            self._session_resumption_handle = None
+        delay = BACKOFF_SECS[min(attempts, len(BACKOFF_SECS) - 1)]
+        self._consecutive_failures += 1
+        logger.warning(
+            f"Gemini connection failed ({code} {reason}); retry {attempts + 1} in {delay}s"
+        )
+        await asyncio.sleep(delay)
+        return True
+
+    async def _fail(self, message: str) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        logger.error(f"Gemini: {message}")
+        await self._on_fatal(message)
+
+    async def _reconnect(self) -> None:
+        if self._reconnect_started is None:
+            self._reconnect_started = time.monotonic()
+        await super()._reconnect()
+
+    # --- goAway: leave before the deadline --------------------------------------------------
+
+    async def _handle_server_message(self, message: LiveServerMessage) -> None:
+        if message.go_away is not None and self._go_away_task is None:
+            time_left = parse_seconds(message.go_away.time_left)
+            self.stats.go_aways += 1
+            logger.info(f"Gemini goAway: {time_left:.1f} s left; reconnecting before then")
+            self._go_away_task = self.create_task(self._leave_before(time_left), name="go-away")
+        await super()._handle_server_message(message)
+
+    async def _leave_before(self, time_left: float) -> None:
+        """Let the current answer finish if there is time, then resume on a new connection."""
+        deadline = time.monotonic() + time_left * GO_AWAY_MARGIN
+        while self._bot_is_responding and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self._go_away_task = None
+        await self._reconnect()
+
+
+def parse_seconds(duration: str | None) -> float:
+    """A protobuf Duration string such as ``"50s"`` or ``"0.200s"`` in seconds."""
+    try:
+        return float((duration or "0s").rstrip("s"))
+    except ValueError:
+        return 0.0
