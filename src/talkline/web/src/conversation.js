@@ -19,6 +19,7 @@ class BotMessage {
     this.item.dataset.testid = "bot-message";
     this.item.append(el("span", "sr-only", "Bot: "));
     this.text = el("p", "text");
+    this.text.dataset.testid = "message-text";
     this.item.append(this.text);
     this.segments = new Map();
   }
@@ -67,10 +68,13 @@ class UserMessage {
   constructor() {
     this.item = el("li", "msg user empty");
     this.item.append(el("span", "sr-only", "You: "));
+    const text = el("span", "text");
+    text.dataset.testid = "message-text";
     this.final = el("span", "final");
     this.interim = el("span", "interim");
     this.interim.setAttribute("aria-hidden", "true");
-    this.item.append(this.final, this.interim);
+    text.append(this.final, this.interim);
+    this.item.append(text);
   }
 
   get empty() {
