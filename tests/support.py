@@ -82,6 +82,24 @@ def running_server(**overrides: Any) -> Iterator[ServerThread]:
         server.stop()
 
 
+@contextlib.contextmanager
+def running_gemini_server(emulator: Any, **overrides: Any) -> Iterator[ServerThread]:
+    """A ready server whose Gemini brain talks to ``emulator`` through the real SDK."""
+    values = {
+        "brain": "gemini",
+        "gemini_api_key": "test-key",
+        "gemini_base_url": emulator.base_url,
+        "gemini_ca_file": emulator.ca_file,
+    } | overrides
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    server = ServerThread(settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def piper_speech(text: str, path: Path, *, lead: float = 0.5, tail: float = 0.3) -> bytes:
     """``text`` spoken by Piper (in its own process: GPL), as 16 kHz mono PCM with pads."""
     raw = path.with_suffix(".raw.wav")
