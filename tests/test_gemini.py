@@ -142,7 +142,7 @@ async def test_reconnect_attempts_run_out_with_a_clear_error(
     for connection in range(4):
         emulator.drop(after_seconds=0.2, connection=connection)
     with running_gemini_server(emulator, gemini_reconnect_attempts=2) as server:
-        client, message = await fatal_error(server)
+        _, message = await fatal_error(server)
     assert "could not restore it after 2 attempts" in message
     assert len(emulator.connections) == 3
 

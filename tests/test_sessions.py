@@ -39,6 +39,8 @@ async def test_one_session_over_the_cap_is_refused_with_1013(small_server: Serve
         assert second.close_code == 1013
         assert "server full" in second.close_reason
         assert httpx.get(f"{small_server.http_url}/ready").status_code == 503
+        connect = httpx.post(f"{small_server.http_url}/connect", json={})
+        assert connect.status_code == 503 and "server full" in connect.json()["error"]
         await first.send_message({"label": "rtvi-ai", "type": "client-message", "id": "x",
                                   "data": {"t": "ping", "d": {}}})  # fmt: skip
         await asyncio.sleep(0.3)

@@ -6,7 +6,11 @@ import json
 
 import pipecat.frames.protobufs.frames_pb2 as frame_protos
 import pytest
-from pipecat.frames.frames import InputAudioRawFrame, InputTransportMessageFrame
+from pipecat.frames.frames import (
+    InputAudioRawFrame,
+    InputTransportMessageFrame,
+    InterruptionFrame,
+)
 
 from talkline.client import audio_frame, message_frame, rtvi_message
 from talkline.transport import ERRORS_PER_SECOND, GuardedSerializer
@@ -91,3 +95,8 @@ def test_client_frames_are_what_pipecat_serializes() -> None:
     """The client's frames decode with Pipecat's own protobuf definitions."""
     proto = frame_protos.Frame.FromString(message_frame({"a": 1}))
     assert json.loads(proto.message.data) == {"a": 1}
+
+
+async def test_interruption_frames_are_not_sent_to_clients(serializer: GuardedSerializer) -> None:
+    """The JS clients cannot read InterruptionFrame; bot-interrupted tells them instead."""
+    assert await serializer.serialize(InterruptionFrame()) is None

@@ -38,13 +38,18 @@ class SessionManager:
         self.draining = False
         self.started_total = 0
 
-    def admit(self, client: str) -> SessionRecord:
+    def refusal(self) -> str | None:
+        """Why a new session would be refused now, or None."""
         if self.draining:
-            raise AdmissionRefused("server shutting down: try another server or again later")
+            return "server shutting down: try another server or again later"
         if len(self.live) >= self.max_sessions:
-            raise AdmissionRefused(
-                f"server full: {self.max_sessions} sessions in use, try again later"
-            )
+            return f"server full: all {self.max_sessions} session slots are in use, try again later"
+        return None
+
+    def admit(self, client: str) -> SessionRecord:
+        reason = self.refusal()
+        if reason:
+            raise AdmissionRefused(reason)
         record = SessionRecord(id=uuid.uuid4().hex[:12], client=client)
         self.live[record.id] = record
         self.started_total += 1

@@ -18,7 +18,12 @@ import pipecat.frames.protobufs.frames_pb2 as frame_protos
 from fastapi import WebSocket, WebSocketDisconnect
 from google.protobuf.message import DecodeError
 from loguru import logger
-from pipecat.frames.frames import Frame, InputAudioRawFrame, InputTransportMessageFrame
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    InputTransportMessageFrame,
+    InterruptionFrame,
+)
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 from starlette import status
 
@@ -39,6 +44,13 @@ class GuardedSerializer(ProtobufFrameSerializer):
         self._window_start = 0.0
         self._errors_in_window = 0
         self.bad_inputs = 0
+
+    async def serialize(self, frame: Frame) -> str | bytes | None:
+        # The official JS clients have no InterruptionFrame and warn on every one; they
+        # learn of interruptions from the RTVI "bot-interrupted" message instead.
+        if isinstance(frame, InterruptionFrame):
+            return None
+        return await super().serialize(frame)
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
         problem = self._check_envelope(data)

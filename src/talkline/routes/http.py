@@ -19,9 +19,17 @@ def websocket_url(request: Request, public_url: str | None) -> str:
     return f"{ws_scheme}://{rest}/ws"
 
 
-@router.post("/connect")
-async def connect(request: Request, settings: AppSettings) -> dict[str, str]:
-    """The reply ``PipecatClient.startBotAndConnect`` expects: only ``ws_url`` (and a token)."""
+@router.post("/connect", response_model=None)
+async def connect(
+    request: Request, settings: AppSettings, sessions: Manager, shared: Shared
+) -> dict[str, str] | JSONResponse:
+    """The reply ``PipecatClient.startBotAndConnect`` expects: only ``ws_url`` (and a token).
+
+    A server that would refuse the session says so here already, with 503 and the reason.
+    """
+    refusal = sessions.refusal() or (None if shared.ready.is_set() else "server starting")
+    if refusal:
+        return JSONResponse({"error": refusal}, status_code=503, headers={"Retry-After": "5"})
     return {"ws_url": websocket_url(request, settings.public_url)}
 
 
