@@ -13,7 +13,7 @@ from pipecat.frames.frames import (
 )
 
 from talkline.client import audio_frame, message_frame, rtvi_message
-from talkline.transport import ERRORS_PER_SECOND, GuardedSerializer
+from talkline.transport import ERRORS_PER_SECOND, GuardedSerializer, InputLimits
 
 
 @pytest.fixture
@@ -26,7 +26,12 @@ def serializer(reports: list[str]) -> GuardedSerializer:
     async def report(problem: str) -> None:
         reports.append(problem)
 
-    return GuardedSerializer(sample_rate=16000, max_message_bytes=4096, report=report)
+    async def violate(problem: str) -> None:
+        reports.append(f"VIOLATION {problem}")
+
+    return GuardedSerializer(
+        limits=InputLimits(max_message_bytes=4096), report=report, violate=violate
+    )
 
 
 def text_frame() -> bytes:

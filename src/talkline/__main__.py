@@ -34,9 +34,8 @@ def load_or_exit() -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from talkline.app import create_app
+    from talkline.serve import serve as serve_app
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_or_exit().model_copy(update=overrides)
@@ -44,14 +43,7 @@ def serve(args: argparse.Namespace) -> int:
     logger.info(
         f"talkline on http://{settings.host}:{settings.port} (brain: {settings.effective_brain})"
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        ws_max_size=settings.max_message_bytes * 4,
-        timeout_graceful_shutdown=5,
-    )
+    serve_app(create_app(settings), settings)
     return 0
 
 

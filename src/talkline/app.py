@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from talkline.auth import Access
 from talkline.config import Settings
+from talkline.metrics import Metrics
 from talkline.resources import SharedResources
 from talkline.routes import http, websocket
 from talkline.sessions import SessionManager
 
 WEB_DIST = Path(__file__).parent / "web" / "dist"
+
+
+def build_access(settings: Settings) -> Access:
+    """Keys alone get a per-process signing secret; replicas behind one proxy share one."""
+    secret = settings.token_secret.get_secret_value().encode() if settings.token_secret else None
+    if secret is None and settings.api_key_list:
+        secret = secrets.token_bytes(32)
+    return Access(settings.api_key_list, secret, settings.token_ttl)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -31,8 +43,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="talkline", lifespan=lifespan)
     app.state.settings = settings
-    app.state.sessions = SessionManager(settings.max_sessions)
+    app.state.access = build_access(settings)
+    if settings.origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.state.sessions = SessionManager(settings.max_sessions, settings.max_sessions_per_client)
     app.state.shared = SharedResources(settings)
+    app.state.metrics = Metrics(lambda: len(app.state.sessions))
     app.include_router(http.router)
     app.include_router(websocket.router)
     if (WEB_DIST / "index.html").is_file():

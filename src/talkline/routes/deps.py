@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from talkline.auth import Access
 from talkline.config import Settings
 from talkline.resources import SharedResources
 from talkline.sessions import SessionManager
@@ -23,6 +24,11 @@ def get_shared(request: Request) -> SharedResources:
     return request.app.state.shared
 
 
+def get_access(request: Request) -> Access:
+    return request.app.state.access
+
+
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
 Manager = Annotated[SessionManager, Depends(get_manager)]
 Shared = Annotated[SharedResources, Depends(get_shared)]
+AccessRules = Annotated[Access, Depends(get_access)]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from talkline.routes.deps import AppSettings, Manager, Shared
+from talkline.auth import bearer
+from talkline.routes.deps import AccessRules, AppSettings, Manager, Shared
 from talkline.session import describe_brain
 
 router = APIRouter()
@@ -21,16 +23,28 @@ def websocket_url(request: Request, public_url: str | None) -> str:
 
 @router.post("/connect", response_model=None)
 async def connect(
-    request: Request, settings: AppSettings, sessions: Manager, shared: Shared
+    request: Request, settings: AppSettings, sessions: Manager, shared: Shared, access: AccessRules
 ) -> dict[str, str] | JSONResponse:
     """The reply ``PipecatClient.startBotAndConnect`` expects: only ``ws_url`` (and a token).
 
-    A server that would refuse the session says so here already, with 503 and the reason.
+    With access control on, it takes ``Authorization: Bearer <API key>`` and returns a
+    short-lived token for /ws. A server that would refuse the session says so here already,
+    with 503 and the reason.
     """
+    reply = {"ws_url": websocket_url(request, settings.public_url)}
+    if access.enabled:
+        key_id = access.key_id(bearer(request.headers.get("authorization")) or "")
+        if key_id is None:
+            return JSONResponse(
+                {"error": "an API key is required: Authorization: Bearer <key>"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        reply["token"] = access.token_for(key_id)
     refusal = sessions.refusal() or (None if shared.ready.is_set() else "server starting")
     if refusal:
         return JSONResponse({"error": refusal}, status_code=503, headers={"Retry-After": "5"})
-    return {"ws_url": websocket_url(request, settings.public_url)}
+    return reply
 
 
 @router.get("/health")
@@ -42,6 +56,12 @@ async def health(settings: AppSettings, sessions: Manager) -> dict[str, object]:
         "sessions": len(sessions),
         "max_sessions": sessions.max_sessions,
     }
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/ready")

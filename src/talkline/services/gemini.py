@@ -91,7 +91,13 @@ def fatal_message(error: Exception, settings: Settings) -> str | None:
 class TalklineGeminiLiveService(GeminiLiveLLMService):
     """Gemini Live speech-to-speech that survives upstream trouble without losing audio."""
 
-    def __init__(self, settings: Settings, *, on_fatal: OnFatal):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_fatal: OnFatal,
+        on_reconnect: Callable[[], None] = lambda: None,
+    ):
         assert settings.gemini_api_key is not None
         super().__init__(
             api_key=settings.gemini_api_key.get_secret_value(),
@@ -109,6 +115,7 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         )
         self._talkline = settings
         self._on_fatal = on_fatal
+        self._on_reconnect = on_reconnect
         self._pending = bytearray()
         self._pending_rate = settings.audio_in_rate
         self._buffer_limit = int(settings.gemini_buffer_secs * settings.audio_in_rate * 2)
@@ -189,6 +196,7 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             took = time.monotonic() - self._reconnect_started
             self.stats.reconnects += 1
             self.stats.reconnect_secs.append(took)
+            self._on_reconnect()
             self._reconnect_started = None
             logger.info(f"Gemini reconnected in {took * 1000:.0f} ms (resumed with handle)")
         if self._pending:
