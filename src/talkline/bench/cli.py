@@ -1,0 +1,148 @@
+"""``talkline bench``: sweep concurrent sessions against talkline (and the baseline bot)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from talkline.bench import report
+from talkline.bench.runner import Brain, RunResult, Target, run_once
+from talkline.bench.speech import DEFAULT_TEXT, RATE, make_plan, piper_speech
+
+FULL_SESSIONS = [1, 10, 25, 50, 100, 150]
+QUICK_SESSIONS = [1, 2]
+DEFAULT_BASELINE_BOT = Path(__file__).resolve().parents[3] / "bench" / "baseline_bot.py"
+BAD_P95_MS = 3000.0  # past this a sweep stops: the bot is no longer conversational
+BAD_SHARE = 0.9  # ... or when fewer turns than this share were answered
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser.add_argument("--brain", choices=["gemini", "local", "both"], default="both")
+    parser.add_argument("--sessions", help="comma-separated N to sweep (default 1,10,...,150)")
+    parser.add_argument("--turns", type=int, help="turns per session (default 3; quick 1)")
+    parser.add_argument("--local-turns", type=int, help="turns of the offline run (default 5)")
+    parser.add_argument("--gap", type=float, help="silence after each utterance (default 4.5 s)")
+    parser.add_argument("--local-gap", type=float, default=7.0, help="the same, offline brain")
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the plain Pipecat bot (bench/baseline_bot.py) on the Gemini sweep",
+    )
+    parser.add_argument("--baseline-bot", type=Path, default=DEFAULT_BASELINE_BOT)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--text", default=DEFAULT_TEXT, help="what the simulated users say")
+    parser.add_argument("--quick", action="store_true", help="tiny run: N=1,2, one turn")
+    return parser
+
+
+@dataclass
+class Options:
+    brains: list[Brain]
+    sessions: list[int]
+    turns: int
+    local_turns: int
+    gap: float
+    local_gap: float
+    baseline: bool
+    baseline_bot: Path
+    out: Path
+    text: str
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    quick = args.quick
+    if args.sessions:
+        sessions = sorted({int(n) for n in args.sessions.split(",") if n.strip()})
+    else:
+        sessions = QUICK_SESSIONS if quick else FULL_SESSIONS
+    brains: list[Brain] = ["gemini", "local"] if args.brain == "both" else [args.brain]
+    return Options(
+        brains=brains,
+        sessions=sessions,
+        turns=args.turns or (1 if quick else 3),
+        local_turns=args.local_turns or (1 if quick else 5),
+        gap=args.gap or (3.0 if quick else 4.5),
+        local_gap=args.local_gap,
+        baseline=args.baseline,
+        baseline_bot=args.baseline_bot,
+        out=args.out,
+        text=args.text,
+    )
+
+
+def collapsed(result: RunResult) -> bool:
+    """Whether the sweep of this target should stop here."""
+    summary = result.summary
+    p95 = summary.response["p95"]
+    return summary.answered < BAD_SHARE * summary.expected or (p95 is not None and p95 > BAD_P95_MS)
+
+
+def progress(result: RunResult) -> None:
+    s = result.summary
+    print(
+        f"  {result.target:<8} {result.brain:<6} N={result.sessions:<4} "
+        f"answered {s.answered}/{s.expected} (failed clients {s.failed_clients})  "
+        f"response p50 {report.ms(s.response['p50'])} "
+        f"p95 {report.ms(s.response['p95'])}  in p95 {report.ms(s.inbound['p95'])}  "
+        f"out p95 {report.ms(s.outbound['p95'])}  glitches {s.glitches}  "
+        f"cpu {result.server.cores:.2f}  rss {result.server.rss_peak / 2**20:.0f} MB",
+        flush=True,
+    )
+
+
+async def sweep(options: Options, speech: bytes) -> list[RunResult]:
+    logs = options.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    results: list[RunResult] = []
+    if "gemini" in options.brains:
+        plan = make_plan(speech, options.turns, options.gap)
+        targets: list[Target] = ["talkline", "baseline"] if options.baseline else ["talkline"]
+        for target in targets:
+            for sessions in options.sessions:
+                result = await run_once(
+                    target, "gemini", sessions, plan, baseline_bot=options.baseline_bot, logs=logs
+                )
+                progress(result)
+                results.append(result)
+                if collapsed(result):
+                    result.notes.append("sweep stopped here: no longer conversational")
+                    break
+    if "local" in options.brains:
+        plan = make_plan(speech, options.local_turns, options.local_gap)
+        result = await run_once(
+            "talkline", "local", 1, plan, baseline_bot=options.baseline_bot, logs=logs
+        )
+        progress(result)
+        results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None, prog: str = "talkline bench") -> int:
+    """Run the benchmark and write the report; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    options = options_from(build_parser(prog).parse_args(argv))
+    command = f"{prog} {shlex.join(argv)}".strip()
+    machine = report.describe_machine()
+    print(f"talkline bench: {machine['cpu']} x{machine['cores']}, load {machine['load']}")
+    try:
+        import uvloop
+
+        speech = piper_speech(options.text)
+        results = uvloop.run(sweep(options, speech))
+    except KeyboardInterrupt:
+        return 130
+    path = report.write(
+        options.out,
+        results,
+        machine=machine,
+        command=command,
+        speech_secs=len(speech) / (2 * RATE),
+        gap=options.gap,
+    )
+    print(f"talkline bench: report in {path}")
+    return 0

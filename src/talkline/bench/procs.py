@@ -1,0 +1,204 @@
+"""The processes under test: the server (talkline or the baseline bot) and the emulator.
+
+Each is a subprocess of the bench. `ProcessMonitor` samples a process tree with psutil:
+CPU time (so cores used over a window) and resident memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+READY_TIMEOUT = 120.0
+STOP_TIMEOUT = 15.0
+SAMPLE_SECS = 0.25
+
+
+class ServerFailed(RuntimeError):
+    """The server under test exited or never became ready."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Emulator:
+    """A running emulator subprocess and where to reach it."""
+
+    process: asyncio.subprocess.Process
+    base_url: str
+    ca_file: str
+    records_file: Path
+
+    async def finish(self) -> list[dict[str, object]]:
+        """Stop it and read what it recorded."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
+        records: list[dict[str, object]] = json.loads(self.records_file.read_text())
+        return records
+
+
+@contextlib.asynccontextmanager
+async def emulator(records_file: Path, *, reply_seconds: float) -> AsyncIterator[Emulator]:
+    """The bench emulator in instant mode: no response delay, reply audio all at once."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "talkline.bench.emulator_proc",
+        "--records",
+        str(records_file),
+        "--reply-seconds",
+        str(reply_seconds),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT)
+        if not line:
+            raise ServerFailed("the emulator exited before it was ready")
+        info = json.loads(line)
+        yield Emulator(process, info["base_url"], info["ca_file"], records_file)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+@dataclass
+class Server:
+    """A server under test, its port, and how long it took to answer /ready."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    ready_secs: float
+    log: Path
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+async def _wait_ready(process: asyncio.subprocess.Process, port: int, log: Path) -> None:
+    url = f"http://127.0.0.1:{port}/ready"
+    deadline = time.monotonic() + READY_TIMEOUT
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                tail = (await asyncio.to_thread(log.read_text, errors="replace"))[-2000:]
+                raise ServerFailed(f"server exited with {process.returncode}:\n{tail}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(url) as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.02)
+    raise ServerFailed(f"no 200 from {url} within {READY_TIMEOUT:.0f} s")
+
+
+@contextlib.asynccontextmanager
+async def server(
+    command: list[str], env: dict[str, str], port: int, log: Path
+) -> AsyncIterator[Server]:
+    """Start ``command``, wait for GET /ready → 200, stop it (SIGTERM, then SIGKILL) after."""
+    spawned = time.monotonic()
+    with log.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            env=os.environ | env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+        )
+    try:
+        await _wait_ready(process, port, log)
+        yield Server(process, port, time.monotonic() - spawned, log)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+@dataclass
+class Usage:
+    """CPU seconds and memory of a process tree over a window."""
+
+    cpu_secs: float = 0.0
+    wall_secs: float = 0.0
+    rss_start: int = 0
+    rss_peak: int = 0
+
+    @property
+    def cores(self) -> float:
+        return self.cpu_secs / self.wall_secs if self.wall_secs > 0 else 0.0
+
+
+def _tree(process: psutil.Process) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return [process, *process.children(recursive=True)]
+    return []
+
+
+def _cpu_and_rss(process: psutil.Process) -> tuple[float, int]:
+    cpu, rss = 0.0, 0
+    for member in _tree(process):
+        with contextlib.suppress(psutil.Error):
+            times = member.cpu_times()
+            cpu += times.user + times.system
+            rss += member.memory_info().rss
+    return cpu, rss
+
+
+@dataclass
+class ProcessMonitor:
+    """Samples one process tree in the background between `start()` and `stop()`."""
+
+    pid: int
+    usage: Usage = field(default_factory=Usage)
+    _task: asyncio.Task[None] | None = None
+    _cpu0: float = 0.0
+    _wall0: float = 0.0
+
+    def start(self) -> None:
+        process = psutil.Process(self.pid)
+        self._cpu0, self.usage.rss_start = _cpu_and_rss(process)
+        self.usage.rss_peak = self.usage.rss_start
+        self._wall0 = time.monotonic()
+        self._task = asyncio.create_task(self._sample(process), name=f"monitor-{self.pid}")
+
+    async def _sample(self, process: psutil.Process) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_SECS)
+            cpu, rss = _cpu_and_rss(process)
+            self.usage.rss_peak = max(self.usage.rss_peak, rss)
+            self.usage.cpu_secs = cpu - self._cpu0
+            self.usage.wall_secs = time.monotonic() - self._wall0
+
+    async def stop(self) -> Usage:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        cpu, rss = _cpu_and_rss(psutil.Process(self.pid))
+        self.usage.rss_peak = max(self.usage.rss_peak, rss)
+        self.usage.cpu_secs = cpu - self._cpu0
+        self.usage.wall_secs = time.monotonic() - self._wall0
+        return self.usage

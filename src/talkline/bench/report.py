@@ -1,0 +1,307 @@
+"""The results file: machine, command, targets, one table row per run, ratios, plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from talkline.bench import plots
+from talkline.bench.analysis import TurnSummary
+from talkline.bench.runner import RunResult
+
+REPORT_NAME = "report.md"
+TARGET_SESSIONS = 100
+TARGET_ADDED_MS = 20.0
+TARGET_RSS_MB = 20.0
+TARGET_LOCAL_MS = 800.0
+TARGET_READY_SECS = 3.0
+MB = 2**20
+NA = "n/a"
+
+
+def ms(value: float | None) -> str:
+    return NA if value is None else f"{value:,.0f}"
+
+
+def refused(summary: TurnSummary) -> str:
+    return f" ({summary.failed_clients} clients failed)" if summary.failed_clients else ""
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return NA if a is None or not b else f"{a / b:.2f}"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_revision() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return done.stdout.strip()
+
+
+def describe_machine() -> dict[str, Any]:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "pipecat": version("pipecat-ai"),
+        "talkline": f"{version('talkline')} ({git_revision()})",
+        "load": load,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def fill_rss_per_session(results: list[RunResult]) -> None:
+    """Memory per extra session: the slope from the N=1 run, else (peak - idle) / N."""
+    for result in results:
+        one = next(
+            (
+                r
+                for r in results
+                if (r.target, r.brain, r.sessions) == (result.target, result.brain, 1)
+            ),
+            None,
+        )
+        usage = result.server
+        if one is not None and result.sessions > 1:
+            grown = usage.rss_peak - one.server.rss_peak
+            result.rss_per_session_mb = grown / (result.sessions - 1) / MB
+        else:
+            result.rss_per_session_mb = (usage.rss_peak - usage.rss_start) / result.sessions / MB
+
+
+def meets(result: RunResult) -> bool:
+    s = result.summary
+    return (
+        s.answered == s.expected
+        and s.failed_clients == 0
+        and s.glitches == 0
+        and (s.inbound["p95"] or 0.0) < TARGET_ADDED_MS
+        and (s.outbound["p95"] or 0.0) < TARGET_ADDED_MS
+        and s.inbound["p95"] is not None
+        and s.outbound["p95"] is not None
+        and (result.rss_per_session_mb or 0.0) < TARGET_RSS_MB
+    )
+
+
+def gemini_rows(results: list[RunResult]) -> list[str]:
+    head = (
+        "| bot | N | turns answered | response p50 / p95 / p99 ms | inbound p50 / p95 / p99 ms "
+        "| outbound p50 / p95 / p99 ms | glitches (max gap ms) | server CPU cores "
+        "| RSS idle → peak MB | RSS / extra session MB | clients CPU | emulator CPU "
+        "| clients' loop lag p99 / max ms | /ready s |"
+    )
+    rows = [head, "|" + "---|" * 14]
+    for r in results:
+        if r.brain != "gemini":
+            continue
+        s = r.summary
+        label = "talkline" if r.target == "talkline" else "**baseline**"
+        trio = lambda p: f"{ms(p['p50'])} / {ms(p['p95'])} / {ms(p['p99'])}"  # noqa: E731
+        rows.append(
+            f"| {label} | {r.sessions} | {s.answered}/{s.expected}{refused(s)} "
+            f"| {trio(s.response)} "
+            f"| {trio(s.inbound)} | {trio(s.outbound)} | {s.glitches} ({s.max_gap_ms:.0f}) "
+            f"| {r.server.cores:.2f} "
+            f"| {r.server.rss_start / MB:.0f} → {r.server.rss_peak / MB:.0f} "
+            f"| {r.rss_per_session_mb:.1f} | {r.clients_cores:.2f} "
+            f"| {r.emulator_cores or 0:.2f} | {r.loop_lag_p99_ms:.1f} / {r.loop_lag_max_ms:.0f} "
+            f"| {r.ready_secs:.2f} |"
+        )
+    return rows
+
+
+def ratio_rows(results: list[RunResult]) -> list[str]:
+    talkline = {r.sessions: r for r in results if (r.target, r.brain) == ("talkline", "gemini")}
+    baseline = {r.sessions: r for r in results if (r.target, r.brain) == ("baseline", "gemini")}
+    common = sorted(talkline.keys() & baseline.keys())
+    if not common:
+        return ["(no N was run against both bots)"]
+    rows = [
+        "| N | response p50 | response p95 | inbound p95 | outbound p95 | server CPU "
+        "| RSS peak | RSS / extra session |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in common:
+        t, b = talkline[n], baseline[n]
+        ts, bs = t.summary, b.summary
+        rows.append(
+            f"| {n} | {ratio(ts.response['p50'], bs.response['p50'])} "
+            f"| {ratio(ts.response['p95'], bs.response['p95'])} "
+            f"| {ratio(ts.inbound['p95'], bs.inbound['p95'])} "
+            f"| {ratio(ts.outbound['p95'], bs.outbound['p95'])} "
+            f"| {ratio(t.server.cores, b.server.cores)} "
+            f"| {ratio(t.server.rss_peak, b.server.rss_peak)} "
+            f"| {ratio(t.rss_per_session_mb, b.rss_per_session_mb) if n > 1 else NA} |"
+        )
+    return rows
+
+
+def local_rows(results: list[RunResult]) -> list[str]:
+    rows = [
+        "| N | turns answered | end of speech → first bot audio p50 / p95 / max ms "
+        "| glitches (max gap ms) | server CPU cores | RSS idle → peak MB | /ready s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r.brain != "local":
+            continue
+        s = r.summary
+        rows.append(
+            f"| {r.sessions} | {s.answered}/{s.expected} | {ms(s.response['p50'])} / "
+            f"{ms(s.response['p95'])} / {ms(s.response['max'])} | {s.glitches} "
+            f"({s.max_gap_ms:.0f}) | {r.server.cores:.2f} "
+            f"| {r.server.rss_start / MB:.0f} → {r.server.rss_peak / MB:.0f} "
+            f"| {r.ready_secs:.2f} |"
+        )
+    return rows
+
+
+def target_rows(results: list[RunResult]) -> list[str]:
+    gemini = [r for r in results if (r.target, r.brain) == ("talkline", "gemini")]
+    local = [r for r in results if (r.target, r.brain) == ("talkline", "local")]
+    readies = [r.ready_secs for r in results if r.target == "talkline"]
+    passing = [r.sessions for r in gemini if meets(r)]
+    at_target = next((r for r in gemini if r.sessions == TARGET_SESSIONS), None)
+    extra = [r.rss_per_session_mb for r in gemini if r.sessions > 1 and r.rss_per_session_mb]
+
+    def verdict(ok: bool | None) -> str:
+        return "not run" if ok is None else ("met" if ok else "**missed**")
+
+    rows = ["| target | result | |", "|---|---|---|"]
+    rows.append(
+        f"| {TARGET_SESSIONS} Gemini sessions, added latency p95 < {TARGET_ADDED_MS:.0f} ms each "
+        f"way, no glitch | largest N meeting every target: {max(passing, default='none')} "
+        f"| {verdict(None if at_target is None else meets(at_target))} |"
+    )
+    worst = max(extra, default=None)
+    rows.append(
+        f"| < {TARGET_RSS_MB:.0f} MB RSS per extra session | worst over N > 1: "
+        f"{NA if worst is None else f'{worst:.1f} MB'} "
+        f"| {verdict(None if worst is None else worst < TARGET_RSS_MB)} |"
+    )
+    p50 = local[0].summary.response["p50"] if local else None
+    rows.append(
+        f"| offline brain, 1 session: end of speech → first bot audio p50 < "
+        f"{TARGET_LOCAL_MS:.0f} ms | {ms(p50)} ms "
+        f"| {verdict(None if p50 is None else p50 < TARGET_LOCAL_MS)} |"
+    )
+    slowest = max(readies, default=None)
+    rows.append(
+        f"| /ready within {TARGET_READY_SECS:.0f} s of start | slowest of {len(readies)} starts: "
+        f"{NA if slowest is None else f'{slowest:.2f} s'} "
+        f"| {verdict(None if slowest is None else slowest < TARGET_READY_SECS)} |"
+    )
+    return rows
+
+
+METHOD = """\
+## How it was measured
+
+- Each row is a fresh server process (`talkline serve`, or `python bench/baseline_bot.py`, the
+  plain Pipecat bot, labelled **baseline**) and, for Gemini, a fresh emulator process in instant
+  mode (no response delay; the whole 1.2 s reply is sent at once, so the upstream never makes
+  the server wait). The emulator ends a user turn after 0.5 s of quiet audio, so 0.5 s of every
+  Gemini *response* latency is the emulator's turn detection, not the server.
+- N clients run in the bench process (one asyncio loop, uvloop): each connects over the real
+  protocol (protobuf RTVI over WebSocket), sends `client-ready`, waits for `bot-ready`, then
+  streams real speech (Piper, {speech:.1f} s incl. 0.5 s lead silence) followed by
+  {gap:.1f} s of silence, per turn, in 32 ms chunks paced in real time. Client starts are
+  spread evenly over 2 s.
+- **response**: client sent the last voiced chunk → client received the first bot audio.
+  **inbound**: client sent the last voiced chunk → the emulator received that chunk (every
+  chunk carries a quiet 5-sample tag naming the client and the chunk, found in the audio the
+  server forwards). **outbound**: emulator sent the first reply chunk → client received the
+  first bot audio. All are `time.monotonic()`, one clock for both processes on Linux.
+- **glitch**: the bot's audio, played back in real time from its first frame, runs dry for
+  more than 100 ms.
+- CPU: psutil CPU time of each process tree over the run (connect to hang-up) divided by the
+  wall time. RSS: sampled every 0.25 s; idle is just before the clients connect. RSS per extra
+  session = (peak at N - peak at N=1) / (N - 1).
+- A sweep stops at the first N where fewer than 90 % of turns are answered or the response
+  p95 passes 3 s.
+- **Clients, emulator and server share the same {cores} cores** (see their CPU columns); other
+  engineers' jobs ran on this machine too (load average at start: {load}). Numbers at high N
+  include that contention.
+"""
+
+
+def write(
+    out: Path,
+    results: list[RunResult],
+    *,
+    machine: dict[str, Any],
+    command: str,
+    speech_secs: float,
+    gap: float,
+) -> Path:
+    """Write report.md, the PNG plots and results.json under ``out``; returns the report."""
+    out.mkdir(parents=True, exist_ok=True)
+    fill_rss_per_session(results)
+    images = plots.draw(out, results)
+    load_end = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [
+        "# talkline bench",
+        "",
+        f"- date: {machine['date']}",
+        f"- command: `{command}`",
+        f"- machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM, "
+        f"{machine['os']}",
+        f"- Python {machine['python']}, pipecat-ai {machine['pipecat']}, "
+        f"talkline {machine['talkline']}",
+        f"- load average (1, 5, 15 min) at start: {machine['load']}; at end: {load_end}",
+        "",
+        "## Targets",
+        "",
+        *target_rows(results),
+        "",
+        "## Gemini brain (emulator, instant mode), talkline and the baseline",
+        "",
+        *gemini_rows(results),
+        "",
+        "### talkline / baseline",
+        "",
+        *ratio_rows(results),
+        "",
+        "## Offline brain (Whisper + echo + Piper), one session",
+        "",
+        *local_rows(results),
+        "",
+        *[f"![{image.stem}]({image.name})" for image in images],
+        "",
+    ]
+    notes = [f"- {r.target} {r.brain} N={r.sessions}: {n}" for r in results for n in r.notes]
+    errors = [f"- {r.target} N={r.sessions}: {e}" for r in results for e in r.summary.errors]
+    if notes or errors:
+        lines += ["## Notes", "", *notes, *errors, ""]
+    values = {"cores": machine["cores"], "load": machine["load"], "speech": speech_secs}
+    lines.append(METHOD.format(**values, gap=gap))
+    path = out / REPORT_NAME
+    path.write_text("\n".join(lines))
+    raw = [dataclasses.asdict(r) for r in results]
+    (out / "results.json").write_text(json.dumps({"machine": machine, "runs": raw}, indent=1))
+    return path

@@ -1,0 +1,128 @@
+"""One load run: start the emulator and a server, run N clients, collect everything measured."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from talkline.bench.analysis import TurnSummary, summarise
+from talkline.bench.loadgen import LoadResult, run_load
+from talkline.bench.procs import ProcessMonitor, Usage, emulator, free_port, server
+from talkline.bench.speech import Plan
+
+Target = Literal["talkline", "baseline"]
+Brain = Literal["gemini", "local"]
+SETTLE_SECS = 0.5
+REPLY_SECONDS = 1.2
+
+
+@dataclass
+class RunResult:
+    """Everything one run measured; what the report and the plots are made of."""
+
+    target: Target
+    brain: Brain
+    sessions: int
+    turns: int
+    ready_secs: float
+    server: Usage
+    clients_cores: float
+    emulator_cores: float | None
+    loop_lag_p99_ms: float
+    loop_lag_max_ms: float
+    connect_secs: float
+    summary: TurnSummary
+    rss_per_session_mb: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def server_command(target: Target, port: int, baseline_bot: Path) -> list[str]:
+    if target == "baseline":
+        return [sys.executable, str(baseline_bot), "--port", str(port)]
+    return [sys.executable, "-m", "talkline", "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def server_env(target: Target, brain: Brain, sessions: int) -> dict[str, str]:
+    if target == "baseline":
+        return {}
+    env = {
+        "TALKLINE_BRAIN": brain,
+        "TALKLINE_HOST": "127.0.0.1",
+        "TALKLINE_LOG_LEVEL": "WARNING",
+        "TALKLINE_MAX_SESSIONS": str(max(100, sessions + 10)),
+        "TALKLINE_MAX_SESSIONS_PER_CLIENT": str(sessions + 10),  # every client is 127.0.0.1
+    }
+    if brain == "gemini":
+        env["GEMINI_API_KEY"] = "bench-key"
+    return env
+
+
+def upstream_flags(target: Target, base_url: str, ca_file: str) -> tuple[list[str], dict[str, str]]:
+    """How the server is pointed at the emulator: flags for the baseline, env for talkline."""
+    if target == "baseline":
+        return ["--gemini-base-url", base_url, "--ca-file", ca_file], {}
+    return [], {"TALKLINE_GEMINI_BASE_URL": base_url, "TALKLINE_GEMINI_CA_FILE": ca_file}
+
+
+async def _measure(
+    url: str, server_pid: int, emulator_pid: int | None, sessions: int, plan: Plan, tagged: bool
+) -> tuple[LoadResult, Usage, Usage, Usage | None]:
+    monitors = [ProcessMonitor(server_pid), ProcessMonitor(os.getpid())]
+    if emulator_pid is not None:
+        monitors.append(ProcessMonitor(emulator_pid))
+    await asyncio.sleep(SETTLE_SECS)
+    for monitor in monitors:
+        monitor.start()
+    load = await run_load(url, sessions, plan, tagged=tagged)
+    usages = [await monitor.stop() for monitor in monitors]
+    return load, usages[0], usages[1], usages[2] if emulator_pid is not None else None
+
+
+async def run_once(
+    target: Target, brain: Brain, sessions: int, plan: Plan, *, baseline_bot: Path, logs: Path
+) -> RunResult:
+    """Start fresh processes, run ``sessions`` clients through ``plan``, and measure."""
+    port = free_port()
+    command = server_command(target, port, baseline_bot)
+    env = server_env(target, brain, sessions)
+    log = logs / f"{target}-{brain}-{sessions}.log"
+    records = None
+    emulator_usage: Usage | None = None
+    with tempfile.TemporaryDirectory(prefix="talkline-bench-") as tmp:
+        if brain == "gemini":
+            async with emulator(Path(tmp) / "records.json", reply_seconds=REPLY_SECONDS) as emu:
+                flags, extra = upstream_flags(target, emu.base_url, emu.ca_file)
+                async with server(command + flags, env | extra, port, log) as srv:
+                    load, usage, clients, emulator_usage = await _measure(
+                        srv.ws_url, srv.process.pid, emu.process.pid, sessions, plan, True
+                    )
+                    ready = srv.ready_secs
+                records = await emu.finish()
+        else:
+            async with server(command, env, port, log) as srv:
+                load, usage, clients, _ = await _measure(
+                    srv.ws_url, srv.process.pid, None, sessions, plan, False
+                )
+                ready = srv.ready_secs
+    lags = np.asarray(load.loop_lag or [0.0]) * 1000
+    return RunResult(
+        target=target,
+        brain=brain,
+        sessions=sessions,
+        turns=len(plan.turns),
+        ready_secs=ready,
+        server=usage,
+        clients_cores=clients.cores,
+        emulator_cores=emulator_usage.cores if emulator_usage else None,
+        loop_lag_p99_ms=float(np.percentile(lags, 99)),
+        loop_lag_max_ms=float(lags.max()),
+        connect_secs=load.connect_secs,
+        summary=summarise(load.clients, plan, records),
+    )

