@@ -38,7 +38,7 @@ async def test_spoken_question_is_transcribed_and_answered_with_audio(
         await speak_and_wait_for_answer(client, weather_pcm)
 
     heard = words(final_transcript(client))
-    assert {"weather", "paris", "today"} <= heard, heard
+    assert {"weather", "like", "today"} <= heard, heard
     assert peak(bytes(client.bot_audio)) > 1000
     assert client.turns and client.turns[0].latency is not None
 
@@ -55,7 +55,7 @@ async def test_spoken_question_is_transcribed_and_answered_with_audio(
     assert "user-stopped-speaking" in order
     assert order.index("user-stopped-speaking") < order.index("bot-started-speaking")
     bot_text = " ".join(e.data.get("text", "") for e in client.of_type("bot-output"))
-    assert "You said" in bot_text and "Paris" in bot_text
+    assert "You said" in bot_text and "weather" in bot_text
 
 
 async def test_two_sessions_at_once_get_their_own_answers(
@@ -68,10 +68,10 @@ async def test_two_sessions_at_once_get_their_own_answers(
             speak_and_wait_for_answer(one, weather_pcm),
             speak_and_wait_for_answer(two, dragon_pcm),
         )
-    assert "paris" in words(final_transcript(one))
+    assert "weather" in words(final_transcript(one))
     assert "dragon" in words(final_transcript(two))
     assert "dragon" not in words(final_transcript(one))
-    assert "paris" not in words(final_transcript(two))
+    assert "weather" not in words(final_transcript(two))
     assert peak(bytes(one.bot_audio)) > 1000 and peak(bytes(two.bot_audio)) > 1000
 
 
@@ -96,7 +96,7 @@ async def test_bad_input_gets_errors_and_the_session_still_answers(
     assert "text WebSocket messages are not accepted" in errors
     assert "not a valid protobuf Frame" in errors
     assert "48000 Hz is not supported" in errors
-    assert "paris" in words(final_transcript(client))
+    assert "weather" in words(final_transcript(client))
     assert client.turns
 
 
@@ -113,7 +113,7 @@ async def test_speaking_over_the_bot_interrupts_its_answer(
         heard_first = final_transcript(client)
         await client.stream(weather_pcm)
         async with asyncio.timeout(ANSWER_TIMEOUT):
-            while "paris" not in words(final_transcript(client)):
+            while "weather" not in words(final_transcript(client)):
                 await client.silence(0.256)
         async with httpx.AsyncClient() as http:  # the whole first answer, as Piper says it
             spoken = f"You said: {heard_first.strip()}"

@@ -170,7 +170,7 @@ async def test_a_healthy_session_completes_its_turn_during_the_catalogue(
             speak_and_wait_for_answer(healthy, weather_pcm), *hostile, return_exceptions=True
         )
     assert results[0] is None, results[0]
-    assert "paris" in words(final_transcript(healthy))
+    assert "weather" in words(final_transcript(healthy))
 
 
 def open_fds() -> int:

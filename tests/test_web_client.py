@@ -156,7 +156,7 @@ async def test_page_talks_with_the_offline_brain(
     # Whisper tiny.en sometimes hears Piper's "Paris" as "pairs": two of three words will do.
     user_message = page.locator(by_id("user-message")).first
     heard = words(await user_message.locator(by_id("message-text")).inner_text())
-    assert len({"weather", "paris", "today"} & heard) >= 2, heard
+    assert len({"weather", "like", "today"} & heard) >= 2, heard
     bot_message = page.locator(by_id("bot-message")).first
     bot_text = bot_message.locator(by_id("message-text")).filter(has_text="You said")
     await bot_text.wait_for()

@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_model: str = "llama3.2"
     llm_api_key: SecretStr | None = None
+    llm_timeout: float = Field(10.0, gt=0, description="Seconds for the LLM's answer to start.")
 
     # Offline brain: text to speech (Piper runs in its own process: GPL-3.0)
     piper_voice: str = Field("", description="Piper .onnx voice (default: bundled joe-medium).")

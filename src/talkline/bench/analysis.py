@@ -13,6 +13,8 @@ Per turn:
 
 from __future__ import annotations
 
+import re
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,8 @@ class TurnMeasure:
     outbound: float | None = None
     glitches: int = 0
     max_gap: float = 0.0
+    turn_detected: float | None = None  # end of speech → the server's user-stopped-speaking
+    ttfb: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +89,7 @@ def measure_client(
         lo, hi = np.searchsorted(times, [spoke, until])
         measure = TurnMeasure()
         measures.append(measure)
+        note_events(measure, client.events, spoke, float(until))
         if upstream is not None and turn.last_voiced in upstream.arrivals:
             measure.inbound = upstream.arrivals[turn.last_voiced] - spoke
         if hi <= lo:
@@ -98,6 +103,24 @@ def measure_client(
             if replies:
                 measure.outbound = heard - replies[-1]
     return measures
+
+
+def note_events(
+    measure: TurnMeasure,
+    events: list[tuple[str, float, dict[str, Any]]],
+    spoke: float,
+    until: float,
+) -> None:
+    """When the server said the user stopped, and the services' time to first byte."""
+    for kind, at, data in events:
+        if not spoke <= at < until:
+            continue
+        if kind == "user-stopped-speaking" and measure.turn_detected is None:
+            measure.turn_detected = at - spoke
+        entries = (data.get("ttfb") or []) if kind == "metrics" else []
+        for entry in entries:
+            name = re.sub(r"#\d+$", "", str(entry.get("processor", "?")))
+            measure.ttfb.setdefault(name, float(entry.get("value", 0.0)))
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -120,6 +143,8 @@ class TurnSummary:
     max_gap_ms: float
     failed_clients: int
     errors: list[str]
+    turn_detected: dict[str, float | None] = field(default_factory=dict)
+    ttfb_ms: dict[str, float] = field(default_factory=dict)
 
 
 def summarise(
@@ -132,6 +157,10 @@ def summarise(
         measures += measure_client(client, plan, upstream)
     answered = [m for m in measures if m.response is not None]
     errors = sorted({c.error for c in clients if c.error})
+    ttfb: dict[str, list[float]] = defaultdict(list)
+    for m in measures:
+        for name, value in m.ttfb.items():
+            ttfb[name].append(value)
     return TurnSummary(
         expected=len(clients) * len(plan.turns),
         answered=len(answered),
@@ -142,4 +171,6 @@ def summarise(
         max_gap_ms=1000 * max((m.max_gap for m in answered), default=0.0),
         failed_clients=sum(1 for c in clients if c.error),
         errors=errors[:5],
+        turn_detected=percentiles([m.turn_detected for m in measures if m.turn_detected]),
+        ttfb_ms={name: 1000 * statistics.median(values) for name, values in ttfb.items()},
     )

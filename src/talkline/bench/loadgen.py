@@ -21,6 +21,7 @@ from talkline.client import RTVIClient, audio_frame
 CONNECT_CONCURRENCY = 10
 CONNECT_TIMEOUT = 30.0
 LAG_TICK = 0.01
+KEPT_EVENTS = frozenset({"user-stopped-speaking", "metrics"})
 
 
 class BenchClient(RTVIClient):
@@ -59,6 +60,7 @@ class ClientResult:
     audio_times: list[float] = field(default_factory=list)
     audio_bytes: list[int] = field(default_factory=list)
     error: str | None = None
+    events: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -113,6 +115,7 @@ def _result(client: BenchClient, error: BaseException | None) -> ClientResult:
         list(client.audio_times),
         list(client.audio_bytes),
         None if error is None else f"{type(error).__name__}: {error}",
+        [(e.type, e.at, e.data) for e in client.events if e.type in KEPT_EVENTS],
     )
 
 

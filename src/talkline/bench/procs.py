@@ -142,6 +142,7 @@ class Usage:
     """CPU seconds and memory of a process tree over a window."""
 
     cpu_secs: float = 0.0
+    main_thread_secs: float = 0.0  # the event loop's thread: 1 core is its ceiling (GIL)
     wall_secs: float = 0.0
     rss_start: int = 0
     rss_peak: int = 0
@@ -150,16 +151,28 @@ class Usage:
     def cores(self) -> float:
         return self.cpu_secs / self.wall_secs if self.wall_secs > 0 else 0.0
 
+    @property
+    def main_thread_cores(self) -> float:
+        return self.main_thread_secs / self.wall_secs if self.wall_secs > 0 else 0.0
 
-def _tree(process: psutil.Process) -> list[psutil.Process]:
+
+def _tree(process: psutil.Process, children: bool) -> list[psutil.Process]:
     with contextlib.suppress(psutil.Error):
-        return [process, *process.children(recursive=True)]
+        return [process, *(process.children(recursive=True) if children else [])]
     return []
 
 
-def _cpu_and_rss(process: psutil.Process) -> tuple[float, int]:
+def _main_thread_secs(process: psutil.Process) -> float:
+    with contextlib.suppress(psutil.Error):
+        for thread in process.threads():
+            if thread.id == process.pid:
+                return float(thread.user_time + thread.system_time)
+    return 0.0
+
+
+def _cpu_and_rss(process: psutil.Process, children: bool) -> tuple[float, int]:
     cpu, rss = 0.0, 0
-    for member in _tree(process):
+    for member in _tree(process, children):
         with contextlib.suppress(psutil.Error):
             times = member.cpu_times()
             cpu += times.user + times.system
@@ -169,36 +182,40 @@ def _cpu_and_rss(process: psutil.Process) -> tuple[float, int]:
 
 @dataclass
 class ProcessMonitor:
-    """Samples one process tree in the background between `start()` and `stop()`."""
+    """Samples a process (and its children) between `start()` and `stop()`."""
 
     pid: int
+    children: bool = True
     usage: Usage = field(default_factory=Usage)
     _task: asyncio.Task[None] | None = None
     _cpu0: float = 0.0
+    _main0: float = 0.0
     _wall0: float = 0.0
 
     def start(self) -> None:
         process = psutil.Process(self.pid)
-        self._cpu0, self.usage.rss_start = _cpu_and_rss(process)
+        self._cpu0, self.usage.rss_start = _cpu_and_rss(process, self.children)
+        self._main0 = _main_thread_secs(process)
         self.usage.rss_peak = self.usage.rss_start
         self._wall0 = time.monotonic()
         self._task = asyncio.create_task(self._sample(process), name=f"monitor-{self.pid}")
 
+    def _update(self, process: psutil.Process) -> None:
+        cpu, rss = _cpu_and_rss(process, self.children)
+        self.usage.rss_peak = max(self.usage.rss_peak, rss)
+        self.usage.cpu_secs = cpu - self._cpu0
+        self.usage.main_thread_secs = _main_thread_secs(process) - self._main0
+        self.usage.wall_secs = time.monotonic() - self._wall0
+
     async def _sample(self, process: psutil.Process) -> None:
         while True:
             await asyncio.sleep(SAMPLE_SECS)
-            cpu, rss = _cpu_and_rss(process)
-            self.usage.rss_peak = max(self.usage.rss_peak, rss)
-            self.usage.cpu_secs = cpu - self._cpu0
-            self.usage.wall_secs = time.monotonic() - self._wall0
+            self._update(process)
 
     async def stop(self) -> Usage:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        cpu, rss = _cpu_and_rss(psutil.Process(self.pid))
-        self.usage.rss_peak = max(self.usage.rss_peak, rss)
-        self.usage.cpu_secs = cpu - self._cpu0
-        self.usage.wall_secs = time.monotonic() - self._wall0
+        self._update(psutil.Process(self.pid))
         return self.usage

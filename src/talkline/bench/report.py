@@ -111,7 +111,8 @@ def meets(result: RunResult) -> bool:
 def gemini_rows(results: list[RunResult]) -> list[str]:
     head = (
         "| bot | N | turns answered | response p50 / p95 / p99 ms | inbound p50 / p95 / p99 ms "
-        "| outbound p50 / p95 / p99 ms | glitches (max gap ms) | server CPU cores "
+        "| outbound p50 / p95 / p99 ms | glitches (max gap ms) "
+        "| server CPU cores (event-loop thread) "
         "| RSS idle → peak MB | RSS / extra session MB | clients CPU | emulator CPU "
         "| clients' loop lag p99 / max ms | /ready s |"
     )
@@ -126,7 +127,7 @@ def gemini_rows(results: list[RunResult]) -> list[str]:
             f"| {label} | {r.sessions} | {s.answered}/{s.expected}{refused(s)} "
             f"| {trio(s.response)} "
             f"| {trio(s.inbound)} | {trio(s.outbound)} | {s.glitches} ({s.max_gap_ms:.0f}) "
-            f"| {r.server.cores:.2f} "
+            f"| {r.server.cores:.2f} ({r.server.main_thread_cores:.2f}) "
             f"| {r.server.rss_start / MB:.0f} → {r.server.rss_peak / MB:.0f} "
             f"| {r.rss_per_session_mb:.1f} | {r.clients_cores:.2f} "
             f"| {r.emulator_cores or 0:.2f} | {r.loop_lag_p99_ms:.1f} / {r.loop_lag_max_ms:.0f} "
@@ -161,11 +162,17 @@ def ratio_rows(results: list[RunResult]) -> list[str]:
     return rows
 
 
+def ttfb_text(ttfb: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.0f}" for name, value in sorted(ttfb.items())) or NA
+
+
 def local_rows(results: list[RunResult]) -> list[str]:
     rows = [
         "| N | turns answered | end of speech → first bot audio p50 / p95 / max ms "
-        "| glitches (max gap ms) | server CPU cores | RSS idle → peak MB | /ready s |",
-        "|---|---|---|---|---|---|---|",
+        "| end of speech → user-stopped-speaking p50 ms | services' time to first byte "
+        "(median ms) | glitches (max gap ms) | server CPU cores | RSS idle → peak MB "
+        "| /ready s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.brain != "local":
@@ -173,7 +180,8 @@ def local_rows(results: list[RunResult]) -> list[str]:
         s = r.summary
         rows.append(
             f"| {r.sessions} | {s.answered}/{s.expected} | {ms(s.response['p50'])} / "
-            f"{ms(s.response['p95'])} / {ms(s.response['max'])} | {s.glitches} "
+            f"{ms(s.response['p95'])} / {ms(s.response['max'])} "
+            f"| {ms(s.turn_detected.get('p50'))} | {ttfb_text(s.ttfb_ms)} | {s.glitches} "
             f"({s.max_gap_ms:.0f}) | {r.server.cores:.2f} "
             f"| {r.server.rss_start / MB:.0f} → {r.server.rss_peak / MB:.0f} "
             f"| {r.ready_secs:.2f} |"
@@ -239,8 +247,10 @@ METHOD = """\
   first bot audio. All are `time.monotonic()`, one clock for both processes on Linux.
 - **glitch**: the bot's audio, played back in real time from its first frame, runs dry for
   more than 100 ms.
-- CPU: psutil CPU time of each process tree over the run (connect to hang-up) divided by the
-  wall time. RSS: sampled every 0.25 s; idle is just before the clients connect. RSS per extra
+- CPU: psutil CPU time over the run (connect to hang-up) divided by the wall time: the server
+  with its children (Piper for the offline brain), the bench process alone (clients), the
+  emulator. In brackets, the server's main thread, which runs the event loop and all Python
+  code of every session: 1.0 is its ceiling (the GIL), whatever the core count. RSS: sampled every 0.25 s; idle is just before the clients connect. RSS per extra
   session = (peak at N - peak at N=1) / (N - 1).
 - A sweep stops at the first N where fewer than 90 % of turns are answered or the response
   p95 passes 3 s.

@@ -74,7 +74,7 @@ def upstream_flags(target: Target, base_url: str, ca_file: str) -> tuple[list[st
 async def _measure(
     url: str, server_pid: int, emulator_pid: int | None, sessions: int, plan: Plan, tagged: bool
 ) -> tuple[LoadResult, Usage, Usage, Usage | None]:
-    monitors = [ProcessMonitor(server_pid), ProcessMonitor(os.getpid())]
+    monitors = [ProcessMonitor(server_pid), ProcessMonitor(os.getpid(), children=False)]
     if emulator_pid is not None:
         monitors.append(ProcessMonitor(emulator_pid))
     await asyncio.sleep(SETTLE_SECS)

@@ -61,7 +61,7 @@ def build_local_pipeline(
 ) -> Pipeline:
     """Whisper → responder → Piper, all on this machine."""
     assert shared.whisper is not None and shared.http is not None
-    context = LLMContext([{"role": "system", "content": settings.system_instruction}])
+    context = LLMContext()  # the responder carries the system instruction
     params = user_params(settings, shared, local_turn_strategies(settings, shared))
     aggregators = LLMContextAggregatorPair(context, user_params=params)
     tts = PiperHttpTTSService(base_url=shared.tts_url, voice=shared.tts_voice, http=shared.http)
