@@ -11,6 +11,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Brain = Literal["local", "gemini"]
 Responder = Literal["echo", "openai"]
+Stt = Literal["gemini", "whisper", "deepgram"]
+Tts = Literal["gemini", "piper", "elevenlabs"]
+COMBINATIONS = (
+    "brain=gemini with stt=gemini and tts=gemini (native audio), piper or elevenlabs "
+    "(Gemini in text mode); brain=local with stt=whisper or deepgram and tts=piper or "
+    "elevenlabs (responder echo or openai)"
+)
 SECRET_MASK = "**********"
 
 
@@ -68,6 +75,21 @@ class Settings(BaseSettings):
     allowed_origins: str = Field(
         "", description="Comma-separated origins allowed for browsers (empty: any)."
     )
+
+    # Stages: speech to text and text to speech ("auto" follows the brain)
+    stt: Literal["auto", "gemini", "whisper", "deepgram"] = "auto"
+    tts: Literal["auto", "gemini", "piper", "elevenlabs"] = "auto"
+    deepgram_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("DEEPGRAM_API_KEY", "TALKLINE_DEEPGRAM_API_KEY")
+    )
+    deepgram_base_url: str | None = Field(None, description="Default: Deepgram's API.")
+    deepgram_model: str = "nova-3"
+    elevenlabs_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ELEVENLABS_API_KEY", "TALKLINE_ELEVENLABS_API_KEY")
+    )
+    elevenlabs_url: str | None = Field(None, description="Default: wss://api.elevenlabs.io.")
+    elevenlabs_voice: str = "21m00Tcm4TlvDq8ikWAM"
+    elevenlabs_model: str = "eleven_flash_v2_5"
 
     # Sessions
     max_sessions: int = Field(100, ge=1)
@@ -130,13 +152,39 @@ class Settings(BaseSettings):
             raise ValueError(f"TALKLINE_GEMINI_CA_FILE: no file at {self.gemini_ca_file}")
         if self.responder == "openai" and not self.llm_base_url:
             raise ValueError("responder=openai needs TALKLINE_LLM_BASE_URL")
+        self._check_stages()
         return self
+
+    def _check_stages(self) -> None:
+        stt, tts, brain = self.effective_stt, self.effective_tts, self.effective_brain
+        gemini_hears = brain == "gemini"
+        if (stt == "gemini") != gemini_hears or (tts == "gemini" and not gemini_hears):
+            raise ValueError(
+                f"stt={stt}, brain={brain}, tts={tts} is not a combination that works; "
+                f"these do: {COMBINATIONS}"
+            )
+        if stt == "deepgram" and self.deepgram_api_key is None:
+            raise ValueError("stt=deepgram needs DEEPGRAM_API_KEY")
+        if tts == "elevenlabs" and self.elevenlabs_api_key is None:
+            raise ValueError("tts=elevenlabs needs ELEVENLABS_API_KEY")
 
     @property
     def effective_brain(self) -> Brain:
         if self.brain == "auto":
             return "gemini" if self.gemini_api_key else "local"
         return self.brain
+
+    @property
+    def effective_stt(self) -> Stt:
+        if self.stt == "auto":
+            return "gemini" if self.effective_brain == "gemini" else "whisper"
+        return self.stt
+
+    @property
+    def effective_tts(self) -> Tts:
+        if self.tts == "auto":
+            return "gemini" if self.effective_brain == "gemini" else "piper"
+        return self.tts
 
     @property
     def effective_responder(self) -> Responder:
@@ -180,6 +228,8 @@ class Settings(BaseSettings):
             values[name] = value
         values["effective_brain"] = self.effective_brain
         values["effective_responder"] = self.effective_responder
+        values["effective_stt"] = self.effective_stt
+        values["effective_tts"] = self.effective_tts
         return values
 
 
@@ -191,12 +241,15 @@ def describe_validation_error(error: ValidationError) -> str:
     """One line per problem, naming the environment variable and what is allowed."""
     lines = []
     for problem in error.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "settings"
-        env = f"TALKLINE_{field.upper()}" if problem["loc"] else field
         message = problem["msg"].removeprefix("Value error, ")
+        if not problem["loc"]:
+            lines.append(f"invalid settings: {message}")
+            continue
+        field = ".".join(str(part) for part in problem["loc"])
         given = problem.get("input")
-        shown = "" if isinstance(given, dict) or "key" in field else f" (got {given!r})"
-        lines.append(f"invalid setting {env}{shown}: {message}")
+        secret = any(word in field for word in ("key", "secret"))
+        shown = "" if isinstance(given, dict) or secret else f" (got {given!r})"
+        lines.append(f"invalid setting TALKLINE_{field.upper()}{shown}: {message}")
     return "; ".join(lines)
 
 

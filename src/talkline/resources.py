@@ -53,11 +53,11 @@ class SharedResources:
         try:
             self.http = aiohttp.ClientSession()
             loads = [self._load_turn_models()]
-            if settings.effective_brain == "local":
+            if settings.effective_stt == "whisper":
                 loads.append(self._load_whisper())
-                if not settings.piper_url:
-                    self.piper = PiperProcess(settings.piper_voice_path, port=settings.piper_port)
-                    loads.append(self.piper.start())
+            if settings.effective_tts == "piper" and not settings.piper_url:
+                self.piper = PiperProcess(settings.piper_voice_path, port=settings.piper_port)
+                loads.append(self.piper.start())
             await asyncio.gather(*loads)
             self.ready.set()
             logger.info("ready")

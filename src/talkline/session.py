@@ -55,10 +55,11 @@ class TalklineRTVIProcessor(RTVIProcessor):
 
 
 def describe_brain(settings: Settings) -> dict[str, str]:
+    stages = {"stt": settings.effective_stt, "tts": settings.effective_tts}
     if settings.effective_brain == "gemini":
-        return {"brain": "gemini", "model": settings.gemini_model, "voice": settings.gemini_voice}
+        return {"brain": "gemini", "model": settings.gemini_model} | stages
     responder = settings.effective_responder
-    about = {"brain": "local", "responder": responder, "stt": "whisper", "tts": "piper"}
+    about = {"brain": "local", "responder": responder} | stages
     if responder == "echo":
         about["note"] = "echo responder: answers with what it heard (set TALKLINE_LLM_BASE_URL)"
     return about

@@ -45,14 +45,6 @@ from websockets.exceptions import ConnectionClosed
 
 from talkline.testing.providers import DeepgramFake, ElevenLabsFake, OpenAIFake
 
-# deepgram-sdk 7.17 connects with websockets' legacy client, which warns when first used.
-pytestmark = [
-    pytest.mark.filterwarnings(
-        "ignore:websockets.exceptions.InvalidStatusCode is deprecated:DeprecationWarning"
-    ),
-    pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning"),
-]
-
 IN_RATE = 16000
 OUT_RATE = 24000
 CHUNK_MS = 20

@@ -12,6 +12,9 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.deepgram.stt import DeepgramSTTService
+from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_stop import (
@@ -56,22 +59,46 @@ def local_turn_strategies(settings: Settings, shared: SharedResources) -> UserTu
     return UserTurnStrategies(stop=[stop])
 
 
-def build_local_pipeline(
+def build_stt(settings: Settings, shared: SharedResources) -> FrameProcessor:
+    if settings.effective_stt == "deepgram":
+        assert settings.deepgram_api_key is not None
+        return DeepgramSTTService(
+            api_key=settings.deepgram_api_key.get_secret_value(),
+            base_url=settings.deepgram_base_url or "",
+            settings=DeepgramSTTService.Settings(model=settings.deepgram_model),
+        )
+    assert shared.whisper is not None
+    return SharedWhisperSTTService(shared.whisper)
+
+
+def build_tts(settings: Settings, shared: SharedResources) -> FrameProcessor:
+    if settings.effective_tts == "elevenlabs":
+        assert settings.elevenlabs_api_key is not None
+        return ElevenLabsTTSService(
+            api_key=settings.elevenlabs_api_key.get_secret_value(),
+            url=settings.elevenlabs_url or "wss://api.elevenlabs.io",
+            settings=ElevenLabsTTSService.Settings(
+                voice=settings.elevenlabs_voice, model=settings.elevenlabs_model
+            ),
+        )
+    assert shared.http is not None
+    return PiperHttpTTSService(base_url=shared.tts_url, voice=shared.tts_voice, http=shared.http)
+
+
+def build_cascade_pipeline(
     settings: Settings, transport: BaseTransport, shared: SharedResources
 ) -> Pipeline:
-    """Whisper → responder → Piper, all on this machine."""
-    assert shared.whisper is not None and shared.http is not None
+    """Speech to text → responder → text to speech (Whisper or Deepgram; Piper or ElevenLabs)."""
     context = LLMContext()  # the responder carries the system instruction
     params = user_params(settings, shared, local_turn_strategies(settings, shared))
     aggregators = LLMContextAggregatorPair(context, user_params=params)
-    tts = PiperHttpTTSService(base_url=shared.tts_url, voice=shared.tts_voice, http=shared.http)
     return Pipeline(
         [
             transport.input(),
-            SharedWhisperSTTService(shared.whisper),
+            build_stt(settings, shared),
             aggregators.user(),
             build_responder(settings),
-            tts,
+            build_tts(settings, shared),
             transport.output(),
             aggregators.assistant(),
         ]
@@ -95,7 +122,7 @@ class BuiltPipeline:
 def build_gemini_pipeline(
     settings: Settings, transport: BaseTransport, shared: SharedResources, hooks: SessionHooks
 ) -> BuiltPipeline:
-    """Speech in, speech out through Gemini Live.
+    """Gemini Live hears the user; it speaks itself, or writes text that a TTS speaks.
 
     Gemini decides when the user's turn ends, so Smart Turn (the largest CPU cost of a
     plain Pipecat bot) is not run; the local VAD still reports who is speaking and lets
@@ -110,11 +137,13 @@ def build_gemini_pipeline(
     gemini = TalklineGeminiLiveService(
         settings, on_fatal=hooks.on_fatal, on_reconnect=hooks.on_reconnect
     )
+    voice = [] if settings.effective_tts == "gemini" else [build_tts(settings, shared)]
     pipeline = Pipeline(
         [
             transport.input(),
             aggregators.user(),
             gemini,
+            *voice,
             transport.output(),
             aggregators.assistant(),
         ]
@@ -127,4 +156,4 @@ def build_pipeline(
 ) -> BuiltPipeline:
     if settings.effective_brain == "gemini":
         return build_gemini_pipeline(settings, transport, shared, hooks)
-    return BuiltPipeline(build_local_pipeline(settings, transport, shared))
+    return BuiltPipeline(build_cascade_pipeline(settings, transport, shared))

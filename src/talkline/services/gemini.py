@@ -28,6 +28,7 @@ from loguru import logger
 from pipecat.services.google.gemini_live.llm import (
     ContextWindowCompressionParams,
     GeminiLiveLLMService,
+    GeminiModalities,
 )
 
 from talkline.config import Settings
@@ -108,6 +109,12 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
                 language=settings.gemini_language,
                 context_window_compression=ContextWindowCompressionParams(
                     enabled=settings.gemini_compression
+                ),
+                # With another voice (Piper, ElevenLabs) Gemini answers in text.
+                modalities=(
+                    GeminiModalities.AUDIO
+                    if settings.effective_tts == "gemini"
+                    else GeminiModalities.TEXT
                 ),
             ),
             http_options=http_options(settings),

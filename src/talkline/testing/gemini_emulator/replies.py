@@ -33,15 +33,27 @@ class Reply:
             text = self.config.transcript or f"turn {number}"
             await session.send(wire.server_content(inputTranscription={"text": text}))
         await asyncio.sleep(self.config.response_delay)
-        if not await self._send_audio():
+        if session.text_mode():
+            await self._send_text()
+        elif not await self._send_audio():
             return
-        if session.wants("output_audio_transcription"):
+        if session.wants("output_audio_transcription") and not session.text_mode():
             text = self.config.reply_text or f"reply {number}"
             await session.send(wire.server_content(outputTranscription={"text": text}))
         await session.send(wire.server_content(generationComplete=True))
         await session.send(wire.turn_complete(*self._usage()))
         self.turn.completed_at = time.monotonic()
         await session.turn_done(self.turn)
+
+    async def _send_text(self) -> None:
+        """TEXT modality: the reply as text parts, a few words at a time."""
+        text = self.config.reply_text or f"This is reply {self.turn.number}."
+        words = text.split(" ")
+        for start in range(0, len(words), 2):
+            piece = " ".join(words[start : start + 2]) + (" " if start + 2 < len(words) else "")
+            await self.session.send(wire.server_content(modelTurn={"parts": [{"text": piece}]}))
+            if self.turn.first_audio_at is None:
+                self.turn.first_audio_at = time.monotonic()
 
     async def _send_audio(self) -> bool:
         size = min(self.config.chunk_bytes, MAX_CHUNK_BYTES)

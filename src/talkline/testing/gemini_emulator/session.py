@@ -138,6 +138,11 @@ class Session:
             silence_ms=float(silence_ms),
         )
 
+    def text_mode(self) -> bool:
+        """Whether setup asked for TEXT replies instead of audio."""
+        config = self.setup.get("generation_config") or {}
+        return "TEXT" in (config.get("response_modalities") or [])
+
     def wants(self, field: str) -> bool:
         """Whether setup switched on an optional feature such as `output_audio_transcription`."""
         return field in self.setup and self.setup[field] is not None
