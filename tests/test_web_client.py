@@ -11,7 +11,15 @@ import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright
 
 from talkline.client import RTVIClient
-from tests.support import ServerThread, piper_speech, running_server, silence, words
+from talkline.testing.gemini_emulator import GeminiEmulator
+from tests.support import (
+    ServerThread,
+    piper_speech,
+    running_gemini_server,
+    running_server,
+    silence,
+    words,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -235,3 +243,23 @@ async def test_page_explains_a_full_server(
     # 503 from /connect would give); the banner explains it. Nothing else.
     unexpected = [e for e in watched.errors if "Failed to load resource" not in e]
     assert unexpected == []
+
+
+async def test_page_talks_with_the_gemini_brain(watched: Watched, tmp_path: Path) -> None:
+    """The same page against the Gemini brain (the emulator behind the real SDK)."""
+    async with GeminiEmulator(response_delay=0.1, reply_seconds=1.0) as emu:
+        with running_gemini_server(emu) as server:
+            page = watched.page
+            await connect(watched, server.http_url)
+            await wait_connected(watched)
+            brain = page.locator(by_id("brain"))
+            assert await brain.get_attribute("data-brain") == "gemini"
+            await wait_for_answer(watched)
+            user_text = page.locator(by_id("user-message")).first.locator(by_id("message-text"))
+            assert "turn 1" in await user_text.inner_text()
+            bot_text = page.locator(by_id("bot-message")).first.locator(by_id("message-text"))
+            await bot_text.filter(has_text="reply 1").wait_for(timeout=ANSWER_TIMEOUT_MS)
+            await screenshot(page, "web-client-gemini.png", tmp_path)
+            await page.click(by_id("disconnect-button"))
+    assert emu.audio_bytes > 0
+    assert watched.errors == []
