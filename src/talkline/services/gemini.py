@@ -205,7 +205,11 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             self.stats.reconnect_secs.append(took)
             self._on_reconnect()
             self._reconnect_started = None
-            logger.info(f"Gemini reconnected in {took * 1000:.0f} ms (resumed with handle)")
+            resumed = "resumed with handle" if self._session_resumption_handle else "new session"
+            logger.info(
+                f"Gemini reconnected in {took * 1000:.0f} ms ({resumed}); "
+                f"{len(self._pending)} bytes of user audio kept meanwhile, sending them now"
+            )
         if self._pending:
             await self._flush_pending()
 
