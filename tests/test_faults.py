@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from talkline.client import RTVIClient
-from talkline.services.responder import APOLOGY
+from talkline.services.openai_llm import APOLOGY
 from talkline.testing.providers import OpenAIFake
 from talkline.transport import SessionSocket
 from tests.support import ServerThread, peak, running_server, words

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.pipeline.pipeline import Pipeline
@@ -13,8 +14,6 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameProcessor
-from pipecat.services.deepgram.stt import DeepgramSTTService
-from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_stop import (
@@ -25,8 +24,10 @@ from pipecat.turns.user_stop import (
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from talkline.config import Settings
+
+if TYPE_CHECKING:
+    from talkline.services.gemini import UpstreamStats
 from talkline.resources import SharedResources
-from talkline.services.gemini import OnFatal, TalklineGeminiLiveService, UpstreamStats
 from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder
@@ -61,6 +62,8 @@ def local_turn_strategies(settings: Settings, shared: SharedResources) -> UserTu
 
 def build_stt(settings: Settings, shared: SharedResources) -> FrameProcessor:
     if settings.effective_stt == "deepgram":
+        from pipecat.services.deepgram.stt import DeepgramSTTService  # only when used
+
         assert settings.deepgram_api_key is not None
         return DeepgramSTTService(
             api_key=settings.deepgram_api_key.get_secret_value(),
@@ -73,6 +76,8 @@ def build_stt(settings: Settings, shared: SharedResources) -> FrameProcessor:
 
 def build_tts(settings: Settings, shared: SharedResources) -> FrameProcessor:
     if settings.effective_tts == "elevenlabs":
+        from pipecat.services.elevenlabs.tts import ElevenLabsTTSService  # only when used
+
         assert settings.elevenlabs_api_key is not None
         return ElevenLabsTTSService(
             api_key=settings.elevenlabs_api_key.get_secret_value(),
@@ -109,7 +114,7 @@ def build_cascade_pipeline(
 class SessionHooks:
     """What a pipeline's services report back to their session."""
 
-    on_fatal: OnFatal
+    on_fatal: Callable[[str], Awaitable[None]]
     on_reconnect: Callable[[], None] = lambda: None
 
 
@@ -128,6 +133,8 @@ def build_gemini_pipeline(
     plain Pipecat bot) is not run; the local VAD still reports who is speaking and lets
     the user barge in.
     """
+    from talkline.services.gemini import TalklineGeminiLiveService  # only when used
+
     realtime = UserTurnStrategies(
         start=[VADUserTurnStartStrategy()],
         stop=[SpeechTimeoutUserTurnStopStrategy(wait_for_transcript=False)],

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-from openai import AsyncStream
-from openai.types.chat import ChatCompletionChunk
 from pipecat.frames.frames import (
     Frame,
     LLMContextFrame,
@@ -15,9 +11,7 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
 )
-from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from pipecat.services.openai.llm import OpenAILLMService
 
 from talkline.config import Settings
 
@@ -52,75 +46,15 @@ class EchoResponder(FrameProcessor):
         await self.push_frame(LLMFullResponseEndFrame())
 
 
-APOLOGY = "Sorry, I can't answer right now. Please try again in a moment."
-
-
-class _PatientStream:
-    """A chunk stream that gives up when the next chunk is more than ``gap`` seconds away."""
-
-    def __init__(self, stream: AsyncStream[ChatCompletionChunk], gap: float):
-        self._stream = stream
-        self._gap = gap
-
-    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[ChatCompletionChunk]:
-        chunks = self._stream.__aiter__()
-        while True:
-            try:
-                chunk = await asyncio.wait_for(anext(chunks), self._gap)
-            except StopAsyncIteration:
-                return
-            yield chunk
-
-    async def close(self) -> None:
-        await self._stream.close()
-
-
-class GuardedOpenAILLMService(OpenAILLMService):
-    """Pipecat's OpenAI-compatible LLM, with a deadline and a spoken apology when it fails.
-
-    A server that is down or slow would otherwise leave the user in silence (the SDK waits
-    up to ten minutes). Here the answer must start, and each piece of it follow the last,
-    within ``first_response_secs``; on any
-    failure the client gets an RTVI error and the user hears a short apology.
-    """
-
-    def __init__(self, *, first_response_secs: float, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._first_response_secs = first_response_secs
-        self._apologized = False
-
-    async def get_chat_completions(self, context: LLMContext) -> AsyncStream[ChatCompletionChunk]:
-        stream = await asyncio.wait_for(
-            super().get_chat_completions(context), self._first_response_secs
-        )
-        return _PatientStream(stream, self._first_response_secs)  # type: ignore[return-value]
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, LLMContextFrame):
-            self._apologized = False
-        await super().process_frame(frame, direction)
-
-    async def push_error(self, error_msg: str, *args: Any, **kwargs: Any) -> None:
-        await super().push_error(f"The language model failed: {error_msg}", *args, **kwargs)
-        if not self._apologized:
-            self._apologized = True
-            await self.push_frame(LLMTextFrame(APOLOGY))
-
-    async def cleanup(self) -> None:
-        await super().cleanup()
-        await self._client.close()  # Pipecat leaves the HTTP client open
-
-
 def build_responder(settings: Settings) -> FrameProcessor:
     if settings.effective_responder == "openai":
+        from talkline.services.openai_llm import GuardedOpenAILLMService  # only when used
+
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "none"
         return GuardedOpenAILLMService(
             api_key=key,
             base_url=settings.llm_base_url,
-            settings=OpenAILLMService.Settings(
+            settings=GuardedOpenAILLMService.Settings(
                 model=settings.llm_model, system_instruction=settings.system_instruction
             ),
             first_response_secs=settings.llm_timeout,
