@@ -25,6 +25,8 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from talkline.config import Settings
 
+TRANSCRIPT_WAIT_SECS = 12.0
+
 if TYPE_CHECKING:
     from talkline.services.gemini import UpstreamStats
 from talkline.resources import SharedResources
@@ -46,7 +48,13 @@ def user_params(
             min_volume=settings.vad_min_volume,
         )
     )
-    return LLMUserAggregatorParams(vad_analyzer=vad, user_turn_strategies=strategies)
+    return LLMUserAggregatorParams(
+        vad_analyzer=vad,
+        user_turn_strategies=strategies,
+        # A busy server's transcripts can come late; ending the turn without one would
+        # start a second, phantom turn when the transcript arrives (+5 s per answer).
+        user_turn_stop_timeout=TRANSCRIPT_WAIT_SECS,
+    )
 
 
 def local_turn_strategies(settings: Settings, shared: SharedResources) -> UserTurnStrategies:
