@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from talkline.client import RTVIClient
-from tests.support import ServerThread, peak, running_server
-from tests.test_conversation import final_transcript, speak_and_wait_for_answer
+from tests.support import ServerThread, peak, piper_speech, running_server
+from tests.test_conversation import final_transcript
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +74,20 @@ async def test_session_timeout_is_told_and_closed_cleanly(
     assert client.close_code == 1000
 
 
-async def test_next_turn_is_answered_after_piper_is_killed(
-    weather_pcm: bytes, dragon_pcm: bytes
+async def test_next_turn_is_answered_after_piper_dies_mid_answer(
+    tmp_path: Path, dragon_pcm: bytes
 ) -> None:
-    """Piper's process dies mid-session; it is restarted and the next turn is answered."""
+    """Piper's process dies while the bot speaks; it is restarted and the next turn answered."""
+    three = piper_speech(
+        "The sky is blue. The grass is green. The sun is warm.", tmp_path / "t.wav"
+    )
     with running_server() as server:
         piper = server.shared.piper
         async with RTVIClient(server.ws_url) as client:
             await client.client_ready()
-            await speak_and_wait_for_answer(client, weather_pcm)
+            await client.stream(three)
+            while not client.turns:  # the first audio of a three-sentence answer
+                await client.silence(0.032)
             first_pid = piper.pid
             os.kill(first_pid, signal.SIGKILL)
             async with asyncio.timeout(60):
