@@ -101,22 +101,17 @@ def running_server(**overrides: Any) -> Iterator[ServerThread]:
         server.stop()
 
 
-@contextlib.contextmanager
-def running_gemini_server(emulator: Any, **overrides: Any) -> Iterator[ServerThread]:
+def running_gemini_server(
+    emulator: Any, **overrides: Any
+) -> contextlib.AbstractContextManager[ServerThread]:
     """A ready server whose Gemini brain talks to ``emulator`` through the real SDK."""
-    values = {
+    gemini = {
         "brain": "gemini",
         "gemini_api_key": "test-key",
         "gemini_base_url": emulator.base_url,
         "gemini_ca_file": emulator.ca_file,
-    } | overrides
-    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
-    server = ServerThread(settings)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    }
+    return running_server(**(gemini | overrides))
 
 
 def piper_speech(text: str, path: Path, *, lead: float = 0.5, tail: float = 0.3) -> bytes:
