@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from talkline.bench import report
+from talkline.bench.procs import ServerFailed
 from talkline.bench.runner import Brain, RunResult, Target, run_once
-from talkline.bench.speech import DEFAULT_TEXT, RATE, make_plan, piper_speech
+from talkline.bench.speech import DEFAULT_TEXT, RATE, Plan, make_plan, piper_speech
 
 FULL_SESSIONS = [1, 10, 25, 50, 100, 150]
 QUICK_SESSIONS = [1, 2]
@@ -104,22 +105,34 @@ async def sweep(options: Options, speech: bytes) -> list[RunResult]:
         targets: list[Target] = ["talkline", "baseline"] if options.baseline else ["talkline"]
         for target in targets:
             for sessions in options.sessions:
-                result = await run_once(
-                    target, "gemini", sessions, plan, baseline_bot=options.baseline_bot, logs=logs
-                )
-                progress(result)
+                result = await attempt(target, "gemini", sessions, plan, options, logs)
+                if result is None:
+                    break
                 results.append(result)
                 if collapsed(result):
                     result.notes.append("sweep stopped here: no longer conversational")
                     break
     if "local" in options.brains:
         plan = make_plan(speech, options.local_turns, options.local_gap)
-        result = await run_once(
-            "talkline", "local", 1, plan, baseline_bot=options.baseline_bot, logs=logs
-        )
-        progress(result)
-        results.append(result)
+        result = await attempt("talkline", "local", 1, plan, options, logs)
+        if result is not None:
+            results.append(result)
     return results
+
+
+async def attempt(
+    target: Target, brain: Brain, sessions: int, plan: Plan, options: Options, logs: Path
+) -> RunResult | None:
+    """One run, or None (said on stderr) when its server would not start."""
+    try:
+        result = await run_once(
+            target, brain, sessions, plan, baseline_bot=options.baseline_bot, logs=logs
+        )
+    except ServerFailed as error:
+        print(f"talkline bench: {target} {brain} N={sessions}: {error}", file=sys.stderr)
+        return None
+    progress(result)
+    return result
 
 
 def main(argv: list[str] | None = None, prog: str = "talkline bench") -> int:
@@ -145,4 +158,4 @@ def main(argv: list[str] | None = None, prog: str = "talkline bench") -> int:
         gap=options.gap,
     )
     print(f"talkline bench: report in {path}")
-    return 0
+    return 0 if results else 1

@@ -250,7 +250,8 @@ METHOD = """\
 - CPU: psutil CPU time over the run (connect to hang-up) divided by the wall time: the server
   with its children (Piper for the offline brain), the bench process alone (clients), the
   emulator. In brackets, the server's main thread, which runs the event loop and all Python
-  code of every session: 1.0 is its ceiling (the GIL), whatever the core count. RSS: sampled every 0.25 s; idle is just before the clients connect. RSS per extra
+  code of every session: 1.0 is its ceiling (the GIL), whatever the core count.
+- RSS: sampled every 0.25 s; idle is just before the clients connect. RSS per extra
   session = (peak at N - peak at N=1) / (N - 1).
 - A sweep stops at the first N where fewer than 90 % of turns are answered or the response
   p95 passes 3 s.

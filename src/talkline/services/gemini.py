@@ -258,13 +258,19 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             self._go_away_task = self.create_task(self._leave_before(time_left), name="go-away")
         await super()._handle_server_message(message)
 
+    async def cleanup(self) -> None:
+        if self._go_away_task is not None:
+            await self.cancel_task(self._go_away_task)
+            self._go_away_task = None
+        await super().cleanup()
+
     async def _leave_before(self, time_left: float) -> None:
         """Let the current answer finish if there is time, then resume on a new connection."""
         deadline = time.monotonic() + time_left * GO_AWAY_MARGIN
         while self._bot_is_responding and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        self._go_away_task = None
         await self._reconnect()
+        self._go_away_task = None
 
 
 def parse_seconds(duration: str | None) -> float:
