@@ -1,4 +1,4 @@
-"""The command line: serve, config, talk."""
+"""The command line: serve, config, talk, emulate-gemini, bench."""
 
 from __future__ import annotations
 
@@ -84,6 +84,12 @@ def emulate_gemini(args: argparse.Namespace) -> int:
     return emulator_main(args.emulator_args)
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    from talkline.bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="talkline", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -112,6 +118,12 @@ def parser() -> argparse.ArgumentParser:
     )
     emulator_cmd.add_argument("emulator_args", nargs=argparse.REMAINDER)
     emulator_cmd.set_defaults(run=emulate_gemini)
+
+    bench_cmd = commands.add_parser(
+        "bench", help="latency and capacity beside a plain Pipecat bot; --help", add_help=False
+    )
+    bench_cmd.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench_cmd.set_defaults(run=run_bench)
     return root
 
 
@@ -119,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["emulate-gemini"]:  # its flags belong to the emulator's own parser
         return emulate_gemini(argparse.Namespace(emulator_args=argv[1:]))
+    if argv[:1] == ["bench"]:
+        return run_bench(argparse.Namespace(bench_args=argv[1:]))
     args = parser().parse_args(argv)
     configure_logging("WARNING")  # until the command knows better; hides import banners
     return int(args.run(args))

@@ -24,15 +24,15 @@ from pipecat.turns.user_stop import (
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from talkline.config import Settings
-
-TRANSCRIPT_WAIT_SECS = 12.0
-
-if TYPE_CHECKING:
-    from talkline.services.gemini import UpstreamStats
 from talkline.resources import SharedResources
 from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder
+
+if TYPE_CHECKING:
+    from talkline.services.gemini import UpstreamStats
+
+TRANSCRIPT_WAIT_SECS = 12.0
 
 
 def user_params(
