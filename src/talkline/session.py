@@ -115,6 +115,7 @@ class Session:
             idle_timeout_secs=settings.idle_timeout,
             cancel_on_idle_timeout=False,
             conversation_id=record.id,
+            enable_turn_tracking=False,  # an observer talkline does not use, on every frame
         )
         self._client_ready = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
