@@ -42,10 +42,13 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def served(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TALKLINE_", "GEMINI_"))}
     env |= {"TALKLINE_BRAIN": "local", "TALKLINE_DRAIN_TIMEOUT": "20", "TALKLINE_PORT": str(port)}
+    env |= getattr(request, "param", {})
     with (tmp_path / "serve.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "talkline", "serve", "--host", "127.0.0.1"],
@@ -104,3 +107,41 @@ async def test_sigterm_lets_the_current_answer_finish_then_exits_0(
     assert process.wait(timeout=30) == 0
     assert children_running(process.pid, "piper.http_server") == []
     assert not alive(pipers[0])
+
+
+def descendants(pid: int, needle: str) -> list[int]:
+    found = children_running(pid, needle)
+    for child in children_running(pid, "python"):
+        found += children_running(child, needle)
+    return found
+
+
+@pytest.mark.parametrize(
+    "served", [{"TALKLINE_WORKERS": "2", "TALKLINE_MAX_SESSIONS": "3"}], indirect=True
+)
+async def test_workers_share_one_session_cap_and_drain_together(
+    served: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    """Two worker processes on one port: three sessions in all, the rest refused 1013."""
+    process, url = served
+    ws_url = url.replace("http", "ws") + "/ws"
+    workers = children_running(process.pid, "talkline serve --fd")
+    assert len(workers) == 2
+    held = [RTVIClient(ws_url) for _ in range(3)]
+    for client in held:
+        await client.connect()
+        await client.client_ready()
+    extra = [RTVIClient(ws_url) for _ in range(6)]
+    for client in extra:
+        await client.connect()
+        await client.wait_for("closed", timeout=10)
+    assert {client.close_code for client in extra} == {1013}
+    assert all("server full" in client.close_reason for client in extra)
+    pipers = descendants(process.pid, "piper.http_server")
+    assert len(pipers) == 2  # one per worker
+    process.send_signal(signal.SIGTERM)
+    for client in held:
+        await client.wait_for("closed", timeout=30)
+        assert client.close_code == 1001
+    assert process.wait(timeout=30) == 0
+    assert not any(alive(pid) for pid in [*workers, *pipers])

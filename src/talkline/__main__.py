@@ -35,15 +35,19 @@ def load_or_exit() -> Settings:
 
 def serve(args: argparse.Namespace) -> int:
     from talkline.app import create_app
+    from talkline.serve import Supervisor
     from talkline.serve import serve as serve_app
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    options = (("host", args.host), ("port", args.port), ("workers", args.workers))
+    overrides = {k: v for k, v in options if v is not None}
     settings = load_or_exit().model_copy(update=overrides)
     configure_logging(settings.log_level)
-    logger.info(
-        f"talkline on http://{settings.host}:{settings.port} (brain: {settings.effective_brain})"
-    )
-    serve_app(create_app(settings), settings)
+    if settings.workers > 1 and args.fd is None:
+        return Supervisor(settings).run()
+    if args.fd is None:
+        brain = settings.effective_brain
+        logger.info(f"talkline on http://{settings.host}:{settings.port} (brain: {brain})")
+    serve_app(create_app(settings), settings, fd=args.fd)
     return 0
 
 
@@ -97,6 +101,8 @@ def parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser("serve", help="serve /ws, /connect and the web client")
     serve_cmd.add_argument("--host", help="override TALKLINE_HOST")
     serve_cmd.add_argument("--port", type=int, help="override TALKLINE_PORT")
+    serve_cmd.add_argument("--workers", type=int, help="override TALKLINE_WORKERS")
+    serve_cmd.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a worker's socket
     serve_cmd.set_defaults(run=serve)
 
     config_cmd = commands.add_parser("config", help="print the effective settings, secrets masked")

@@ -18,6 +18,7 @@ from talkline.metrics import Metrics
 from talkline.resources import SharedResources
 from talkline.routes import http, websocket
 from talkline.sessions import SessionManager
+from talkline.slots import SlotPool
 
 WEB_DIST = Path(__file__).parent / "web" / "dist"
 
@@ -51,7 +52,10 @@ def create_app(settings: Settings) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.state.sessions = SessionManager(settings.max_sessions, settings.max_sessions_per_client)
+    slots = SlotPool(settings.slots_dir, settings.max_sessions) if settings.slots_dir else None
+    app.state.sessions = SessionManager(
+        settings.max_sessions, settings.max_sessions_per_client, slots
+    )
     app.state.shared = SharedResources(settings)
     app.state.metrics = Metrics(lambda: len(app.state.sessions))
     app.include_router(http.router)

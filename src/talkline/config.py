@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(5000, ge=0, le=65535)
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    workers: int = Field(
+        1, ge=1, le=64, description="Worker processes sharing the port and one session cap."
+    )
+    slots_dir: Path | None = Field(
+        None, description="Set by the supervisor for its workers: where the global cap lives."
+    )
     public_url: str | None = Field(
         None, description="Base URL clients use to reach /ws (default: derived from the request)."
     )

@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from talkline.slots import SlotPool
+
 CLOSE_GRACE_SECS = 10.0  # after the drain deadline, for closing handshakes
 
 
@@ -22,6 +24,7 @@ class SessionRecord:
     end_reason: str = "client-disconnected"
     drain: Callable[[float], Awaitable[None]] | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    slot: int | None = None  # a global slot (file descriptor) when workers share the cap
 
     @property
     def duration(self) -> float:
@@ -37,11 +40,18 @@ class AdmissionRefused(Exception):
 
 
 class SessionManager:
-    """Admits at most ``max_sessions`` at once and keeps a record of each live one."""
+    """Admits at most ``max_sessions`` at once and keeps a record of each live one.
 
-    def __init__(self, max_sessions: int, max_per_client: int | None = None):
+    With ``slots`` (several worker processes), the cap is global: every session also holds
+    one of the pool's slots. The per-client cap stays per process.
+    """
+
+    def __init__(
+        self, max_sessions: int, max_per_client: int | None = None, slots: SlotPool | None = None
+    ):
         self.max_sessions = max_sessions
         self.max_per_client = max_per_client or max_sessions
+        self.slots = slots
         self.live: dict[str, SessionRecord] = {}
         self.draining = False
         self.started_total = 0
@@ -50,7 +60,7 @@ class SessionManager:
         """Why a new session (from ``client``, if given) would be refused now, or None."""
         if self.draining:
             return "server shutting down: try another server or again later"
-        if len(self.live) >= self.max_sessions:
+        if len(self.live) >= self.max_sessions or (self.slots and self.slots.full()):
             return f"server full: all {self.max_sessions} session slots are in use, try again later"
         mine = sum(1 for record in self.live.values() if record.client == client)
         if client is not None and mine >= self.max_per_client:
@@ -59,15 +69,21 @@ class SessionManager:
 
     def admit(self, client: str) -> SessionRecord:
         reason = self.refusal(client)
+        slot = self.slots.acquire() if self.slots and not reason else None
+        if self.slots and slot is None:
+            reason = reason or f"server full: all {self.max_sessions} session slots are in use"
         if reason:
             raise AdmissionRefused(reason)
-        record = SessionRecord(id=uuid.uuid4().hex[:12], client=client)
+        record = SessionRecord(id=uuid.uuid4().hex[:12], client=client, slot=slot)
         self.live[record.id] = record
         self.started_total += 1
         return record
 
     def release(self, record: SessionRecord) -> None:
         self.live.pop(record.id, None)
+        if record.slot is not None and self.slots is not None:
+            self.slots.release(record.slot)
+            record.slot = None
         record.finished.set()
 
     async def drain(self, timeout: float) -> None:

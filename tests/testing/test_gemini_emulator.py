@@ -7,8 +7,6 @@ import base64
 import io
 import json
 import logging
-import math
-import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -18,6 +16,7 @@ import pytest_asyncio
 from google import genai
 from google.genai import errors, types
 from google.genai.live import AsyncSession
+from tests.testing.pcm import IN_RATE, silence, tone
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -27,22 +26,10 @@ from talkline.testing.gemini_emulator.audio import rms
 from talkline.testing.gemini_emulator.wire import cut_reason, decode_b64, normalize
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
-IN_RATE = 16000
 CHUNK_MS = 50
 WAIT = 5.0
 
 # -- helpers ------------------------------------------------------------------
-
-
-def tone(seconds: float, freq: float = 300.0, amplitude: int = 8000) -> bytes:
-    """16 kHz mono 16-bit PCM sine tone."""
-    count = int(seconds * IN_RATE)
-    samples = (int(amplitude * math.sin(2 * math.pi * freq * i / IN_RATE)) for i in range(count))
-    return struct.pack(f"<{count}h", *samples)
-
-
-def silence(seconds: float) -> bytes:
-    return bytes(2 * int(seconds * IN_RATE))
 
 
 UTTERANCE = tone(1.0) + silence(1.0)

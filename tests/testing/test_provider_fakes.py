@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
-import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -40,28 +38,17 @@ from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.workers.runner import WorkerRunner
 from tests.support import peak
+from tests.testing.pcm import IN_RATE, silence, tone
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from talkline.testing.providers import DeepgramFake, ElevenLabsFake, OpenAIFake
 
-IN_RATE = 16000
 OUT_RATE = 24000
 CHUNK_MS = 20
 WAIT = 5.0
 VOICE = "fake-voice-1"
 TTS_MODEL = "eleven_flash_v2_5"
-
-
-def tone(seconds: float, freq: float = 300.0, amplitude: int = 8000) -> bytes:
-    """16 kHz mono 16-bit PCM sine tone."""
-    count = int(seconds * IN_RATE)
-    samples = (int(amplitude * math.sin(2 * math.pi * freq * i / IN_RATE)) for i in range(count))
-    return struct.pack(f"<{count}h", *samples)
-
-
-def silence(seconds: float) -> bytes:
-    return bytes(2 * int(seconds * IN_RATE))
 
 
 def audio_frames(pcm: bytes) -> list[InputAudioRawFrame]:

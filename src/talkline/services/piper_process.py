@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -20,10 +22,18 @@ from loguru import logger
 START_TIMEOUT_SECS = 60.0
 STOP_TIMEOUT_SECS = 5.0
 RESTART_BACKOFF_SECS = (0.2, 0.5, 1.0, 2.0, 5.0)
+PR_SET_PDEATHSIG = 1
 
 
 class PiperUnavailableError(RuntimeError):
     """Piper's server did not come up."""
+
+
+def die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM when talkline dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -78,6 +88,7 @@ class PiperProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         await self._wait_until_ready(self._process)
         logger.info(f"Piper ({self.voice_id}) serving at {self.url}, pid {self._process.pid}")

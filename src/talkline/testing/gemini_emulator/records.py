@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .. import loopback
 
 SECRET_HEADERS = frozenset({"x-goog-api-key", "authorization"})
 
@@ -57,12 +57,12 @@ def safe_headers(headers: Any) -> dict[str, str]:
     }
 
 
-class Recorder:
+class Recorder(loopback.Recorder):
     """Holds connection records and wakes up anyone waiting for a condition on them."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.connections: list[ConnectionRecord] = []
-        self._changed = asyncio.Condition()
 
     @property
     def audio_bytes(self) -> int:
@@ -78,13 +78,3 @@ class Recorder:
     def completed_turns(self) -> int:
         """Number of replies that ended with turnComplete."""
         return sum(1 for t in self.turns if t.completed_at is not None)
-
-    async def changed(self) -> None:
-        """Wake waiters: call after every change to a record."""
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
-        """Wait until `predicate()` is true; raise TimeoutError after `within` seconds."""
-        async with asyncio.timeout(within), self._changed:
-            await self._changed.wait_for(predicate)

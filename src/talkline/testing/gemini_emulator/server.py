@@ -7,15 +7,14 @@ import logging
 import ssl
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from google.genai import types
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from ..loopback import WebSocketServer, quiet_websockets_logger
 from . import tls, wire
 from .faults import Fault, FaultKind
 from .records import ConnectionRecord, Recorder, TurnRecord, safe_headers
@@ -24,20 +23,20 @@ from .state import EmulatorConfig, Shared
 
 logger = logging.getLogger(__name__)
 
-# websockets logs request lines and headers, API keys included, at DEBUG: keep only INFO and up.
-_ws_logger = logging.getLogger(f"{__name__}.websockets")
-_ws_logger.addFilter(lambda record: record.levelno >= logging.INFO)
+_ws_logger = quiet_websockets_logger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-class GeminiEmulator:
+class GeminiEmulator(WebSocketServer):
     """Serves the BidiGenerateContent WebSocket over TLS on a loopback port.
 
     Use as `async with GeminiEmulator(pace=0, reply_seconds=0.3) as emu:` and connect with
     `genai.Client(api_key=..., http_options=emu.http_options())`. Keyword options are the
     fields of `EmulatorConfig`; `config` is live, so tests may change it between turns.
     """
+
+    recorder: Recorder  # everything recorded so far
 
     def __init__(
         self,
@@ -51,13 +50,11 @@ class GeminiEmulator:
         if config is not None and options:
             raise TypeError("pass either config or keyword options, not both")
         self.config = config or EmulatorConfig(**options)
-        self.host = host
-        self.port = port
+        self._shared = Shared(self.config)
+        super().__init__(host=host, port=port, recorder=self._shared.recorder)
         self._cert_dir = Path(cert_dir) if cert_dir is not None else None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._certs: tls.CertFiles | None = None
-        self._server: Server | None = None
-        self._shared = Shared(self.config)
         self._sessions: set[Session] = set()
 
     # -- lifecycle ----------------------------------------------------------
@@ -69,7 +66,24 @@ class GeminiEmulator:
             self._tempdir = tempfile.TemporaryDirectory(prefix="gemini-emulator-")
             directory = Path(self._tempdir.name)
         self._certs = tls.make_cert_files(directory, self.host)
-        self._server = await serve(
+        await super().start()
+        logger.info("Gemini emulator listening on %s", self.base_url)
+
+    async def stop(self) -> None:
+        """Close every connection (1001), stop listening and delete a temporary cert dir."""
+        await super().stop()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+    async def serve_forever(self) -> None:
+        """Run until cancelled."""
+        assert self._server is not None, "call start() first"
+        await self._server.serve_forever()
+
+    async def _serve(self) -> Server:
+        assert self._certs is not None
+        return await serve(
             self._handle,
             self.host,
             self.port,
@@ -79,35 +93,6 @@ class GeminiEmulator:
             server_header="talkline-gemini-emulator",
             logger=_ws_logger,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
-        logger.info("Gemini emulator listening on %s", self.base_url)
-
-    async def stop(self) -> None:
-        """Close every connection (1001), stop listening and delete a temporary cert dir."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
-            self._tempdir = None
-
-    async def __aenter__(self) -> GeminiEmulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def serve_forever(self) -> None:
-        """Run until cancelled."""
-        assert self._server is not None, "call start() first"
-        await self._server.serve_forever()
 
     # -- how to connect -----------------------------------------------------
 
@@ -171,31 +156,19 @@ class GeminiEmulator:
     # -- recordings ---------------------------------------------------------
 
     @property
-    def recorder(self) -> Recorder:
-        """Everything recorded so far."""
-        return self._shared.recorder
-
-    @property
     def connections(self) -> list[ConnectionRecord]:
         """One record per accepted WebSocket connection, in order."""
-        return self._shared.recorder.connections
+        return self.recorder.connections
 
     @property
     def turns(self) -> list[TurnRecord]:
         """Every user turn over all connections."""
-        return self._shared.recorder.turns
+        return self.recorder.turns
 
     @property
     def audio_bytes(self) -> int:
         """User audio bytes received over all connections."""
-        return self._shared.recorder.audio_bytes
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
-        """Wait until `predicate()` holds, re-checked after each recorded event.
-
-        Raises TimeoutError when it does not hold within `within` seconds.
-        """
-        await self._shared.recorder.wait_for(predicate, within)
+        return self.recorder.audio_bytes
 
     async def wait_for_turns(self, count: int, within: float = 5.0) -> None:
         """Wait until `count` replies have ended with turnComplete."""

@@ -29,9 +29,8 @@ import http
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -42,7 +41,8 @@ from websockets.typing import Subprotocol
 
 from talkline.testing.gemini_emulator.audio import Activity, EnergyDetector
 
-from .recording import Recorder, flat_query, quiet_websockets_logger, safe_headers, split_target
+from ..loopback import WebSocketServer, quiet_websockets_logger
+from .recording import flat_query, safe_headers, split_target
 
 logger = logging.getLogger(__name__)
 _ws_logger = quiet_websockets_logger(__name__)
@@ -110,7 +110,7 @@ class StreamFault:
     fired: bool = False
 
 
-class DeepgramFake:
+class DeepgramFake(WebSocketServer):
     """A loopback Deepgram live-transcription server.
 
     `async with DeepgramFake() as fake:` then
@@ -136,6 +136,7 @@ class DeepgramFake:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.api_key = api_key
         self.transcript = transcript
         self.threshold = threshold
@@ -143,17 +144,12 @@ class DeepgramFake:
         self.silence_ms = silence_ms
         self.result_delay = result_delay
         self.refuse_status = refuse_status
-        self.host = host
-        self.port = port
         self.connections: list[DeepgramConnection] = []
         self.faults: list[StreamFault] = []
-        self.recorder = Recorder()
-        self._server: Server | None = None
         self._handshakes: dict[ServerConnection, DeepgramConnection] = {}
 
-    async def start(self) -> None:
-        """Start listening on `host`:`port` (port 0 picks a free one)."""
-        self._server = await serve(
+    async def _serve(self) -> Server:
+        return await serve(
             self._handle,
             self.host,
             self.port,
@@ -162,26 +158,6 @@ class DeepgramFake:
             server_header="talkline-deepgram-fake",
             logger=_ws_logger,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Close every connection (1001) and stop listening."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> DeepgramFake:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:
@@ -193,7 +169,7 @@ class DeepgramFake:
         """Full URL of the live endpoint, for raw WebSocket clients."""
         return f"{self.base_url}{LISTEN_PATH}"
 
-    # -- recordings and waiting ----------------------------------------------
+    # -- recordings -----------------------------------------------------------
 
     @property
     def accepted(self) -> list[DeepgramConnection]:
@@ -209,10 +185,6 @@ class DeepgramFake:
     def utterances(self) -> list[Utterance]:
         """Every finalised utterance over every connection."""
         return [u for c in self.connections for u in c.utterances]
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
-        """Wait until `predicate()` holds, re-checked after every recorded event."""
-        await self.recorder.wait_for(predicate, within)
 
     # -- faults ---------------------------------------------------------------
 

@@ -31,9 +31,7 @@ import http
 import json
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -43,7 +41,8 @@ from websockets.http11 import Request, Response
 
 from talkline.testing.gemini_emulator.audio import chunks, reply_voice
 
-from .recording import Recorder, flat_query, quiet_websockets_logger, safe_headers, split_target
+from ..loopback import WebSocketServer, quiet_websockets_logger
+from .recording import flat_query, safe_headers, split_target
 
 logger = logging.getLogger(__name__)
 _ws_logger = quiet_websockets_logger(__name__)
@@ -120,7 +119,7 @@ class ElevenLabsConnection:
         return [t for m in self.messages if (t := m.get("text")) and t.strip()]
 
 
-class ElevenLabsFake:
+class ElevenLabsFake(WebSocketServer):
     """A loopback ElevenLabs multi-context TTS server.
 
     `async with ElevenLabsFake() as fake:` then
@@ -146,6 +145,7 @@ class ElevenLabsFake:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.api_key = api_key
         self.ms_per_char = ms_per_char
         self.max_seconds = max_seconds
@@ -153,17 +153,12 @@ class ElevenLabsFake:
         self.chunk_delay = chunk_delay
         self.first_audio_delay = first_audio_delay
         self.inactivity_timeout = inactivity_timeout
-        self.host = host
-        self.port = port
         self.connections: list[ElevenLabsConnection] = []
-        self.recorder = Recorder()
         self.close_after_audio_messages: tuple[int, int, str] | None = None
-        self._server: Server | None = None
         self._handshakes: dict[ServerConnection, ElevenLabsConnection] = {}
 
-    async def start(self) -> None:
-        """Start listening on `host`:`port` (port 0 picks a free one)."""
-        self._server = await serve(
+    async def _serve(self) -> Server:
+        return await serve(
             self._handle,
             self.host,
             self.port,
@@ -172,26 +167,6 @@ class ElevenLabsFake:
             server_header="talkline-elevenlabs-fake",
             logger=_ws_logger,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Close every connection (1001) and stop listening."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> ElevenLabsFake:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def url(self) -> str:
@@ -205,7 +180,7 @@ class ElevenLabsFake:
         )
         return f"{self.url}/v1/text-to-speech/{voice_id}/multi-stream-input?{params}"
 
-    # -- recordings, waiting, faults --------------------------------------------
+    # -- recordings and faults --------------------------------------------------
 
     @property
     def contexts(self) -> list[ContextRecord]:
@@ -216,10 +191,6 @@ class ElevenLabsFake:
     def texts(self) -> list[str]:
         """Every non-blank text received over every connection."""
         return [t for c in self.connections for t in c.texts]
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
-        """Wait until `predicate()` holds, re-checked after every recorded event."""
-        await self.recorder.wait_for(predicate, within)
 
     def close_mid_stream(
         self,

@@ -20,12 +20,12 @@ import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from .recording import Recorder, safe_headers
+from ..loopback import LoopbackServer
+from .recording import safe_headers
 
 Reply = str | Callable[[list[dict[str, Any]]], str]
 CREATED = 1_700_000_000
@@ -127,7 +127,7 @@ class _Completion:
         }
 
 
-class OpenAIFake:
+class OpenAIFake(LoopbackServer):
     """A loopback OpenAI-compatible chat completions server.
 
     `async with OpenAIFake() as fake:` then `OpenAILLMService(api_key="test-key",
@@ -152,23 +152,20 @@ class OpenAIFake:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.api_key = api_key
         self.reply = reply
         self.words_per_chunk = words_per_chunk
         self.first_chunk_delay = first_chunk_delay
         self.chunk_delay = chunk_delay
         self.models = models
-        self.host = host
-        self.port = port
         self.requests: list[OpenAIRequest] = []
         self.faults: list[HttpFault] = []
         self.cut_after_chunks: int | None = None
-        self.recorder = Recorder()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        """Start listening on `host`:`port` (port 0 picks a free one)."""
+    async def _listen(self) -> int:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
@@ -177,43 +174,26 @@ class OpenAIFake:
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        port: int = self._runner.addresses[0][1]
+        return port
 
-    async def stop(self) -> None:
-        """Stop listening; after this, connecting is refused (the provider is down)."""
+    async def _close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> OpenAIFake:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:
         """`http://127.0.0.1:PORT/v1`, for `OpenAILLMService(base_url=...)`."""
         return f"http://{self.host}:{self.port}/v1"
 
-    # -- recordings, waiting, faults --------------------------------------------
+    # -- recordings and faults --------------------------------------------------
 
     @property
     def completions(self) -> list[OpenAIRequest]:
         """Every chat completion request, in order."""
         return [r for r in self.requests if r.path == "/v1/chat/completions"]
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
-        """Wait until `predicate()` holds, re-checked after every recorded event."""
-        await self.recorder.wait_for(predicate, within)
 
     def fail_next(self, status: int = 503, times: int = 1, **error: Any) -> HttpFault:
         """Answer the next `times` completion requests with `status` and an error body."""

@@ -1,10 +1,8 @@
-"""What a fake received, kept for assertions, and a way to wait until something arrives."""
+"""Helpers for recording what a fake received: redacted headers and parsed request targets."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from urllib.parse import parse_qs, urlsplit
 
 # Headers whose values are credentials: recorded as `<redacted>`, never stored or logged.
@@ -30,27 +28,3 @@ def split_target(target: str) -> tuple[str, dict[str, list[str]]]:
 def flat_query(query: dict[str, list[str]]) -> dict[str, str]:
     """The last value of each query parameter."""
     return {name: values[-1] for name, values in query.items()}
-
-
-def quiet_websockets_logger(name: str) -> logging.Logger:
-    """A logger for a websockets server that drops DEBUG lines, which carry API keys."""
-    ws_logger = logging.getLogger(f"{name}.websockets")
-    ws_logger.addFilter(lambda record: record.levelno >= logging.INFO)
-    return ws_logger
-
-
-class Recorder:
-    """Wakes waiters on a fake's records; call `changed()` after every change."""
-
-    def __init__(self) -> None:
-        self._changed = asyncio.Condition()
-
-    async def changed(self) -> None:
-        """Re-check every waiter's condition."""
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
-        """Wait until `predicate()` holds; raise TimeoutError after `within` seconds."""
-        async with asyncio.timeout(within), self._changed:
-            await self._changed.wait_for(predicate)
