@@ -135,12 +135,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    configure_logging("WARNING")  # until the command knows better; hides import banners
     if argv[:1] == ["emulate-gemini"]:  # its flags belong to the emulator's own parser
         return emulate_gemini(argparse.Namespace(emulator_args=argv[1:]))
     if argv[:1] == ["bench"]:
         return run_bench(argparse.Namespace(bench_args=argv[1:]))
     args = parser().parse_args(argv)
-    configure_logging("WARNING")  # until the command knows better; hides import banners
     return int(args.run(args))
 
 
