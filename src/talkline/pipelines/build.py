@@ -14,6 +14,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.tts_service import TextAggregationMode
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_stop import (
@@ -27,7 +28,7 @@ from talkline.config import Settings
 from talkline.resources import SharedResources
 from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
-from talkline.services.responder import build_responder
+from talkline.services.responder import build_responder, phrase_by_phrase
 
 if TYPE_CHECKING:
     from talkline.services.gemini import UpstreamStats
@@ -95,7 +96,13 @@ def build_tts(settings: Settings, shared: SharedResources) -> FrameProcessor:
             ),
         )
     assert shared.http is not None
-    return PiperHttpTTSService(base_url=shared.tts_url, voice=shared.tts_voice, http=shared.http)
+    mode = TextAggregationMode.TOKEN if phrase_by_phrase(settings) else None
+    return PiperHttpTTSService(
+        base_url=shared.tts_url,
+        voice=shared.tts_voice,
+        http=shared.http,
+        text_aggregation_mode=mode,
+    )
 
 
 def build_cascade_pipeline(

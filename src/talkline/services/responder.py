@@ -42,8 +42,20 @@ class EchoResponder(FrameProcessor):
         if not heard:
             return
         await self.push_frame(LLMFullResponseStartFrame())
-        await self.push_frame(LLMTextFrame(f"You said: {heard}"))
+        # Two pieces, so speech can start with the short one (see phrase_by_phrase).
+        await self.push_frame(LLMTextFrame("You said:"))
+        await self.push_frame(LLMTextFrame(f" {heard}"))
         await self.push_frame(LLMFullResponseEndFrame())
+
+
+def phrase_by_phrase(settings: Settings) -> bool:
+    """Whether the TTS may speak each piece of the answer as it comes.
+
+    The echo responder sends whole phrases, so they need not wait to be gathered into
+    sentences, and "You said:" is heard while the rest is still being synthesized. An LLM
+    streams tokens, which must be gathered into sentences to sound right.
+    """
+    return settings.effective_brain == "local" and settings.effective_responder == "echo"
 
 
 def build_responder(settings: Settings) -> FrameProcessor:
