@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     vad_stop_secs: float = Field(0.2, ge=0)
     vad_min_volume: float = Field(0.6, ge=0, le=1)
     smart_turn: bool = True
+    smart_turn_stop_secs: float = Field(
+        3.0, gt=0, description="Silence after which a turn Smart Turn calls unfinished ends."
+    )
 
     # Offline brain: speech to text
     whisper_model: str = Field("", description="Whisper model dir (default: bundled tiny.en).")

@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection
-
 from talkline.bench.speech import find_tags
-from talkline.testing.gemini_emulator import ConnectionRecord, GeminiEmulator, wire
+from talkline.testing.gemini_emulator import GeminiEmulator
 from talkline.testing.gemini_emulator.session import Session
 
 
@@ -55,25 +53,12 @@ class BenchEmulator(GeminiEmulator):
         super().__init__(**options)
         self.arrivals: list[Arrivals] = []
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        request = ws.request
-        assert request is not None
-        endpoint = wire.parse_endpoint(request.path, request.headers)
-        assert endpoint is not None
-        record = ConnectionRecord(
-            index=len(self.connections),
-            path=wire.redact_path(request.path),
-            api_version=endpoint.api_version,
-            method=endpoint.method,
-            key_source=endpoint.key_source,
-            headers={},
-            opened_at=time.monotonic(),
-        )
-        self.connections.append(record)
-        session = TaggedSession(ws, self._shared, record, endpoint.api_key)
+    session_class = TaggedSession
+
+    def _session_started(self, session: Session) -> None:
+        assert isinstance(session, TaggedSession)
         session.arrivals = Arrivals()
         self.arrivals.append(session.arrivals)
-        await session.run()
 
     def records(self) -> list[dict[str, Any]]:
         """One entry per connection: its client, tag arrivals and turn timestamps."""

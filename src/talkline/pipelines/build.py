@@ -63,7 +63,8 @@ def local_turn_strategies(settings: Settings, shared: SharedResources) -> UserTu
     assert shared.turn_models is not None
     stop: BaseUserTurnStopStrategy
     if settings.smart_turn:
-        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=shared.turn_models.smart_turn())
+        analyzer = shared.turn_models.smart_turn(settings.smart_turn_stop_secs)
+        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
     else:
         stop = SpeechTimeoutUserTurnStopStrategy()
     return UserTurnStrategies(stop=[stop])

@@ -66,8 +66,10 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
 class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
     """Smart Turn v3 whose ONNX session and inference threads are shared."""
 
-    def __init__(self, session: ort.InferenceSession, executor: ThreadPoolExecutor):
-        BaseSmartTurn.__init__(self, params=SmartTurnParams())
+    def __init__(
+        self, session: ort.InferenceSession, executor: ThreadPoolExecutor, stop_secs: float
+    ):
+        BaseSmartTurn.__init__(self, params=SmartTurnParams(stop_secs=stop_secs))
         self._log_data = False
         self._session = session
         self._shared_executor = executor
@@ -94,8 +96,8 @@ class TurnModels:
     def vad(self, params: VADParams) -> SharedSileroVADAnalyzer:
         return SharedSileroVADAnalyzer(self.vad_session, params=params)
 
-    def smart_turn(self) -> SharedSmartTurnAnalyzer:
-        return SharedSmartTurnAnalyzer(self.turn_session, self.turn_executor)
+    def smart_turn(self, stop_secs: float) -> SharedSmartTurnAnalyzer:
+        return SharedSmartTurnAnalyzer(self.turn_session, self.turn_executor, stop_secs)
 
     def close(self) -> None:
         self.turn_executor.shutdown(wait=False, cancel_futures=True)

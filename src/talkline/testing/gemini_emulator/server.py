@@ -36,6 +36,8 @@ class GeminiEmulator(WebSocketServer):
     fields of `EmulatorConfig`; `config` is live, so tests may change it between turns.
     """
 
+    session_class: type[Session] = Session
+
     recorder: Recorder  # everything recorded so far
 
     def __init__(
@@ -201,9 +203,13 @@ class GeminiEmulator(WebSocketServer):
             opened_at=time.monotonic(),
         )
         self.connections.append(record)
-        session = Session(ws, self._shared, record, endpoint.api_key)
+        session = self.session_class(ws, self._shared, record, endpoint.api_key)
+        self._session_started(session)
         self._sessions.add(session)
         try:
             await session.run()
         finally:
             self._sessions.discard(session)
+
+    def _session_started(self, session: Session) -> None:
+        """A hook for subclasses: the bench's emulator records audio arrivals here."""
