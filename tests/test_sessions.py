@@ -93,18 +93,19 @@ async def test_next_turn_is_answered_after_piper_dies_mid_answer(
             async with asyncio.timeout(60):
                 while piper.pid == first_pid or not await piper.healthy():
                     await asyncio.sleep(0.1)
-            answered = len(client.turns)
-            await speak_and_wait_for_answer_again(client, dragon_pcm, answered)
+            await speak_and_wait_for_answer_again(client, dragon_pcm, "dragon")
         assert piper.restarts == 1
         assert "dragon" in final_transcript(client).lower()
-        assert peak(bytes(client.turns[-1].audio)) > 1000
+        assert client.turns[-1].ended and peak(bytes(client.turns[-1].audio)) > 1000
 
 
-async def speak_and_wait_for_answer_again(client: RTVIClient, pcm: bytes, answered: int) -> None:
-    stopped = len(client.of_type("bot-stopped-speaking"))
+async def speak_and_wait_for_answer_again(client: RTVIClient, pcm: bytes, word: str) -> None:
+    """Speak ``pcm`` and wait until its transcript (with ``word``) is answered with audio."""
     await client.stream(pcm)
     async with asyncio.timeout(60):
-        while (
-            len(client.of_type("bot-stopped-speaking")) <= stopped or len(client.turns) <= answered
-        ):
+        while True:
+            heard = [e for e in client.of_type("user-transcription") if word in e.data["text"]]
+            answers = [t for t in client.turns if heard and t.first_audio_at > heard[-1].at]
+            if answers and answers[0].ended:
+                return
             await client.silence(0.256)
