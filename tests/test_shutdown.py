@@ -137,8 +137,9 @@ async def test_workers_share_one_session_cap_and_drain_together(
         await client.wait_for("closed", timeout=10)
     assert {client.close_code for client in extra} == {1013}
     assert all("server full" in client.close_reason for client in extra)
-    pipers = descendants(process.pid, "piper.http_server")
-    assert len(pipers) == 2  # one per worker
+    async with asyncio.timeout(30):  # one Piper per worker, each up before it serves
+        while len(pipers := descendants(process.pid, "piper.http_server")) < 2:
+            await asyncio.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     for client in held:
         await client.wait_for("closed", timeout=30)

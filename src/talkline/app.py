@@ -37,6 +37,10 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.shared.start()
+        if settings.slots_dir:
+            # A worker beside others: accept nothing until ready, so the shared port
+            # sends every connection to a worker that can serve it.
+            await app.state.shared.wait_ready()
         try:
             yield
         finally:
