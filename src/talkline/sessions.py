@@ -58,22 +58,31 @@ class SessionManager:
 
     def refusal(self, client: str | None = None) -> str | None:
         """Why a new session (from ``client``, if given) would be refused now, or None."""
+        if self.slots is not None and self.slots.full():
+            return self._full()
+        return self._local_refusal(client)
+
+    def _local_refusal(self, client: str | None) -> str | None:
         if self.draining:
             return "server shutting down: try another server or again later"
-        if len(self.live) >= self.max_sessions or (self.slots and self.slots.full()):
-            return f"server full: all {self.max_sessions} session slots are in use, try again later"
+        if len(self.live) >= self.max_sessions:
+            return self._full()
         mine = sum(1 for record in self.live.values() if record.client == client)
         if client is not None and mine >= self.max_per_client:
             return f"too many sessions from your address ({self.max_per_client} at most)"
         return None
 
+    def _full(self) -> str:
+        return f"server full: all {self.max_sessions} session slots are in use, try again later"
+
     def admit(self, client: str) -> SessionRecord:
-        reason = self.refusal(client)
-        slot = self.slots.acquire() if self.slots and not reason else None
-        if self.slots and slot is None:
-            reason = reason or f"server full: all {self.max_sessions} session slots are in use"
-        if reason:
+        if reason := self._local_refusal(client):
             raise AdmissionRefused(reason)
+        slot = None
+        if self.slots is not None:  # the global cap: taking a slot is the check
+            slot = self.slots.acquire()
+            if slot is None:
+                raise AdmissionRefused(self._full())
         record = SessionRecord(id=uuid.uuid4().hex[:12], client=client, slot=slot)
         self.live[record.id] = record
         self.started_total += 1

@@ -68,9 +68,13 @@ def describe(event: Event) -> str | None:
             return f"user: {data.get('text', '').strip()}"
         case "bot-tts-text":
             return f"bot: {data.get('text', '').strip()}"
-        case "user-started-speaking" | "user-stopped-speaking" | "bot-interrupted":
-            return event.type.replace("-", " ")
-        case "bot-started-speaking" | "bot-stopped-speaking":
+        case (
+            "user-started-speaking"
+            | "user-stopped-speaking"
+            | "bot-started-speaking"
+            | "bot-stopped-speaking"
+            | "bot-interrupted"
+        ):
             return event.type.replace("-", " ")
         case "error":
             return f"error: {data.get('error')}" + (" (fatal)" if data.get("fatal") else "")
