@@ -11,7 +11,7 @@ from loguru import logger
 
 from talkline.auth import TokenError, mint_token, verify_token
 from talkline.client import RTVIClient
-from talkline.testing.gemini_emulator import GeminiEmulator
+from talkline.emulator import GeminiEmulator
 from tests.support import ServerThread, running_gemini_server, running_server
 
 KEY = "tk-live-8c1f0e9a2b"

@@ -10,8 +10,8 @@ import pytest
 
 from talkline.client import RTVIClient
 from talkline.services.openai_llm import APOLOGY
-from talkline.testing.providers import OpenAIFake
 from talkline.transport import SessionSocket
+from tests.fakes import OpenAIFake
 from tests.support import ServerThread, peak, running_server, words
 from tests.test_conversation import final_transcript, speak_and_wait_for_answer
 
@@ -74,6 +74,7 @@ async def test_the_openai_responder_answers_through_the_fake(
     assert ready.data["about"]["responder"] == "openai"
     assert "I heard:" in bot_text(client) and "weather" in bot_text(client)
     request = fake.completions[0].body
+    assert request is not None
     assert request["stream"] is True and request["model"] == "llama3.2"
     assert request["messages"][0]["role"] == "system"
     assert peak(bytes(client.bot_audio)) > 1000

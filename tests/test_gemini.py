@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from talkline.client import RTVIClient
-from talkline.testing.gemini_emulator import GeminiEmulator
+from talkline.emulator import GeminiEmulator
 from tests.support import ServerThread, peak, running_gemini_server, silence
 
 ANSWER_TIMEOUT = 30.0
@@ -51,6 +51,7 @@ async def test_spoken_turn_is_answered_with_audio_and_transcripts(
     assert bot_texts(client) == ["reply 1"]
     assert peak(bytes(client.bot_audio)) > 1000 and client.bot_sample_rate == 24000
     setup = emulator.connections[0].setup
+    assert setup is not None
     assert setup["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
     voice = setup["generation_config"]["speech_config"]["voice_config"]
     assert voice["prebuilt_voice_config"]["voice_name"] == "Aoede"

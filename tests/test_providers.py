@@ -8,8 +8,8 @@ import pytest
 
 from talkline.client import RTVIClient
 from talkline.config import SettingsError, load_settings
-from talkline.testing.gemini_emulator import GeminiEmulator
-from talkline.testing.providers import DeepgramFake, ElevenLabsFake, OpenAIFake
+from talkline.emulator import GeminiEmulator
+from tests.fakes import DeepgramFake, ElevenLabsFake, OpenAIFake
 from tests.support import peak, running_gemini_server, running_server
 from tests.test_conversation import final_transcript, speak_and_wait_for_answer
 
@@ -94,7 +94,9 @@ async def test_gemini_text_mode_feeds_another_voice(
     async with GeminiEmulator(response_delay=0.1) as emu:
         with running_gemini_server(emu, **extra) as server:
             client = await converse(server.ws_url, weather_pcm)
-    config = emu.connections[0].setup["generation_config"]
+    setup = emu.connections[0].setup
+    assert setup is not None
+    config = setup["generation_config"]
     assert config["response_modalities"] == ["TEXT"]
     assert "This is reply 1." in bot_text(client)
     if voice == "elevenlabs":

@@ -35,7 +35,7 @@ def serializer(reports: list[str]) -> GuardedSerializer:
 
 
 def text_frame() -> bytes:
-    frame = frame_protos.Frame()
+    frame = frame_protos.Frame()  # type: ignore[attr-defined]
     frame.text.text = "hi"
     return bytes(frame.SerializeToString())
 
@@ -81,7 +81,7 @@ async def test_bad_input_is_reported_and_dropped(
 async def test_json_that_is_not_json_is_reported(
     serializer: GuardedSerializer, reports: list[str]
 ) -> None:
-    frame = frame_protos.Frame()
+    frame = frame_protos.Frame()  # type: ignore[attr-defined]
     frame.message.data = "{not json"
     assert await serializer.deserialize(frame.SerializeToString()) is None
     assert "not JSON" in reports[0]
@@ -98,7 +98,9 @@ async def test_a_flood_of_bad_input_is_counted_but_not_echoed_every_time(
 
 def test_client_frames_are_what_pipecat_serializes() -> None:
     """The client's frames decode with Pipecat's own protobuf definitions."""
-    proto = frame_protos.Frame.FromString(message_frame({"a": 1}))
+    proto = frame_protos.Frame.FromString(  # type: ignore[attr-defined]
+        message_frame({"a": 1})
+    )
     assert json.loads(proto.message.data) == {"a": 1}
 
 

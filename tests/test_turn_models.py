@@ -26,7 +26,7 @@ def test_quiet_windows_score_zero_without_the_model_and_speech_is_heard(
         def counting_run(*args: object, **kwargs: object) -> object:
             nonlocal calls
             calls += 1
-            return real_run(*args, **kwargs)  # type: ignore[arg-type]
+            return real_run(*args, **kwargs)
 
         first._model.session = type("Counting", (), {"run": staticmethod(counting_run)})()
         assert first.voice_confidence(silence(0.032)) == 0.0

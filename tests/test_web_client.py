@@ -11,7 +11,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright
 
 from talkline.client import RTVIClient
-from talkline.testing.gemini_emulator import GeminiEmulator
+from talkline.emulator import GeminiEmulator
 from tests.support import (
     ServerThread,
     piper_speech,
@@ -198,7 +198,7 @@ async def test_page_fits_a_phone_screen(
 ) -> None:
     """At 375 px wide, idle and mid-conversation, the page needs no horizontal scrolling."""
     page = watched.page
-    await page.set_viewport_size(PHONE)
+    await page.set_viewport_size(PHONE)  # type: ignore[arg-type]
     await page.goto(server.http_url + "/")
     assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 

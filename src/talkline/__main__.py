@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -82,13 +83,35 @@ def run_talk(args: argparse.Namespace) -> int:
     return 1 if result.errors else 0
 
 
+EXTRAS = {
+    "emulator": ("cryptography",),
+    "bench": ("cryptography", "psutil", "matplotlib", "uvloop"),
+}
+
+
+def missing_extra(command: str, extra: str) -> bool:
+    """Say in one line what to install when an optional command's extra is missing."""
+    missing = [name for name in EXTRAS[extra] if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"talkline {command} needs the '{extra}' extra ({', '.join(missing)} missing): "
+            f"pip install 'talkline[{extra}]'",
+            file=sys.stderr,
+        )
+    return bool(missing)
+
+
 def emulate_gemini(args: argparse.Namespace) -> int:
-    from talkline.testing.gemini_emulator import main as emulator_main
+    if missing_extra("emulate-gemini", "emulator"):
+        return EXIT_USAGE
+    from talkline.emulator import main as emulator_main
 
     return emulator_main(args.emulator_args)
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if missing_extra("bench", "bench"):
+        return EXIT_USAGE
     from talkline.bench import main as bench_main
 
     return bench_main(args.bench_args)

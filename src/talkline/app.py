@@ -12,12 +12,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from talkline.admission import SessionManager
 from talkline.auth import Access
 from talkline.config import Settings
 from talkline.metrics import Metrics
 from talkline.resources import SharedResources
 from talkline.routes import http, websocket
-from talkline.sessions import SessionManager
 from talkline.slots import SlotPool
 
 WEB_DIST = Path(__file__).parent / "web" / "dist"

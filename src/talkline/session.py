@@ -18,12 +18,12 @@ from pipecat.workers.runner import WorkerRunner
 from starlette import status
 
 from talkline import __version__
+from talkline.admission import SessionRecord
 from talkline.config import Settings
 from talkline.metrics import Metrics
 from talkline.observer import SessionObserver
 from talkline.pipelines.build import SessionHooks, build_pipeline
 from talkline.resources import SharedResources
-from talkline.sessions import SessionRecord
 from talkline.transport import GuardedSerializer, InputLimits, SessionSocket
 
 NORMAL = status.WS_1000_NORMAL_CLOSURE

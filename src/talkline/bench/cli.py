@@ -15,7 +15,7 @@ from talkline.bench.speech import DEFAULT_TEXT, RATE, Plan, make_plan, piper_spe
 
 FULL_SESSIONS = [1, 10, 25, 50, 100, 150]
 QUICK_SESSIONS = [1, 2]
-DEFAULT_BASELINE_BOT = Path(__file__).resolve().parents[3] / "bench" / "baseline_bot.py"
+DEFAULT_BASELINE_BOT = Path(__file__).with_name("baseline.py")
 BAD_P95_MS = 3000.0  # past this a sweep stops: the bot is no longer conversational
 BAD_SHARE = 0.9  # ... or when fewer turns than this share were answered
 
@@ -32,7 +32,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--baseline",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also run the plain Pipecat bot (bench/baseline_bot.py) on the Gemini sweep",
+        help="also run the plain Pipecat bot (talkline.bench.baseline) on the Gemini sweep",
     )
     parser.add_argument("--baseline-bot", type=Path, default=DEFAULT_BASELINE_BOT)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))

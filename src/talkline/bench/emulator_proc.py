@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from talkline.bench.speech import find_tags
-from talkline.testing.gemini_emulator import GeminiEmulator
-from talkline.testing.gemini_emulator.session import Session
+from talkline.emulator import GeminiEmulator
+from talkline.emulator.connection import LiveConnection
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Arrivals:
     times: list[float] = field(default_factory=list)
 
 
-class TaggedSession(Session):
+class TaggedSession(LiveConnection):
     """An emulator session that notes the tags in the user audio before handling it."""
 
     arrivals: Arrivals
@@ -55,7 +55,7 @@ class BenchEmulator(GeminiEmulator):
 
     session_class = TaggedSession
 
-    def _session_started(self, session: Session) -> None:
+    def _session_started(self, session: LiveConnection) -> None:
         assert isinstance(session, TaggedSession)
         session.arrivals = Arrivals()
         self.arrivals.append(session.arrivals)

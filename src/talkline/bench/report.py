@@ -233,7 +233,7 @@ def target_rows(results: list[RunResult]) -> list[str]:
 METHOD = """\
 ## How it was measured
 
-- Each row is a fresh server process (`talkline serve`, or `python bench/baseline_bot.py`, the
+- Each row is a fresh server process (`talkline serve`, or `python -m talkline.bench.baseline`, the
   plain Pipecat bot, labelled **baseline**) and, for Gemini, a fresh emulator process in instant
   mode (no response delay; the whole 1.2 s reply is sent at once, so the upstream never makes
   the server wait). The emulator ends a user turn after 0.5 s of quiet audio, so 0.5 s of every

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from talkline.admission import SessionManager
 from talkline.auth import Access
 from talkline.config import Settings
 from talkline.resources import SharedResources
-from talkline.sessions import SessionManager
 
 
 def get_app_settings(request: Request) -> Settings:

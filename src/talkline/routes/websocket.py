@@ -14,9 +14,9 @@ from loguru import logger
 from pipecat.utils.security.allowed_origins import is_origin_allowed
 from starlette import status
 
+from talkline.admission import AdmissionRefused
 from talkline.auth import TokenError
 from talkline.session import Session
-from talkline.sessions import AdmissionRefused
 
 router = APIRouter()
 

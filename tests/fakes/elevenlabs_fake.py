@@ -29,7 +29,6 @@ import base64
 import contextlib
 import http
 import json
-import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +38,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from talkline.testing.gemini_emulator.audio import chunks, reply_voice
+from talkline.emulator.audio import chunks, reply_voice
+from talkline.emulator.loopback import WebSocketServer, quiet_websockets_logger
 
-from ..loopback import WebSocketServer, quiet_websockets_logger
 from .recording import flat_query, safe_headers, split_target
 
-logger = logging.getLogger(__name__)
 _ws_logger = quiet_websockets_logger(__name__)
 
 PATH = re.compile(r"^/v1/text-to-speech/(?P<voice>[^/]+)/multi-stream-input$")

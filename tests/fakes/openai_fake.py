@@ -24,7 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..loopback import LoopbackServer
+from talkline.emulator.loopback import LoopbackServer
+
 from .recording import safe_headers
 
 Reply = str | Callable[[list[dict[str, Any]]], str]

@@ -1,4 +1,4 @@
-"""`python -m talkline.testing.gemini_emulator`."""
+"""`python -m talkline.emulator`."""
 
 import sys
 

@@ -12,7 +12,7 @@ from .records import TurnRecord
 from .state import MAX_CHUNK_BYTES
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .connection import LiveConnection
 
 TOKENS_PER_SECOND = 25
 
@@ -20,7 +20,7 @@ TOKENS_PER_SECOND = 25
 class Reply:
     """Sends the reply to `turn` over `session`; cancelled when the user barges in."""
 
-    def __init__(self, session: Session, turn: TurnRecord) -> None:
+    def __init__(self, session: LiveConnection, turn: TurnRecord) -> None:
         self.session = session
         self.turn = turn
         self.config = session.config

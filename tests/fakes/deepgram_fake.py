@@ -27,24 +27,23 @@ import datetime
 import hashlib
 import http
 import json
-import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from loguru import logger
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from talkline.testing.gemini_emulator.audio import Activity, EnergyDetector
+from talkline.emulator.audio import Activity, EnergyDetector
+from talkline.emulator.loopback import WebSocketServer, quiet_websockets_logger
 
-from ..loopback import WebSocketServer, quiet_websockets_logger
 from .recording import flat_query, safe_headers, split_target
 
-logger = logging.getLogger(__name__)
 _ws_logger = quiet_websockets_logger(__name__)
 
 LISTEN_PATH = "/v1/listen"
@@ -236,7 +235,7 @@ class DeepgramFake(WebSocketServer):
         response.headers["Content-Type"] = "application/json"
         response.headers["dg-error"] = str(body["err_msg"])
         response.headers["dg-request-id"] = record.request_id
-        logger.info("Deepgram fake refused a handshake with %d", status)
+        logger.info("Deepgram fake refused a handshake with {}", status)
         return response
 
     async def _handle(self, ws: ServerConnection) -> None:

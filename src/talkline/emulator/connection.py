@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import time
 from typing import Any
 
+from loguru import logger
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -19,10 +19,8 @@ from .records import ConnectionRecord, TurnRecord
 from .replies import Reply
 from .state import Conversation, Shared
 
-logger = logging.getLogger(__name__)
 
-
-class Session:
+class LiveConnection:
     """Serves one WebSocket connection until the client or a fault ends it."""
 
     def __init__(
@@ -66,12 +64,12 @@ class Session:
         reason = wire.cut_reason(reason)
         if self.record.close_code is None:
             self.record.close_code, self.record.close_reason = code, reason
-        logger.info("connection %d: closing %d %s", self.record.index, code, reason)
+        logger.info("connection {}: closing {} {}", self.record.index, code, reason)
         await self.ws.close(code, reason)
 
     def drop(self) -> None:
         """Abort the TCP connection without a close frame."""
-        logger.info("connection %d: dropping TCP", self.record.index)
+        logger.info("connection {}: dropping TCP", self.record.index)
         self.ws.transport.abort()
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
@@ -259,7 +257,7 @@ class Session:
     async def fire(self, fault: Fault) -> bool:
         """Carry out `fault`; True when the reply in progress must stop."""
         fault.fired = True
-        logger.info("connection %d: fault %s", self.record.index, fault.kind.value)
+        logger.info("connection {}: fault {}", self.record.index, fault.kind.value)
         if fault.kind is FaultKind.GO_AWAY:
             await self.send(wire.go_away(fault.time_left))
             self.record.sent_go_away = True

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from typing import TextIO
+
+from loguru import logger
 
 from .server import GeminiEmulator
 from .state import EmulatorConfig
@@ -117,10 +118,8 @@ async def serve_forever(emulator: GeminiEmulator, out: TextIO = sys.stdout) -> N
 def main(argv: list[str] | None = None) -> int:
     """Run the emulator from the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(message)s",
-    )
+    logger.remove()
+    logger.add(sys.stderr, level="INFO" if args.verbose else "WARNING")
     try:
         emulator = emulator_from_args(args)
     except ValueError as error:

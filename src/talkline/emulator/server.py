@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http
-import logging
 import ssl
 import tempfile
 import time
@@ -11,17 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from google.genai import types
+from loguru import logger
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from ..loopback import WebSocketServer, quiet_websockets_logger
 from . import tls, wire
+from .connection import LiveConnection
 from .faults import Fault, FaultKind
+from .loopback import WebSocketServer, quiet_websockets_logger
 from .records import ConnectionRecord, Recorder, TurnRecord, safe_headers
-from .session import Session
 from .state import EmulatorConfig, Shared
-
-logger = logging.getLogger(__name__)
 
 _ws_logger = quiet_websockets_logger(__name__)
 
@@ -36,7 +34,7 @@ class GeminiEmulator(WebSocketServer):
     fields of `EmulatorConfig`; `config` is live, so tests may change it between turns.
     """
 
-    session_class: type[Session] = Session
+    session_class: type[LiveConnection] = LiveConnection
 
     recorder: Recorder  # everything recorded so far
 
@@ -57,7 +55,7 @@ class GeminiEmulator(WebSocketServer):
         self._cert_dir = Path(cert_dir) if cert_dir is not None else None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._certs: tls.CertFiles | None = None
-        self._sessions: set[Session] = set()
+        self._sessions: set[LiveConnection] = set()
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -69,7 +67,7 @@ class GeminiEmulator(WebSocketServer):
             directory = Path(self._tempdir.name)
         self._certs = tls.make_cert_files(directory, self.host)
         await super().start()
-        logger.info("Gemini emulator listening on %s", self.base_url)
+        logger.info("Gemini emulator listening on {}", self.base_url)
 
     async def stop(self) -> None:
         """Close every connection (1001), stop listening and delete a temporary cert dir."""
@@ -184,7 +182,7 @@ class GeminiEmulator(WebSocketServer):
 
     def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
         if wire.parse_endpoint(request.path, request.headers) is None:
-            logger.info("refused unknown path %s", wire.redact_path(request.path))
+            logger.info("refused unknown path {}", wire.redact_path(request.path))
             return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
         return None
 
@@ -211,5 +209,5 @@ class GeminiEmulator(WebSocketServer):
         finally:
             self._sessions.discard(session)
 
-    def _session_started(self, session: Session) -> None:
+    def _session_started(self, session: LiveConnection) -> None:
         """A hook for subclasses: the bench's emulator records audio arrivals here."""

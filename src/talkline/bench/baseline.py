@@ -1,14 +1,15 @@
 """BASELINE: a Gemini Live voice bot written the way Pipecat's documentation shows it.
 
 This is the reference `talkline bench` compares talkline with (see
-/work/shared/PERF-BASELINE.md). It is deliberately plain Pipecat 1.14: FastAPI ``/ws`` →
-``FastAPIWebsocketTransport`` + ``ProtobufFrameSerializer`` → ``PipelineWorker`` with
+``../shared/PERF-BASELINE.md`` beside the repository). It is deliberately plain Pipecat
+1.14: FastAPI ``/ws`` → ``FastAPIWebsocketTransport`` +
+``ProtobufFrameSerializer`` → ``PipelineWorker`` with
 ``[transport.input(), user aggregator (Silero VAD, default turn strategies, i.e. Smart Turn
 v3), GeminiLiveLLMService, transport.output(), assistant aggregator]``, one ``WorkerRunner``
 per connection. Nothing is shared between sessions. The only additions are what the bench
 needs: ``GET /ready``, command-line flags for the port and the (emulated) Gemini endpoint.
 
-    python bench/baseline_bot.py --port 7860 --gemini-base-url https://127.0.0.1:PORT \\
+    python -m talkline.bench.baseline --port 7860 --gemini-base-url https://127.0.0.1:PORT \\
         --ca-file /tmp/.../ca.pem
 """
 

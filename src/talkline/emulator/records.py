@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import loopback
+from . import loopback
 
 SECRET_HEADERS = frozenset({"x-goog-api-key", "authorization"})
 

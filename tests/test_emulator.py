@@ -16,14 +16,14 @@ import pytest_asyncio
 from google import genai
 from google.genai import errors, types
 from google.genai.live import AsyncSession
-from tests.testing.pcm import IN_RATE, silence, tone
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from talkline.testing.gemini_emulator import FaultKind, GeminiEmulator, cli
-from talkline.testing.gemini_emulator.audio import rms
-from talkline.testing.gemini_emulator.wire import cut_reason, decode_b64, normalize
+from talkline.emulator import FaultKind, GeminiEmulator, cli
+from talkline.emulator.audio import rms
+from talkline.emulator.wire import cut_reason, decode_b64, normalize
+from tests.fakes.pcm import IN_RATE, silence, tone
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 CHUNK_MS = 50

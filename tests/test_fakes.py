@@ -37,12 +37,12 @@ from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.workers.runner import WorkerRunner
-from tests.support import peak
-from tests.testing.pcm import IN_RATE, silence, tone
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from talkline.testing.providers import DeepgramFake, ElevenLabsFake, OpenAIFake
+from tests.fakes import DeepgramFake, ElevenLabsFake, OpenAIFake
+from tests.fakes.pcm import IN_RATE, silence, tone
+from tests.support import peak
 
 OUT_RATE = 24000
 CHUNK_MS = 20
