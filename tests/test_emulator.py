@@ -20,10 +20,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from talkline.audio import RATE, rms, silence, tone
 from talkline.emulator import FaultKind, GeminiEmulator, cli
-from talkline.emulator.audio import rms
 from talkline.emulator.wire import cut_reason, decode_b64, normalize
-from tests.fakes.pcm import IN_RATE, silence, tone
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 CHUNK_MS = 50
@@ -53,7 +52,7 @@ def connect(
 
 
 async def send_audio(session: AsyncSession, pcm: bytes) -> None:
-    step = 2 * IN_RATE * CHUNK_MS // 1000
+    step = 2 * RATE * CHUNK_MS // 1000
     for start in range(0, len(pcm), step):
         blob = types.Blob(data=pcm[start : start + step], mime_type="audio/pcm;rate=16000")
         await session.send_realtime_input(audio=blob)

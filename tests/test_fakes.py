@@ -40,9 +40,8 @@ from pipecat.workers.runner import WorkerRunner
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from talkline.audio import RATE, peak, silence, tone
 from tests.fakes import DeepgramFake, ElevenLabsFake, OpenAIFake
-from tests.fakes.pcm import IN_RATE, silence, tone
-from tests.support import peak
 
 OUT_RATE = 24000
 CHUNK_MS = 20
@@ -52,9 +51,9 @@ TTS_MODEL = "eleven_flash_v2_5"
 
 
 def audio_frames(pcm: bytes) -> list[InputAudioRawFrame]:
-    step = 2 * IN_RATE * CHUNK_MS // 1000
+    step = 2 * RATE * CHUNK_MS // 1000
     return [
-        InputAudioRawFrame(audio=pcm[i : i + step], sample_rate=IN_RATE, num_channels=1)
+        InputAudioRawFrame(audio=pcm[i : i + step], sample_rate=RATE, num_channels=1)
         for i in range(0, len(pcm), step)
     ]
 
@@ -104,7 +103,7 @@ async def running(service: FrameProcessor, *, end: bool = True) -> AsyncIterator
     up, down = Tap(FrameDirection.UPSTREAM), Tap(FrameDirection.DOWNSTREAM)
     worker = PipelineWorker(
         Pipeline([up, service, down]),
-        params=PipelineParams(audio_in_sample_rate=IN_RATE, audio_out_sample_rate=OUT_RATE),
+        params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=OUT_RATE),
         cancel_on_idle_timeout=False,
         enable_rtvi=False,
     )

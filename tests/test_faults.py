@@ -8,23 +8,27 @@ from typing import Any
 
 import pytest
 
+from talkline.audio import peak
 from talkline.client import RTVIClient
 from talkline.services.openai_llm import APOLOGY
-from talkline.transport import SessionSocket
+from talkline.transport import SessionSocket, SocketState
 from tests.fakes import OpenAIFake
-from tests.support import ServerThread, peak, running_server, words
-from tests.test_conversation import final_transcript, speak_and_wait_for_answer
-
-
-def bot_text(client: RTVIClient) -> str:
-    return " ".join(e.data.get("text", "") for e in client.of_type("bot-tts-text"))
+from tests.support import (
+    ServerThread,
+    bot_text,
+    final_transcript,
+    running_server,
+    speak_and_wait_for_answer,
+    words,
+)
 
 
 async def test_whisper_failure_is_an_error_and_the_session_goes_on(
-    server: ServerThread, weather_pcm: bytes
+    server: ServerThread, weather_pcm: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whisper raises on one utterance: an error event, and the next turn is answered."""
     whisper = server.shared.whisper
+    assert whisper is not None
     real = whisper.transcribe
     calls = 0
 
@@ -35,15 +39,12 @@ async def test_whisper_failure_is_an_error_and_the_session_goes_on(
             raise RuntimeError("CTranslate2 ran out of memory")
         return str(real(pcm))
 
-    whisper.transcribe = failing_once
-    try:
-        async with RTVIClient(server.ws_url) as client:
-            await client.client_ready()
-            await client.stream(weather_pcm)
-            await client.wait_for("error", timeout=30)
-            await speak_and_wait_for_answer(client, weather_pcm)
-    finally:
-        del whisper.transcribe
+    monkeypatch.setattr(whisper, "transcribe", failing_once)
+    async with RTVIClient(server.ws_url) as client:
+        await client.client_ready()
+        await client.stream(weather_pcm)
+        await client.wait_for("error", timeout=30)
+        await speak_and_wait_for_answer(client, weather_pcm)
     errors = [e.data["error"] for e in client.of_type("error")]
     assert any("Speech recognition failed" in error for error in errors), errors
     assert "weather" in words(final_transcript(client))
@@ -126,4 +127,4 @@ async def test_a_client_that_never_reads_cannot_hang_the_server() -> None:
         await socket.send_bytes(b"more audio")
         socket.set_close(1008, "client-not-reading")
         await socket.close()
-    assert stalled == [True] and socket.stalled and socket.closed
+    assert stalled == [True] and socket.state is SocketState.CLOSED

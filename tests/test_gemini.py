@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from talkline.audio import peak, silence
 from talkline.client import RTVIClient
 from talkline.emulator import GeminiEmulator
-from tests.support import ServerThread, peak, running_gemini_server, silence
+from tests.support import ServerThread, running_gemini_server
 
 ANSWER_TIMEOUT = 30.0
 DEADLINE = "Deadline expired before operation could complete."

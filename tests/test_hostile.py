@@ -21,9 +21,15 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from talkline.audio import silence
 from talkline.client import RTVIClient, audio_frame, message_frame, rtvi_message
-from tests.support import ServerThread, running_server, silence, words
-from tests.test_conversation import final_transcript, speak_and_wait_for_answer
+from tests.support import (
+    ServerThread,
+    final_transcript,
+    running_server,
+    speak_and_wait_for_answer,
+    words,
+)
 
 Send = Callable[[RTVIClient], Awaitable[None]]
 
@@ -205,7 +211,7 @@ async def test_a_storm_of_connections_leaves_nothing_behind(guarded: ServerThrea
     for start in range(0, 1000, 50):
         await asyncio.gather(*(cycle(i) for i in range(start, start + 50)))
     async with asyncio.timeout(30):
-        while len(guarded.app.state.sessions) or guarded.task_count() > tasks_before:
+        while len(guarded.state.admission) or guarded.task_count() > tasks_before:
             await asyncio.sleep(0.1)
     gc.collect()
     fds_after, tasks_after = open_fds(), guarded.task_count()
@@ -213,9 +219,9 @@ async def test_a_storm_of_connections_leaves_nothing_behind(guarded: ServerThrea
           f"max RSS {rss_mb():.0f} MB, refused {refused}")  # fmt: skip
     assert tasks_after <= tasks_before
     assert fds_after <= fds_before + 5
-    registry = guarded.app.state.metrics.registry
-    full = registry.get_sample_value("talkline_sessions_refused_total", {"reason": "server full"})
-    assert guarded.app.state.sessions.started_total + (full or 0) >= 1000
+    registry = guarded.state.metrics.registry
+    full = registry.get_sample_value("talkline_sessions_refused_total", {"reason": "server-full"})
+    assert guarded.state.admission.started_total + (full or 0) >= 1000
 
 
 RTVI_TYPES = st.sampled_from(

@@ -32,5 +32,5 @@ def test_importing_every_talkline_module_loads_no_piper() -> None:
 
 def test_a_served_session_loads_no_piper(server: ServerThread) -> None:
     """After the server has started Piper and served sessions, piper is still not imported."""
-    assert server.shared.piper.pid is not None
+    assert server.shared.piper is not None and server.shared.piper.pid is not None
     assert loaded_gpl_modules(list(sys.modules)) == []

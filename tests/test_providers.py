@@ -6,12 +6,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from talkline.audio import peak
 from talkline.client import RTVIClient
 from talkline.config import SettingsError, load_settings
 from talkline.emulator import GeminiEmulator
 from tests.fakes import DeepgramFake, ElevenLabsFake, OpenAIFake
-from tests.support import peak, running_gemini_server, running_server
-from tests.test_conversation import final_transcript, speak_and_wait_for_answer
+from tests.support import (
+    bot_text,
+    final_transcript,
+    running_gemini_server,
+    running_server,
+    speak_and_wait_for_answer,
+)
 
 DEEPGRAM_SAYS = "what time is it in tokyo"
 
@@ -32,10 +38,6 @@ async def elevenlabs() -> AsyncIterator[ElevenLabsFake]:
 async def openai() -> AsyncIterator[OpenAIFake]:
     async with OpenAIFake(api_key=None) as fake:
         yield fake
-
-
-def bot_text(client: RTVIClient) -> str:
-    return " ".join(e.data.get("text", "") for e in client.of_type("bot-tts-text"))
 
 
 async def converse(ws_url: str, pcm: bytes) -> RTVIClient:

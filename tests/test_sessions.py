@@ -11,9 +11,9 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from talkline.audio import peak, piper_speech
 from talkline.client import RTVIClient
-from tests.support import ServerThread, peak, piper_speech, running_server
-from tests.test_conversation import final_transcript
+from tests.support import ServerThread, final_transcript, running_server
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def small_server_running():
 async def small_server(small_server_running: ServerThread) -> ServerThread:
     """A server with room for one session that ends sessions quickly, with none live."""
     async with asyncio.timeout(10):
-        while len(small_server_running.app.state.sessions):
+        while len(small_server_running.state.admission):
             await asyncio.sleep(0.05)
     return small_server_running
 
@@ -79,16 +79,18 @@ async def test_next_turn_is_answered_after_piper_dies_mid_answer(
 ) -> None:
     """Piper's process dies while the bot speaks; it is restarted and the next turn answered."""
     three = piper_speech(
-        "The sky is blue. The grass is green. The sun is warm.", tmp_path / "t.wav"
+        "The sky is blue. The grass is green. The sun is warm.", save=tmp_path / "t.wav"
     )
     with running_server() as server:
         piper = server.shared.piper
+        assert piper is not None
         async with RTVIClient(server.ws_url) as client:
             await client.client_ready()
             await client.stream(three)
             while not client.turns:  # the first audio of a three-sentence answer
                 await client.silence(0.032)
             first_pid = piper.pid
+            assert first_pid is not None
             os.kill(first_pid, signal.SIGKILL)
             async with asyncio.timeout(60):
                 while piper.pid == first_pid or not await piper.healthy():

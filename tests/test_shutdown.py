@@ -17,7 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from talkline.client import RTVIClient
-from talkline.services.piper_process import free_port
+from talkline.processes import free_port
 
 
 def children_running(pid: int, needle: str) -> list[int]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support import ServerThread, peak, piper_speech
+from talkline.audio import peak, piper_speech
+from tests.support import ServerThread
 
 
 def talk(*args: str) -> subprocess.CompletedProcess[str]:
@@ -38,7 +39,7 @@ def test_talk_prints_the_conversation_and_saves_the_reply(
     server: ServerThread, tmp_path: Path
 ) -> None:
     """A 44.1 kHz stereo WAV is spoken; transcript, answer and latency come back; exit 0."""
-    pcm = piper_speech("Can you hear me clearly now?", tmp_path / "q.wav")
+    pcm = piper_speech("Can you hear me clearly now?", save=tmp_path / "q.wav")
     stereo_44k(pcm, tmp_path / "q44.wav")
     out = tmp_path / "reply.wav"
     result = talk(str(tmp_path / "q44.wav"), "--url", server.ws_url, "--out", str(out))
@@ -54,7 +55,7 @@ def test_talk_prints_the_conversation_and_saves_the_reply(
 
 def test_talk_json_is_one_event_per_line(server: ServerThread, tmp_path: Path) -> None:
     """--json prints machine-readable events, including the measured latency."""
-    piper_speech("Good morning to you.", tmp_path / "m.wav")
+    piper_speech("Good morning to you.", save=tmp_path / "m.wav")
     result = talk(str(tmp_path / "m.wav"), "--url", server.ws_url, "--json")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
@@ -66,7 +67,7 @@ def test_talk_json_is_one_event_per_line(server: ServerThread, tmp_path: Path) -
 
 def test_talk_fails_clearly_when_no_server_answers(tmp_path: Path) -> None:
     """No server: a one-line error and a non-zero exit."""
-    piper_speech("Hello.", tmp_path / "h.wav")
+    piper_speech("Hello.", save=tmp_path / "h.wav")
     result = talk(str(tmp_path / "h.wav"), "--url", "ws://127.0.0.1:9/ws")
     assert result.returncode == 1
     assert "cannot talk to ws://127.0.0.1:9/ws" in result.stderr

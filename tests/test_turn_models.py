@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from pipecat.audio.vad.vad_analyzer import VADParams
 
+from talkline.audio import silence
 from talkline.services.turn_models import TurnModels
-from tests.support import silence
 
 WINDOW = 512 * 2  # bytes in one 16 kHz Silero window
 

@@ -10,16 +10,10 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright
 
+from talkline.audio import piper_speech, silence
 from talkline.client import RTVIClient
 from talkline.emulator import GeminiEmulator
-from tests.support import (
-    ServerThread,
-    piper_speech,
-    running_gemini_server,
-    running_server,
-    silence,
-    words,
-)
+from tests.support import ServerThread, running_gemini_server, running_server, words
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -41,7 +35,7 @@ def by_id(test_id: str) -> str:
 def mic_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The question as 16 kHz 16-bit mono WAV, then silence: Chromium loops it as the mic."""
     folder = tmp_path_factory.mktemp("mic")
-    speech = piper_speech(QUESTION, folder / "weather.wav")
+    speech = piper_speech(QUESTION, save=folder / "weather.wav")
     path = folder / "mic.wav"
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)

@@ -64,7 +64,8 @@ def show_config(args: argparse.Namespace) -> int:
 
 
 def run_talk(args: argparse.Namespace) -> int:
-    from talkline.talk import AudioFileError, read_wav_16k_mono, summary, talk
+    from talkline.audio import AudioFileError, read_wav_16k_mono
+    from talkline.talk import summary, talk
 
     try:
         pcm = read_wav_16k_mono(Path(args.wav))

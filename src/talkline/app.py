@@ -1,4 +1,8 @@
-"""The FastAPI application: routes, the web client, and the lifetime of shared resources."""
+"""The FastAPI application: routes, the web client, and the lifetime of shared resources.
+
+``create_app`` is where settings become each component's own options; everything below it
+takes those options, not ``Settings``.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from talkline.admission import SessionManager
+from talkline.admission import Admission
 from talkline.auth import Access
 from talkline.config import Settings
 from talkline.metrics import Metrics
-from talkline.resources import SharedResources
+from talkline.pipelines.build import PipelineFactory
+from talkline.resources import ResourceOptions, SharedResources
 from talkline.routes import http, websocket
+from talkline.routes.deps import ServerState
+from talkline.session import SessionOptions
 from talkline.slots import SlotPool
+from talkline.transport import InputLimits
 
 WEB_DIST = Path(__file__).parent / "web" / "dist"
 
@@ -31,24 +39,61 @@ def build_access(settings: Settings) -> Access:
     return Access(settings.api_key_list, secret, settings.token_ttl)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app; models load in the background once it starts (see ``/ready``)."""
+def resource_options(settings: Settings) -> ResourceOptions:
+    piper = settings.effective_tts == "piper"
+    return ResourceOptions(
+        whisper_model=settings.whisper_model_path if settings.effective_stt == "whisper" else None,
+        whisper_compute_type=settings.whisper_compute_type,
+        whisper_concurrency=settings.whisper_concurrency,
+        whisper_threads=settings.whisper_threads,
+        piper_voice=settings.piper_voice_path if piper else None,
+        piper_url=settings.piper_url,
+        piper_port=settings.piper_port,
+    )
+
+
+def session_options(settings: Settings) -> SessionOptions:
+    return SessionOptions(
+        about=settings.about(),
+        session_timeout=settings.session_timeout,
+        idle_timeout=settings.idle_timeout,
+        ready_timeout=settings.ready_timeout,
+        write_timeout=settings.write_timeout,
+        audio_in_rate=settings.audio_in_rate,
+        audio_out_rate=settings.audio_out_rate,
+        vad_stop_secs=settings.vad_stop_secs,
+        run_on_client_ready=settings.effective_brain == "gemini",
+        limits=InputLimits(
+            sample_rate=settings.audio_in_rate,
+            max_message_bytes=settings.max_message_bytes,
+            max_audio_rate=settings.max_audio_rate,
+            audio_burst_secs=settings.audio_burst_secs,
+            max_messages_per_second=settings.max_messages_per_second,
+        ),
+    )
+
+
+def create_app(settings: Settings, shared: SharedResources | None = None) -> FastAPI:
+    """Build the app; models load in the background once it starts (see ``/ready``).
+
+    ``shared`` replaces the resources the settings ask for (tests pass stand-ins that load
+    no models).
+    """
+    shared = shared or SharedResources(resource_options(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.shared.start()
+        shared.start()
         if settings.slots_dir:
             # A worker beside others: accept nothing until ready, so the shared port
             # sends every connection to a worker that can serve it.
-            await app.state.shared.wait_ready()
+            await shared.wait_ready()
         try:
             yield
         finally:
-            await app.state.shared.stop()
+            await shared.stop()
 
     app = FastAPI(title="talkline", lifespan=lifespan)
-    app.state.settings = settings
-    app.state.access = build_access(settings)
     if settings.origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -57,11 +102,16 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     slots = SlotPool(settings.slots_dir, settings.max_sessions) if settings.slots_dir else None
-    app.state.sessions = SessionManager(
-        settings.max_sessions, settings.max_sessions_per_client, slots
+    admission = Admission(shared, settings.max_sessions, settings.max_sessions_per_client, slots)
+    app.state.talkline = ServerState(
+        settings=settings,
+        access=build_access(settings),
+        admission=admission,
+        shared=shared,
+        metrics=Metrics(lambda: len(admission)),
+        session_options=session_options(settings),
+        pipelines=PipelineFactory(settings, shared),
     )
-    app.state.shared = SharedResources(settings)
-    app.state.metrics = Metrics(lambda: len(app.state.sessions))
     app.include_router(http.router)
     app.include_router(websocket.router)
     if (WEB_DIST / "index.html").is_file():

@@ -15,10 +15,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pipecat.frames.protobufs.frames_pb2 as frame_protos
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from talkline.audio import rms
 
 RTVI_VERSION = "2.1.0"
 CHUNK_SAMPLES = 512  # what the JS client sends at 16 kHz: 32 ms
@@ -44,11 +45,6 @@ def rtvi_message(kind: str, data: dict[str, Any] | None = None) -> dict[str, Any
     if data is not None:
         message["data"] = data
     return message
-
-
-def rms(pcm: bytes) -> float:
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
-    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
 
 
 @dataclass

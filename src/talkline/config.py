@@ -60,7 +60,6 @@ class Settings(BaseSettings):
     gemini_ca_file: Path | None = Field(
         None, description="Extra CA certificate to trust for a private endpoint or the emulator."
     )
-    gemini_transcription: bool = True
     gemini_compression: bool = True
     gemini_reconnect_attempts: int = Field(5, ge=0, le=50)
     gemini_buffer_secs: float = Field(
@@ -200,6 +199,17 @@ class Settings(BaseSettings):
         if self.responder == "auto":
             return "openai" if self.llm_base_url else "echo"
         return self.responder
+
+    def about(self) -> dict[str, str]:
+        """What answers: the brain, its model or responder, and the stages."""
+        stages = {"stt": self.effective_stt, "tts": self.effective_tts}
+        if self.effective_brain == "gemini":
+            return {"brain": "gemini", "model": self.gemini_model} | stages
+        responder = self.effective_responder
+        about = {"brain": "local", "responder": responder} | stages
+        if responder == "echo":
+            about["note"] = "echo responder: answers with what it heard (set TALKLINE_LLM_BASE_URL)"
+        return about
 
     @property
     def whisper_model_path(self) -> str:

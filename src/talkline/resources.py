@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from loguru import logger
 
-from talkline.config import Settings
 from talkline.services.local_stt import SharedWhisper
 from talkline.services.piper_process import PiperProcess
 from talkline.services.turn_models import TurnModels
 
 
+@dataclass(frozen=True)
+class ResourceOptions:
+    """Which shared pieces to load: Whisper when it transcribes, Piper when it speaks."""
+
+    whisper_model: str | None = None  # a CTranslate2 model directory; None: no Whisper
+    whisper_compute_type: str = "int8"
+    whisper_concurrency: int = 2
+    whisper_threads: int = 2
+    piper_voice: Path | None = None  # a Piper .onnx voice; None: no Piper
+    piper_url: str | None = None  # an external Piper server instead of starting one
+    piper_port: int = 0
+
+
 class SharedResources:
     """Loaded in the background at start-up; ``ready`` is set once every piece is up."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, options: ResourceOptions):
+        self.options = options
         self.ready = asyncio.Event()
         self.failure: str | None = None
         self.turn_models: TurnModels | None = None
@@ -38,25 +52,30 @@ class SharedResources:
             raise RuntimeError(self.failure)
 
     @property
+    def is_ready(self) -> bool:
+        return self.ready.is_set()
+
+    @property
     def tts_url(self) -> str:
-        if self.settings.piper_url:
-            return self.settings.piper_url.rstrip("/")
+        if self.options.piper_url:
+            return self.options.piper_url.rstrip("/")
         assert self.piper is not None
         return self.piper.url
 
     @property
     def tts_voice(self) -> str:
-        return self.settings.piper_voice_path.name.removesuffix(".onnx")
+        assert self.options.piper_voice is not None
+        return self.options.piper_voice.name.removesuffix(".onnx")
 
     async def _load(self) -> None:
-        settings = self.settings
+        options = self.options
         try:
             self.http = aiohttp.ClientSession()
             loads = [self._load_turn_models()]
-            if settings.effective_stt == "whisper":
-                loads.append(self._load_whisper())
-            if settings.effective_tts == "piper" and not settings.piper_url:
-                self.piper = PiperProcess(settings.piper_voice_path, port=settings.piper_port)
+            if options.whisper_model is not None:
+                loads.append(self._load_whisper(options.whisper_model))
+            if options.piper_voice is not None and not options.piper_url:
+                self.piper = PiperProcess(options.piper_voice, port=options.piper_port)
                 loads.append(self.piper.start())
             await asyncio.gather(*loads)
             self.ready.set()
@@ -68,14 +87,14 @@ class SharedResources:
     async def _load_turn_models(self) -> None:
         self.turn_models = await asyncio.to_thread(TurnModels)
 
-    async def _load_whisper(self) -> None:
-        settings = self.settings
+    async def _load_whisper(self, model: str) -> None:
+        options = self.options
         self.whisper = await asyncio.to_thread(
             SharedWhisper,
-            settings.whisper_model_path,
-            compute_type=settings.whisper_compute_type,
-            concurrency=settings.whisper_concurrency,
-            threads=settings.whisper_threads,
+            model,
+            compute_type=options.whisper_compute_type,
+            concurrency=options.whisper_concurrency,
+            threads=options.whisper_threads,
         )
 
     async def stop(self) -> None:

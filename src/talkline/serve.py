@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from loguru import logger
 
 from talkline.config import Settings
+from talkline.routes.deps import server_state
 
 RESPAWN_DELAY_SECS = 1.0
 
@@ -56,7 +57,7 @@ class DrainingServer(uvicorn.Server):
         self._draining = asyncio.ensure_future(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
-        await self._app.state.sessions.drain(self._drain_timeout)
+        await server_state(self._app).admission.drain(self._drain_timeout)
         logger.info("drained; shutting down")
         self.should_exit = True
 

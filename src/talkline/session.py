@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pipecat.processors.frameworks.rtvi.models as RTVI
@@ -15,32 +16,33 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frameworks.rtvi import RTVIProcessor
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
-from starlette import status
 
 from talkline import __version__
 from talkline.admission import SessionRecord
-from talkline.config import Settings
+from talkline.lifecycle import EndReason, SessionState
 from talkline.metrics import Metrics
 from talkline.observer import SessionObserver
-from talkline.pipelines.build import SessionHooks, build_pipeline
-from talkline.resources import SharedResources
+from talkline.pipelines.build import PipelineFactory, SessionHooks
 from talkline.transport import GuardedSerializer, InputLimits, SessionSocket
 
-NORMAL = status.WS_1000_NORMAL_CLOSURE
-GOING_AWAY = status.WS_1001_GOING_AWAY
-POLICY = status.WS_1008_POLICY_VIOLATION
 END_GRACE_SECS = 5.0
 DRAIN_POLL_SECS = 0.1
 
 
-def input_limits(settings: Settings) -> InputLimits:
-    return InputLimits(
-        sample_rate=settings.audio_in_rate,
-        max_message_bytes=settings.max_message_bytes,
-        max_audio_rate=settings.max_audio_rate,
-        audio_burst_secs=settings.audio_burst_secs,
-        max_messages_per_second=settings.max_messages_per_second,
-    )
+@dataclass(frozen=True)
+class SessionOptions:
+    """What a session needs to know: its limits, timeouts, audio rates and what answers."""
+
+    about: Mapping[str, str]  # the brain and stages, for bot-ready's ``about``
+    session_timeout: float = 600.0
+    idle_timeout: float = 300.0
+    ready_timeout: float = 30.0
+    write_timeout: float = 5.0
+    audio_in_rate: int = 16000
+    audio_out_rate: int = 24000
+    vad_stop_secs: float = 0.2
+    run_on_client_ready: bool = False  # Gemini hears the user only once its context is run
+    limits: InputLimits = field(default_factory=InputLimits)
 
 
 class TalklineRTVIProcessor(RTVIProcessor):
@@ -54,17 +56,6 @@ class TalklineRTVIProcessor(RTVIProcessor):
         await super().set_bot_ready(about or self._about)
 
 
-def describe_brain(settings: Settings) -> dict[str, str]:
-    stages = {"stt": settings.effective_stt, "tts": settings.effective_tts}
-    if settings.effective_brain == "gemini":
-        return {"brain": "gemini", "model": settings.gemini_model} | stages
-    responder = settings.effective_responder
-    about = {"brain": "local", "responder": responder} | stages
-    if responder == "echo":
-        about["note"] = "echo responder: answers with what it heard (set TALKLINE_LLM_BASE_URL)"
-    return about
-
-
 class Session:
     """Runs one session's pipeline and ends it for a reason the client is told."""
 
@@ -72,23 +63,26 @@ class Session:
         self,
         record: SessionRecord,
         websocket: WebSocket,
-        settings: Settings,
-        shared: SharedResources,
+        options: SessionOptions,
+        pipelines: PipelineFactory,
         metrics: Metrics,
     ):
         self.record = record
-        self.settings = settings
+        self.options = options
         self.metrics = metrics
         self.about = {"library": "talkline", "library_version": __version__}
-        self.about |= describe_brain(settings) | {"session_id": record.id}
+        self.about |= dict(options.about) | {"session_id": record.id}
         self.rtvi = TalklineRTVIProcessor(self.about)
-        self.observer = SessionObserver(settings.vad_stop_secs)
+        self.observer = SessionObserver(options.vad_stop_secs)
         self.observer.on_turn = metrics.turn
         self.socket = SessionSocket(
-            websocket, write_timeout=settings.write_timeout, on_stalled=self._client_stalled
+            websocket, write_timeout=options.write_timeout, on_stalled=self._client_stalled
         )
         self.serializer = GuardedSerializer(
-            limits=input_limits(settings), report=self.rtvi.send_error, violate=self._violation
+            limits=options.limits,
+            report=self.rtvi.send_error,
+            violate=self._violation,
+            accepting=self.accepting,
         )
         self.transport = FastAPIWebsocketTransport(
             self.socket,  # type: ignore[arg-type]
@@ -100,24 +94,23 @@ class Session:
             ),
         )
         hooks = SessionHooks(on_fatal=self.fail, on_reconnect=metrics.reconnects.inc)
-        built = build_pipeline(settings, self.transport, shared, hooks)
+        built = pipelines.build(self.transport, hooks)
         self.upstream = built.upstream
         self.worker = PipelineWorker(
             built.pipeline,
             params=PipelineParams(
-                audio_in_sample_rate=settings.audio_in_rate,
-                audio_out_sample_rate=settings.audio_out_rate,
+                audio_in_sample_rate=options.audio_in_rate,
+                audio_out_sample_rate=options.audio_out_rate,
                 enable_metrics=True,
                 enable_usage_metrics=True,
             ),
             rtvi_processor=self.rtvi,
             observers=[self.observer],
-            idle_timeout_secs=settings.idle_timeout,
+            idle_timeout_secs=options.idle_timeout,
             cancel_on_idle_timeout=False,
             conversation_id=record.id,
             enable_turn_tracking=False,  # an observer talkline does not use, on every frame
         )
-        self._client_ready = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
         record.drain = self.drain
         self._register_handlers()
@@ -129,21 +122,19 @@ class Session:
 
         @self.rtvi.event_handler("on_client_ready")
         async def on_client_ready(_rtvi: Any) -> None:
-            self._client_ready.set()
-            if self.settings.effective_brain == "gemini":
+            if self.state is SessionState.AWAITING_CLIENT_READY:
+                self.record.state = SessionState.ACTIVE
+            if self.options.run_on_client_ready:
                 # Gemini streams the user's audio only once the context has reached it.
                 await self.worker.queue_frame(LLMRunFrame())
 
         @self.worker.event_handler("on_idle_timeout")
         async def on_idle_timeout(_worker: Any) -> None:
-            minutes = self.settings.idle_timeout / 60
-            self.end(
-                "idle-timeout",
-                f"Nothing was said for {minutes:g} minutes, so the session was closed.",
-            )
+            reason = EndReason.IDLE_TIMEOUT
+            self.end(reason, reason.message(minutes=self.options.idle_timeout / 60))
 
     async def run(self) -> None:
-        brain = " ".join(f"{k}={v}" for k, v in describe_brain(self.settings).items())
+        brain = " ".join(f"{k}={v}" for k, v in self.options.about.items())
         logger.info(f"session started from {self.record.client} ({brain})")
         timers = [
             asyncio.create_task(self._session_timer(), name=f"timeout-{self.record.id}"),
@@ -162,61 +153,75 @@ class Session:
             await self.socket.close()
             self._report()
 
+    @property
+    def state(self) -> SessionState:
+        return self.record.state
+
+    def accepting(self) -> bool:
+        """Whether client input still counts: not once the session is ending."""
+        return self.state in (SessionState.AWAITING_CLIENT_READY, SessionState.ACTIVE)
+
     async def _session_timer(self) -> None:
-        await asyncio.sleep(self.settings.session_timeout)
-        minutes = self.settings.session_timeout / 60
-        self.end("session-timeout", f"The session reached its {minutes:g} minute limit.")
+        await asyncio.sleep(self.options.session_timeout)
+        reason = EndReason.SESSION_TIMEOUT
+        self.end(reason, reason.message(minutes=self.options.session_timeout / 60))
 
     async def _ready_timer(self) -> None:
-        try:
-            await asyncio.wait_for(self._client_ready.wait(), self.settings.ready_timeout)
-        except TimeoutError:
-            wait = self.settings.ready_timeout
-            self.end("no-client-ready", f"No client-ready within {wait:g} s.", POLICY)
+        await asyncio.sleep(self.options.ready_timeout)
+        if self.state is SessionState.AWAITING_CLIENT_READY:
+            reason = EndReason.NO_CLIENT_READY
+            self.end(reason, reason.message(seconds=self.options.ready_timeout))
 
     async def _violation(self, problem: str) -> None:
-        await self.rtvi.send_error(f"Closing the session: {problem}.")
-        self.end("policy-violation", problem, POLICY)
+        self.end(EndReason.POLICY_VIOLATION, problem, error=f"Closing the session: {problem}.")
 
     def _client_stalled(self) -> None:
-        self.end("client-not-reading", "the client stopped reading", POLICY, notify=False)
+        reason = EndReason.CLIENT_NOT_READING
+        self.end(reason, reason.message(), notify=False)
 
     async def fail(self, message: str) -> None:
         """An upstream failure the session cannot recover from: a fatal RTVI error, then close."""
         await self.rtvi.push_transport_message(
             RTVI.Error(data=RTVI.ErrorData(error=message, fatal=True))
         )
-        self.end("upstream-error", message, code=status.WS_1011_INTERNAL_ERROR)
+        self.end(EndReason.UPSTREAM_ERROR, message)
 
     async def drain(self, deadline: float) -> None:
         """Server shutdown: tell the client, let the current turn finish, then close 1001."""
-        message = "The server is shutting down; this session ends after the current answer."
+        reason = EndReason.SERVER_SHUTDOWN
         with logger.contextualize(session_id=self.record.id):
-            await self._notify("server-shutdown", message)
+            await self._notify(reason, reason.message())
             loop = asyncio.get_running_loop()
             while self.observer.busy() and loop.time() < deadline:
                 await asyncio.sleep(DRAIN_POLL_SECS)
-            self.end("server-shutdown", "server shutting down", GOING_AWAY, notify=False)
+            self.end(reason, "server shutting down", notify=False)
 
-    def end(self, reason: str, message: str, code: int = NORMAL, *, notify: bool = True) -> None:
-        """Tell the client why (unless ``notify`` is false), then close with ``code``; once."""
-        if self._ending is None:
-            self._ending = asyncio.create_task(self._end(reason, message, code, notify))
-
-    async def _end(self, reason: str, message: str, code: int, notify: bool) -> None:
-        logger.info(f"ending session: {reason}")
+    def end(
+        self, reason: EndReason, message: str, *, notify: bool = True, error: str | None = None
+    ) -> None:
+        """Close for ``reason``, once. First the client gets ``error`` (an RTVI error), if
+        given, and unless ``notify`` is false a ``session-ending`` message saying why."""
+        if not self.accepting():
+            return
+        self.record.state = SessionState.ENDING
         self.record.end_reason = reason
-        self.socket.set_close(code, f"{reason}: {message}")
+        self._ending = asyncio.create_task(self._end(reason, message, notify, error))
+
+    async def _end(self, reason: EndReason, message: str, notify: bool, error: str | None) -> None:
+        logger.info(f"ending session: {reason.label}")
+        self.socket.set_close(reason.close_code, reason.close_reason(message))
+        if error:
+            await self.rtvi.send_error(error)
         if notify:
             await self._notify(reason, message)
         try:
-            await asyncio.wait_for(self.worker.end(reason=reason), END_GRACE_SECS)
+            await asyncio.wait_for(self.worker.end(reason=reason.label), END_GRACE_SECS)
         except TimeoutError:
-            await self.worker.cancel(reason=reason)
+            await self.worker.cancel(reason=reason.label)
 
-    async def _notify(self, reason: str, message: str) -> None:
+    async def _notify(self, reason: EndReason, message: str) -> None:
         await self.rtvi.send_server_message(
-            {"type": "session-ending", "reason": reason, "message": message}
+            {"type": "session-ending", "reason": reason.label, "message": message}
         )
 
     def _report(self) -> None:
@@ -224,12 +229,12 @@ class Session:
         observer, serializer, metrics = self.observer, self.serializer, self.metrics
         reconnects = self.upstream.reconnects if self.upstream else 0
         logger.info(
-            f"session summary: reason={self.record.end_reason} "
+            f"session summary: reason={self.record.end_reason.label} "
             f"duration={self.record.duration:.1f}s turns={observer.turns} "
             f"{observer.latency_summary()} reconnects={reconnects} tokens={observer.tokens} "
             f"bad_inputs={serializer.bad_inputs}"
         )
-        metrics.ended.labels(self.record.end_reason).inc()
+        metrics.ended.labels(self.record.end_reason.label).inc()
         metrics.audio_frames.labels("in").inc(serializer.audio_in)
         metrics.audio_frames.labels("out").inc(serializer.audio_out)
         metrics.tokens.inc(observer.tokens)

@@ -6,54 +6,13 @@ import asyncio
 import json
 import statistics
 import time
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soxr
-
+from talkline.audio import write_wav
 from talkline.client import Event, RTVIClient
 
 SETTLE_SECS = 1.5  # quiet time after the bot's last answer before hanging up
-
-
-class AudioFileError(Exception):
-    """The WAV file cannot be used."""
-
-
-def read_wav_16k_mono(path: Path, rate: int = 16000) -> bytes:
-    """Any 16-bit (or 8/32-bit) PCM WAV, as 16-bit mono PCM at ``rate``."""
-    try:
-        with wave.open(str(path), "rb") as wav:
-            width, channels, source_rate = (
-                wav.getsampwidth(),
-                wav.getnchannels(),
-                wav.getframerate(),
-            )
-            raw = wav.readframes(wav.getnframes())
-    except (OSError, wave.Error, EOFError) as error:
-        raise AudioFileError(f"cannot read {path}: {error}") from None
-    dtype = {1: np.uint8, 2: np.int16, 4: np.int32}.get(width)
-    if dtype is None:
-        raise AudioFileError(f"{path}: {8 * width}-bit samples are not supported")
-    samples = np.frombuffer(raw, dtype=dtype).astype(np.float32)
-    if width == 1:
-        samples = (samples - 128) * 256
-    elif width == 4:
-        samples /= 65536
-    mono = samples.reshape(-1, channels).mean(axis=1)
-    if source_rate != rate:
-        mono = soxr.resample(mono, source_rate, rate)
-    return bytes(np.clip(mono, -32768, 32767).astype(np.int16).tobytes())
-
-
-def write_wav(path: Path, pcm: bytes, rate: int) -> None:
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm)
 
 
 def describe(event: Event) -> str | None:

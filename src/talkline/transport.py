@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import pipecat.frames.protobufs.frames_pb2 as frame_protos
@@ -95,16 +96,24 @@ class GuardedSerializer(ProtobufFrameSerializer):
     """Pipecat's protobuf serializer that reports bad input instead of raising.
 
     ``report`` tells the client what was wrong (the session goes on); ``violate`` is called
-    once when the client breaks a rate limit, to close the session with a policy violation.
+    when the client breaks a rate limit, to close the session with a policy violation. Input
+    is dropped unread once ``accepting()`` says the session no longer takes any.
     """
 
-    def __init__(self, *, limits: InputLimits, report: Report, violate: Report):
+    def __init__(
+        self,
+        *,
+        limits: InputLimits,
+        report: Report,
+        violate: Report,
+        accepting: Callable[[], bool] = lambda: True,
+    ):
         super().__init__()
         self._limits = limits
         self._report = report
         self._violate = violate
         self._rates = RateGuard(limits)
-        self._violated = False
+        self._accepting = accepting
         self._window_start = 0.0
         self._errors_in_window = 0
         self.bad_inputs = 0
@@ -121,7 +130,7 @@ class GuardedSerializer(ProtobufFrameSerializer):
         return await super().serialize(frame)
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
-        if self._violated:
+        if not self._accepting():
             return None
         violation = self._rates.message()
         frame = None if violation else await self._deserialize(data)
@@ -134,7 +143,6 @@ class GuardedSerializer(ProtobufFrameSerializer):
         return frame
 
     async def _violation(self, problem: str) -> None:
-        self._violated = True
         logger.warning(f"closing: {problem}")
         await self._violate(problem)
 
@@ -211,6 +219,12 @@ class GuardedSerializer(ProtobufFrameSerializer):
         await self._report(f"Bad input: {problem}. The session continues.")
 
 
+class SocketState(Enum):
+    OPEN = "open"
+    STALLED = "stalled"  # a send timed out: later sends are dropped
+    CLOSED = "closed"
+
+
 class SessionSocket:
     """A WebSocket with bounded writes, whose ``close()`` uses the session's code and reason.
 
@@ -231,8 +245,7 @@ class SessionSocket:
         self._on_stalled = on_stalled
         self.close_code = status.WS_1000_NORMAL_CLOSURE
         self.close_reason = ""
-        self.closed = False
-        self.stalled = False
+        self.state = SocketState.OPEN
 
     async def send_bytes(self, data: bytes) -> None:
         await self._send(self._websocket.send_bytes(data))
@@ -241,13 +254,13 @@ class SessionSocket:
         await self._send(self._websocket.send_text(data))
 
     async def _send(self, sending: Coroutine[Any, Any, None]) -> None:
-        if self.stalled:
+        if self.state is not SocketState.OPEN:
             sending.close()
             return
         try:
             await asyncio.wait_for(sending, self._write_timeout)
         except TimeoutError:
-            self.stalled = True
+            self.state = SocketState.STALLED
             logger.warning(f"client has not read for {self._write_timeout:g} s")
             self._on_stalled()
 
@@ -255,9 +268,9 @@ class SessionSocket:
         self.close_code, self.close_reason = code, reason[:123]
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
-        if self.closed:
+        if self.state is SocketState.CLOSED:
             return
-        self.closed = True
+        self.state = SocketState.CLOSED
         closing = self._websocket.close(code or self.close_code, reason or self.close_reason)
         try:
             await asyncio.wait_for(closing, self._write_timeout)

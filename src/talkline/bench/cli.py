@@ -8,10 +8,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from talkline.audio import RATE, piper_speech
 from talkline.bench import report
 from talkline.bench.procs import ServerFailed
 from talkline.bench.runner import Brain, RunResult, Target, run_once
-from talkline.bench.speech import DEFAULT_TEXT, RATE, Plan, make_plan, piper_speech
+from talkline.bench.speech import DEFAULT_TEXT, Plan, make_plan
 
 FULL_SESSIONS = [1, 10, 25, 50, 100, 150]
 QUICK_SESSIONS = [1, 2]

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +19,8 @@ from pathlib import Path
 import aiohttp
 import psutil
 
+from talkline.processes import terminate
+
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
 SAMPLE_SECS = 0.25
@@ -27,12 +28,6 @@ SAMPLE_SECS = 0.25
 
 class ServerFailed(RuntimeError):
     """The server under test exited or never became ready."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -128,13 +123,7 @@ async def server(
         await _wait_ready(process, port, log)
         yield Server(process, port, time.monotonic() - spawned, log)
     finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await terminate(process, STOP_TIMEOUT)
 
 
 @dataclass

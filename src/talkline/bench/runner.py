@@ -14,8 +14,9 @@ import numpy as np
 
 from talkline.bench.analysis import TurnSummary, summarise
 from talkline.bench.loadgen import LoadResult, run_load
-from talkline.bench.procs import ProcessMonitor, Usage, emulator, free_port, server
+from talkline.bench.procs import ProcessMonitor, Usage, emulator, server
 from talkline.bench.speech import Plan
+from talkline.processes import free_port
 
 Target = Literal["talkline", "baseline"]
 Brain = Literal["gemini", "local"]

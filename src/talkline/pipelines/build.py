@@ -174,9 +174,15 @@ def build_gemini_pipeline(
     return BuiltPipeline(pipeline, gemini.stats)
 
 
-def build_pipeline(
-    settings: Settings, transport: BaseTransport, shared: SharedResources, hooks: SessionHooks
-) -> BuiltPipeline:
-    if settings.effective_brain == "gemini":
-        return build_gemini_pipeline(settings, transport, shared, hooks)
-    return BuiltPipeline(build_cascade_pipeline(settings, transport, shared))
+class PipelineFactory:
+    """Builds each session's pipeline: where the stage settings become Pipecat services."""
+
+    def __init__(self, settings: Settings, shared: SharedResources):
+        self._settings = settings
+        self._shared = shared
+
+    def build(self, transport: BaseTransport, hooks: SessionHooks) -> BuiltPipeline:
+        settings, shared = self._settings, self._shared
+        if settings.effective_brain == "gemini":
+            return build_gemini_pipeline(settings, transport, shared, hooks)
+        return BuiltPipeline(build_cascade_pipeline(settings, transport, shared))

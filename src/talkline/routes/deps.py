@@ -1,34 +1,41 @@
-"""Dependencies shared by the HTTP routes: the objects ``create_app`` put on ``app.state``."""
+"""What the routes share: the typed state ``create_app`` puts on ``app.state.talkline``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 
-from talkline.admission import SessionManager
+from talkline.admission import Admission
 from talkline.auth import Access
 from talkline.config import Settings
+from talkline.metrics import Metrics
+from talkline.pipelines.build import PipelineFactory
 from talkline.resources import SharedResources
+from talkline.session import SessionOptions
 
 
-def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings
+@dataclass
+class ServerState:
+    """One app's settings and the components built from them."""
+
+    settings: Settings
+    access: Access
+    admission: Admission
+    shared: SharedResources
+    metrics: Metrics
+    session_options: SessionOptions
+    pipelines: PipelineFactory
 
 
-def get_manager(request: Request) -> SessionManager:
-    return request.app.state.sessions
+def server_state(app: FastAPI) -> ServerState:
+    state: ServerState = app.state.talkline
+    return state
 
 
-def get_shared(request: Request) -> SharedResources:
-    return request.app.state.shared
+def get_state(request: Request) -> ServerState:
+    return server_state(request.app)
 
 
-def get_access(request: Request) -> Access:
-    return request.app.state.access
-
-
-AppSettings = Annotated[Settings, Depends(get_app_settings)]
-Manager = Annotated[SessionManager, Depends(get_manager)]
-Shared = Annotated[SharedResources, Depends(get_shared)]
-AccessRules = Annotated[Access, Depends(get_access)]
+State = Annotated[ServerState, Depends(get_state)]

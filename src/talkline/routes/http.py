@@ -7,10 +7,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from talkline.auth import bearer
-from talkline.routes.deps import AccessRules, AppSettings, Manager, Shared
-from talkline.session import describe_brain
+from talkline.routes.deps import State
 
 router = APIRouter()
+RETRY_AFTER_SECS = "5"
 
 
 def websocket_url(request: Request, public_url: str | None) -> str:
@@ -21,17 +21,20 @@ def websocket_url(request: Request, public_url: str | None) -> str:
     return f"{ws_scheme}://{rest}/ws"
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 @router.post("/connect", response_model=None)
-async def connect(
-    request: Request, settings: AppSettings, sessions: Manager, shared: Shared, access: AccessRules
-) -> dict[str, str] | JSONResponse:
+async def connect(request: Request, state: State) -> dict[str, str] | JSONResponse:
     """The reply ``PipecatClient.startBotAndConnect`` expects: only ``ws_url`` (and a token).
 
     With access control on, it takes ``Authorization: Bearer <API key>`` and returns a
     short-lived token for /ws. A server that would refuse the session says so here already,
-    with 503 and the reason.
+    with the admission decision's HTTP status and reason.
     """
-    reply = {"ws_url": websocket_url(request, settings.public_url)}
+    reply = {"ws_url": websocket_url(request, state.settings.public_url)}
+    access = state.access
     if access.enabled:
         key_id = access.key_id(bearer(request.headers.get("authorization")) or "")
         if key_id is None:
@@ -41,38 +44,38 @@ async def connect(
                 headers={"WWW-Authenticate": "Bearer"},
             )
         reply["token"] = access.token_for(key_id)
-    refusal = sessions.refusal() or (None if shared.ready.is_set() else "server starting")
-    if refusal:
-        return JSONResponse({"error": refusal}, status_code=503, headers={"Retry-After": "5"})
+    if decision := state.admission.decide(client_address(request)):
+        return JSONResponse(
+            {"error": decision.reason, "refusal": decision.refusal.label},
+            status_code=decision.http_status,
+            headers={"Retry-After": RETRY_AFTER_SECS},
+        )
     return reply
 
 
 @router.get("/health")
-async def health(settings: AppSettings, sessions: Manager) -> dict[str, object]:
+async def health(state: State) -> dict[str, object]:
     """Liveness: the process answers. Also says what it runs."""
     return {
         "status": "ok",
-        **describe_brain(settings),
-        "sessions": len(sessions),
-        "max_sessions": sessions.max_sessions,
+        **state.settings.about(),
+        "sessions": len(state.admission),
+        "max_sessions": state.admission.max_sessions,
     }
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
+async def metrics(state: State) -> Response:
     """Prometheus text format."""
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/ready")
-async def ready(shared: Shared, sessions: Manager) -> JSONResponse:
-    """Readiness: models loaded, Piper answering, not draining, not full."""
-    if shared.failure:
-        return JSONResponse({"ready": False, "reason": shared.failure}, status_code=503)
-    if not shared.ready.is_set():
-        return JSONResponse({"ready": False, "reason": "starting"}, status_code=503)
-    if sessions.draining:
-        return JSONResponse({"ready": False, "reason": "shutting down"}, status_code=503)
-    if len(sessions) >= sessions.max_sessions:
-        return JSONResponse({"ready": False, "reason": "full"}, status_code=503)
-    return JSONResponse({"ready": True, "sessions": len(sessions)})
+async def ready(state: State) -> JSONResponse:
+    """Readiness: the answer a new session would get from admission, as HTTP."""
+    if decision := state.admission.decide():
+        return JSONResponse(
+            {"ready": False, "reason": decision.reason, "refusal": decision.refusal.label},
+            status_code=decision.http_status,
+        )
+    return JSONResponse({"ready": True, "sessions": len(state.admission)})

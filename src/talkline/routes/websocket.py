@@ -1,4 +1,4 @@
-"""WS /ws: origin, token and admission checks, then one session per connection.
+"""WS /ws: origin and token checks, the admission decision, then one session per connection.
 
 Every refusal accepts the socket and closes it with a named code and a reason, so browsers
 (which see only 1006 for a refused handshake) can tell the user why. Nothing is built for a
@@ -16,6 +16,8 @@ from starlette import status
 
 from talkline.admission import AdmissionRefused
 from talkline.auth import TokenError
+from talkline.lifecycle import EndReason
+from talkline.routes.deps import ServerState, server_state
 from talkline.session import Session
 
 router = APIRouter()
@@ -25,47 +27,48 @@ def client_host(websocket: WebSocket) -> str:
     return websocket.client.host if websocket.client else "unknown"
 
 
-def refusal(websocket: WebSocket) -> tuple[int, str] | None:
-    """The close code and reason for a connection that may not start a session."""
-    state = websocket.app.state
+def access_refusal(websocket: WebSocket, state: ServerState) -> str | None:
+    """Why this connection may not open a session whatever the load (code 1008), or None."""
     origins, origin = state.settings.origin_list, websocket.headers.get("origin")
     # Browsers always send Origin; apps and scripts do not, and are held by the token.
     if origins and origin is not None and not is_origin_allowed(origin, origins):
-        return status.WS_1008_POLICY_VIOLATION, "origin not allowed"
+        return "origin not allowed"
     try:
         state.access.check(websocket.query_params.get("token"))
     except TokenError as error:
-        return status.WS_1008_POLICY_VIOLATION, str(error)
-    if not state.shared.ready.is_set():
-        return status.WS_1013_TRY_AGAIN_LATER, "server starting: try again soon"
+        return str(error)
     return None
 
 
-async def refuse(websocket: WebSocket, code: int, reason: str) -> None:
+async def refuse(websocket: WebSocket, state: ServerState, code: int, label: str, reason: str):
     logger.warning(f"refused {client_host(websocket)}: {reason}")
-    websocket.app.state.metrics.refused.labels(reason.partition(":")[0]).inc()
+    state.metrics.refused.labels(label).inc()
     await websocket.close(code, reason)
 
 
 @router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
-    state = websocket.app.state
+    state = server_state(websocket.app)
     await websocket.accept()
-    host = client_host(websocket)
-    if refused := refusal(websocket):
-        await refuse(websocket, *refused)
+    if problem := access_refusal(websocket, state):
+        await refuse(websocket, state, status.WS_1008_POLICY_VIOLATION, "access", problem)
         return
     try:
-        record = state.sessions.admit(host)
-    except AdmissionRefused as error:
-        await refuse(websocket, status.WS_1013_TRY_AGAIN_LATER, error.reason)
+        record = state.admission.admit(client_host(websocket))
+    except AdmissionRefused as refused:
+        decision = refused.decision
+        await refuse(websocket, state, decision.ws_code, decision.refusal.label, decision.reason)
         return
     with logger.contextualize(session_id=record.id):
         try:
-            await Session(record, websocket, state.settings, state.shared, state.metrics).run()
+            session = Session(
+                record, websocket, state.session_options, state.pipelines, state.metrics
+            )
+            await session.run()
         except Exception:
             logger.exception("session failed")
+            record.end_reason = EndReason.INTERNAL_ERROR
             with contextlib.suppress(RuntimeError):
-                await websocket.close(status.WS_1011_INTERNAL_ERROR, "internal error")
+                await websocket.close(EndReason.INTERNAL_ERROR.close_code, "internal error")
         finally:
-            state.sessions.release(record)
+            state.admission.release(record)

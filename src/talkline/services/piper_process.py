@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import ctypes
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import aiohttp
 from loguru import logger
+
+from talkline.processes import free_port, terminate
 
 START_TIMEOUT_SECS = 60.0
 STOP_TIMEOUT_SECS = 5.0
@@ -34,12 +35,6 @@ def die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PiperProcess:
@@ -137,12 +132,5 @@ class PiperProcess:
                 logger.error(f"Piper restart failed: {error}")
 
     async def _terminate(self) -> None:
-        process = self._process
-        if not process or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_SECS)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if self._process:
+            await terminate(self._process, STOP_TIMEOUT_SECS)
