@@ -1,46 +1,56 @@
-"""HTTP routes: /connect, /health, /ready, and the page at /."""
+"""HTTP routes in process: /connect, /health, /ready, /metrics and the page at /."""
 
 from __future__ import annotations
 
-import httpx
+from fastapi import FastAPI
+from starlette.requests import Request
 
-from tests.support import ServerThread
+from talkline.app import create_app
+from talkline.routes.http import websocket_url
+from tests.support import StandInResources, in_process, local_settings
 
 
-def test_connect_returns_only_a_websocket_url(server: ServerThread) -> None:
+def app_for(**settings: object) -> FastAPI:
+    return create_app(local_settings(**settings), StandInResources())
+
+
+async def test_connect_returns_only_a_websocket_url() -> None:
     """POST /connect answers what startBotAndConnect accepts: ws_url and nothing else."""
-    reply = httpx.post(f"{server.http_url}/connect", json={})
+    async with in_process(app_for()) as http:
+        reply = await http.post("/connect", json={})
     assert reply.status_code == 200
-    assert reply.json() == {"ws_url": server.ws_url}
+    assert reply.json() == {"ws_url": "ws://testserver/ws"}
 
 
-def test_connect_honours_the_public_url_behind_a_proxy(server: ServerThread) -> None:
+async def test_connect_honours_the_public_url_behind_a_proxy() -> None:
     """Behind TLS termination the client is sent to wss:// on the public host."""
-    from talkline.routes.http import websocket_url
-
-    class FakeRequest:
-        base_url = "http://10.0.0.5:5000/"
-
-    assert websocket_url(FakeRequest(), "https://voice.example.com/") == (  # type: ignore[arg-type]
-        "wss://voice.example.com/ws"
-    )
+    async with in_process(app_for(public_url="https://voice.example.com/")) as http:
+        reply = await http.post("/connect", json={})
+    assert reply.json() == {"ws_url": "wss://voice.example.com/ws"}
+    scope = {"type": "http", "scheme": "http", "server": ("10.0.0.5", 5000), "path": "/"}
+    scope |= {"headers": [], "query_string": b"", "root_path": ""}
+    assert websocket_url(Request(scope), None) == "ws://10.0.0.5:5000/ws"
 
 
-def test_health_says_what_the_server_runs(server: ServerThread) -> None:
-    """/health names the brain and the echo responder."""
-    body = httpx.get(f"{server.http_url}/health").json()
+async def test_health_says_what_the_server_runs() -> None:
+    """/health names the brain, the echo responder and the cap."""
+    async with in_process(app_for(max_sessions=7)) as http:
+        body = (await http.get("/health")).json()
     assert body["status"] == "ok"
     assert body["brain"] == "local" and body["responder"] == "echo"
-    assert body["max_sessions"] == 100
+    assert body["max_sessions"] == 7 and body["sessions"] == 0
 
 
-def test_ready_once_models_and_piper_are_up(server: ServerThread) -> None:
-    """/ready is 200 once Whisper, the VAD models and Piper are up."""
-    reply = httpx.get(f"{server.http_url}/ready")
-    assert reply.status_code == 200 and reply.json()["ready"] is True
+async def test_metrics_are_prometheus_text() -> None:
+    """/metrics names talkline's counters in Prometheus' text format."""
+    async with in_process(app_for()) as http:
+        reply = await http.get("/metrics")
+    assert reply.headers["content-type"].startswith("text/plain")
+    assert "talkline_sessions_active 0.0" in reply.text
 
 
-def test_root_serves_a_page(server: ServerThread) -> None:
-    """GET / serves HTML."""
-    reply = httpx.get(f"{server.http_url}/")
+async def test_root_serves_the_built_page() -> None:
+    """GET / serves the web client's HTML."""
+    async with in_process(app_for()) as http:
+        reply = await http.get("/")
     assert reply.status_code == 200 and "<html" in reply.text.lower()
