@@ -39,6 +39,29 @@ FLUSH_CHUNK_BYTES = 16000 * 2  # send buffered audio one second at a time
 
 OnFatal = Callable[[str], Awaitable[None]]
 
+# --- Pipecat internals this module relies on -----------------------------------------------
+# Private names of GeminiLiveLLMService that TalklineGeminiLiveService overrides, calls or
+# reads, with why. Any Pipecat release may rename them; tests/test_pipecat_contract.py checks
+# each against the installed Pipecat. Using another private name means adding it here.
+# (owner, name, kind, why); kind is "override", "calls" or "reads" (reads or writes).
+PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
+    (GeminiLiveLLMService, "_send_user_audio", "override", "keep user audio while away"),
+    (GeminiLiveLLMService, "_handle_send_error", "override", "a failed send reconnects"),
+    (GeminiLiveLLMService, "_connection_task_handler", "override", "a refused connect fails"),
+    (GeminiLiveLLMService, "_handle_session_ready", "override", "count reconnects, flush audio"),
+    (GeminiLiveLLMService, "_handle_connection_error", "override", "backoff, fatal errors"),
+    (GeminiLiveLLMService, "_reconnect", "override", "time reconnects; called on goAway"),
+    (GeminiLiveLLMService, "_handle_server_message", "override", "see goAway"),
+    (GeminiLiveLLMService, "_session", "reads", "the live SDK session to send audio on"),
+    (GeminiLiveLLMService, "_ready_for_realtime_input", "reads", "whether audio can be sent"),
+    (GeminiLiveLLMService, "_disconnecting", "reads", "no reconnect while shutting down"),
+    (GeminiLiveLLMService, "_vad_disabled", "reads", "Pipecat's own path when set"),
+    (GeminiLiveLLMService, "_audio_input_paused", "reads", "Pipecat's own path when set"),
+    (GeminiLiveLLMService, "_consecutive_failures", "reads", "the retry count for backoff"),
+    (GeminiLiveLLMService, "_session_resumption_handle", "reads", "dropped when Gemini forgot it"),
+    (GeminiLiveLLMService, "_bot_is_responding", "reads", "goAway waits for the answer"),
+)
+
 
 @dataclass
 class UpstreamStats:

@@ -16,12 +16,24 @@ import numpy as np
 from faster_whisper import WhisperModel
 from loguru import logger
 from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
+from pipecat.services.stt_service import SegmentedSTTService, STTService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
 TTFS_P99_SECS = 1.0  # speech end → transcript, tiny.en on two cores (measured ~0.6-0.9 s)
 NO_SPEECH_THRESHOLD = 0.4  # Pipecat's default: segments likelier than this to be noise are dropped
+
+# --- Pipecat internals this module relies on -----------------------------------------------
+# Private names of Pipecat's Whisper service that SharedWhisperSTTService overrides, calls or
+# reads, with why; tests/test_pipecat_contract.py checks each against the installed Pipecat.
+# (owner, name, kind, why); kind is "override", "calls" or "reads" (reads or writes).
+PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
+    (WhisperSTTService, "_load", "override", "borrow the shared model instead of loading one"),
+    (WhisperSTTService, "_model", "reads", "set to the shared model"),
+    (SegmentedSTTService, "_cancel_segment_task", "calls", "end the task with the pipeline"),
+    (STTService, "_user_id", "reads", "the speaker of a transcription"),
+)
 
 
 class SharedWhisper:

@@ -15,6 +15,14 @@ from pipecat.services.openai.llm import OpenAILLMService
 
 APOLOGY = "Sorry, I can't answer right now. Please try again in a moment."
 
+# --- Pipecat internals this module relies on -----------------------------------------------
+# Private names of Pipecat's OpenAI service that GuardedOpenAILLMService reads, with why;
+# tests/test_pipecat_contract.py checks each against the installed Pipecat.
+# (owner, name, kind, why); kind is "override", "calls" or "reads" (reads or writes).
+PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
+    (OpenAILLMService, "_client", "reads", "closed on cleanup: Pipecat leaves it open"),
+)
+
 
 class _PatientStream:
     """A chunk stream that gives up when the next chunk is more than ``gap`` seconds away."""

@@ -17,6 +17,15 @@ from pipecat.services.tts_service import TTSService
 
 CHUNK_BYTES = 4800  # 100 ms at 24 kHz
 
+# --- Pipecat internals this module relies on -----------------------------------------------
+# Private names of Pipecat's TTSService that PiperHttpTTSService calls or reads, with why;
+# tests/test_pipecat_contract.py checks each against the installed Pipecat.
+# (owner, name, kind, why); kind is "override", "calls" or "reads" (reads or writes).
+PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
+    (TTSService, "_settings", "reads", "the voice to ask Piper for"),
+    (TTSService, "_stream_audio_frames_from_iterator", "calls", "WAV bytes to audio frames"),
+)
+
 
 class PiperHttpTTSService(TTSService):
     """Streams the WAV that Piper's HTTP server returns, as audio frames."""

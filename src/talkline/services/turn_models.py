@@ -20,6 +20,29 @@ from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
 
 SILENCE_PEAK = 200  # int16 peak below which a window cannot be speech (about -44 dBFS)
 
+# --- Pipecat internals this module relies on -----------------------------------------------
+# The analyzers below skip the __init__ of Pipecat's class (it would load a model per
+# session) and set the attributes it sets themselves, so they depend on what that __init__
+# assigns as much as on Pipecat's private names. tests/test_pipecat_contract.py checks each
+# entry against the installed Pipecat, and that a skipped __init__ assigns nothing that is
+# not listed here. Using another private name means adding it here.
+# (owner, name, kind, why); kind is "override", "calls", "reads" (reads or writes) or
+# "replaces-init" (the owner's __init__ is skipped; its attributes are set here instead).
+PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
+    (SileroOnnxModel, "__init__", "replaces-init", "borrow the shared ONNX session"),
+    (SileroOnnxModel, "session", "reads", "set to the shared ONNX session"),
+    (SileroOnnxModel, "sample_rates", "reads", "set as Pipecat's __init__ does"),
+    (SileroVADAnalyzer, "__init__", "replaces-init", "no model loaded per session"),
+    (SileroVADAnalyzer, "_model", "reads", "set to the shared model"),
+    (SileroVADAnalyzer, "_windows_since_reset", "reads", "set as Pipecat's __init__ does"),
+    (SileroVADAnalyzer, "_low_confidence_windows", "reads", "set as Pipecat's __init__ does"),
+    (LocalSmartTurnAnalyzerV3, "__init__", "replaces-init", "no model loaded per session"),
+    (LocalSmartTurnAnalyzerV3, "_log_data", "reads", "set off, as Pipecat's default"),
+    (LocalSmartTurnAnalyzerV3, "_session", "reads", "set to the shared ONNX session"),
+    (BaseSmartTurn, "_model_executor", "override", "run on the shared thread pool"),
+    (BaseSmartTurn, "_executor", "reads", "cleared so cleanup leaves the shared pool alone"),
+)
+
 
 def _bundled(package: str, name: str) -> str:
     return str(resources.files(package).joinpath(name))
