@@ -31,7 +31,7 @@ from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder, phrase_by_phrase
 
 if TYPE_CHECKING:
-    from talkline.services.gemini import UpstreamStats
+    from talkline.services.gemini import GeminiOptions, UpstreamStats
 
 TRANSCRIPT_WAIT_SECS = 12.0
 
@@ -140,6 +140,26 @@ class BuiltPipeline:
     upstream: UpstreamStats | None = None
 
 
+def gemini_options(settings: Settings) -> GeminiOptions:
+    from talkline.services.gemini import GeminiOptions  # only when used
+
+    assert settings.gemini_api_key is not None
+    return GeminiOptions(
+        api_key=settings.gemini_api_key.get_secret_value(),
+        model=settings.gemini_model,
+        system_instruction=settings.system_instruction,
+        voice=settings.gemini_voice,
+        language=settings.gemini_language,
+        speaks=settings.effective_tts == "gemini",
+        compression=settings.gemini_compression,
+        base_url=settings.gemini_base_url,
+        ca_file=settings.gemini_ca_file,
+        reconnect_attempts=settings.gemini_reconnect_attempts,
+        buffer_secs=settings.gemini_buffer_secs,
+        input_rate=settings.audio_in_rate,
+    )
+
+
 def build_gemini_pipeline(
     settings: Settings, transport: BaseTransport, shared: SharedResources, hooks: SessionHooks
 ) -> BuiltPipeline:
@@ -158,7 +178,7 @@ def build_gemini_pipeline(
     params = user_params(settings, shared, realtime)
     aggregators = LLMContextAggregatorPair(LLMContext(), user_params=params)
     gemini = TalklineGeminiLiveService(
-        settings, on_fatal=hooks.on_fatal, on_reconnect=hooks.on_reconnect
+        gemini_options(settings), on_fatal=hooks.on_fatal, on_reconnect=hooks.on_reconnect
     )
     voice = [] if settings.effective_tts == "gemini" else [build_tts(settings, shared)]
     pipeline = Pipeline(

@@ -22,6 +22,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from google.genai.types import Blob, HttpOptions, LiveServerMessage
 from loguru import logger
@@ -30,8 +31,6 @@ from pipecat.services.google.gemini_live.llm import (
     GeminiLiveLLMService,
     GeminiModalities,
 )
-
-from talkline.config import Settings
 
 BACKOFF_SECS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 GO_AWAY_MARGIN = 0.5  # of the time left: wait at most this share for the answer to finish
@@ -75,7 +74,25 @@ class UpstreamStats:
     go_aways: int = 0
 
 
-def http_options(settings: Settings) -> HttpOptions:
+@dataclass(frozen=True)
+class GeminiOptions:
+    """What the Gemini Live service needs: the endpoint, the model and voice, the limits."""
+
+    api_key: str = field(repr=False)
+    model: str
+    system_instruction: str
+    voice: str = "Aoede"
+    language: str = "en-US"
+    speaks: bool = True  # answer in audio; False: text, for another voice to speak
+    compression: bool = True  # context-window compression
+    base_url: str | None = None
+    ca_file: Path | None = None
+    reconnect_attempts: int = 5
+    buffer_secs: float = 30.0  # user audio kept while the upstream reconnects
+    input_rate: int = 16000
+
+
+def http_options(options: GeminiOptions) -> HttpOptions:
     """Where the SDK connects and what it trusts, through documented options (no patching).
 
     ``compression: None`` turns off permessage-deflate on the Live WebSocket: it spent about
@@ -83,11 +100,11 @@ def http_options(settings: Settings) -> HttpOptions:
     hands these arguments to ``websockets.connect`` and drops them for its HTTP clients.
     """
     client_args: dict[str, object] = {"compression": None}
-    if settings.gemini_ca_file:
+    if options.ca_file:
         context = ssl.create_default_context()
-        context.load_verify_locations(cafile=str(settings.gemini_ca_file))
+        context.load_verify_locations(cafile=str(options.ca_file))
         client_args["ssl"] = context
-    return HttpOptions(base_url=settings.gemini_base_url, async_client_args=client_args)
+    return HttpOptions(base_url=options.base_url, async_client_args=client_args)
 
 
 def close_reason(error: Exception) -> tuple[int | None, str]:
@@ -97,7 +114,7 @@ def close_reason(error: Exception) -> tuple[int | None, str]:
     return (code if isinstance(code, int) else None), str(reason)
 
 
-def fatal_message(error: Exception, settings: Settings) -> str | None:
+def fatal_message(error: Exception, model: str) -> str | None:
     """A sentence for the user when ``error`` cannot be recovered from, else None."""
     code, reason = close_reason(error)
     lowered = reason.lower()
@@ -105,7 +122,7 @@ def fatal_message(error: Exception, settings: Settings) -> str | None:
         return f"Gemini rejected the API key ({reason}). Check GEMINI_API_KEY."
     if code == 1008 and "session not found" not in lowered and "not found" in lowered:
         return (
-            f"Gemini has no Live model '{settings.gemini_model}' ({reason}). "
+            f"Gemini has no Live model '{model}' ({reason}). "
             "Set TALKLINE_GEMINI_MODEL to a Live audio model."
         )
     if code == 1008 and ("unregistered" in lowered or "permission" in lowered):
@@ -120,38 +137,33 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
 
     def __init__(
         self,
-        settings: Settings,
+        options: GeminiOptions,
         *,
         on_fatal: OnFatal,
         on_reconnect: Callable[[], None] = lambda: None,
     ):
-        assert settings.gemini_api_key is not None
         super().__init__(
-            api_key=settings.gemini_api_key.get_secret_value(),
-            system_instruction=settings.system_instruction,
+            api_key=options.api_key,
+            system_instruction=options.system_instruction,
             settings=GeminiLiveLLMService.Settings(
-                model=settings.gemini_model,
-                voice=settings.gemini_voice,
-                language=settings.gemini_language,
+                model=options.model,
+                voice=options.voice,
+                language=options.language,
                 context_window_compression=ContextWindowCompressionParams(
-                    enabled=settings.gemini_compression
+                    enabled=options.compression
                 ),
                 # With another voice (Piper, ElevenLabs) Gemini answers in text.
-                modalities=(
-                    GeminiModalities.AUDIO
-                    if settings.effective_tts == "gemini"
-                    else GeminiModalities.TEXT
-                ),
+                modalities=GeminiModalities.AUDIO if options.speaks else GeminiModalities.TEXT,
             ),
-            http_options=http_options(settings),
+            http_options=http_options(options),
             inference_on_context_initialization=False,
         )
-        self._talkline = settings
+        self._options = options
         self._on_fatal = on_fatal
         self._on_reconnect = on_reconnect
         self._pending = bytearray()
-        self._pending_rate = settings.audio_in_rate
-        self._buffer_limit = int(settings.gemini_buffer_secs * settings.audio_in_rate * 2)
+        self._pending_rate = options.input_rate
+        self._buffer_limit = int(options.buffer_secs * options.input_rate * 2)
         self._failed = False
         self._go_away_task: asyncio.Task[None] | None = None
         self._reconnect_started: float | None = None
@@ -240,10 +252,10 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             await self._flush_pending()
 
     async def _handle_connection_error(self, error: Exception) -> bool:
-        message = fatal_message(error, self._talkline)
+        message = fatal_message(error, self._options.model)
         code, reason = close_reason(error)
         attempts = self._consecutive_failures  # Pipecat resets it after 10 s of stable connection
-        if message is None and attempts >= self._talkline.gemini_reconnect_attempts:
+        if message is None and attempts >= self._options.reconnect_attempts:
             message = (
                 f"Lost the connection to Gemini and could not restore it after "
                 f"{attempts} attempts ({code} {reason}). Please try again in a moment."
