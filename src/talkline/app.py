@@ -40,36 +40,20 @@ def build_access(settings: Settings) -> Access:
 
 
 def resource_options(settings: Settings) -> ResourceOptions:
-    piper = settings.effective_tts == "piper"
-    return ResourceOptions(
-        whisper_model=settings.whisper_model_path if settings.effective_stt == "whisper" else None,
-        whisper_compute_type=settings.whisper_compute_type,
-        whisper_concurrency=settings.whisper_concurrency,
-        whisper_threads=settings.whisper_threads,
-        piper_voice=settings.piper_voice_path if piper else None,
-        piper_url=settings.piper_url,
-        piper_port=settings.piper_port,
+    whisper = settings.effective_stt == "whisper"
+    return settings.options(
+        ResourceOptions,
+        whisper_model=settings.whisper_model_path if whisper else None,
+        piper_voice=settings.piper_voice_path if settings.effective_tts == "piper" else None,
     )
 
 
 def session_options(settings: Settings) -> SessionOptions:
-    return SessionOptions(
+    return settings.options(
+        SessionOptions,
         about=settings.about(),
-        session_timeout=settings.session_timeout,
-        idle_timeout=settings.idle_timeout,
-        ready_timeout=settings.ready_timeout,
-        write_timeout=settings.write_timeout,
-        audio_in_rate=settings.audio_in_rate,
-        audio_out_rate=settings.audio_out_rate,
-        vad_stop_secs=settings.vad_stop_secs,
         run_on_client_ready=settings.effective_brain == "gemini",
-        limits=InputLimits(
-            sample_rate=settings.audio_in_rate,
-            max_message_bytes=settings.max_message_bytes,
-            max_audio_rate=settings.max_audio_rate,
-            audio_burst_secs=settings.audio_burst_secs,
-            max_messages_per_second=settings.max_messages_per_second,
-        ),
+        limits=settings.options(InputLimits, sample_rate=settings.audio_in_rate),
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,13 @@ COMBINATIONS = (
     "elevenlabs (responder echo or openai)"
 )
 SECRET_MASK = "**********"
+Options = TypeVar("Options")
+
+
+def reveal(secret: SecretStr | None) -> str:
+    """A secret's value, where validation has made sure it is set."""
+    assert secret is not None
+    return secret.get_secret_value()
 
 
 class Settings(BaseSettings):
@@ -199,6 +207,22 @@ class Settings(BaseSettings):
         if self.responder == "auto":
             return "openai" if self.llm_base_url else "echo"
         return self.responder
+
+    def options(self, kind: type[Options], prefix: str = "", **given: Any) -> Options:
+        """One component's options (a dataclass), each field taken from ``given`` or from the
+        setting of the same name after ``prefix`` (secrets as their value). A field with
+        neither is an error, not a silent default, so renaming a setting cannot quietly cut
+        a component loose."""
+        values = dict(given)
+        for option in dataclasses.fields(kind):  # type: ignore[arg-type]
+            if option.name in values:
+                continue
+            name = prefix + option.name
+            if name not in type(self).model_fields:
+                raise TypeError(f"{kind.__name__}.{option.name}: no setting '{name}'")
+            value = getattr(self, name)
+            values[option.name] = reveal(value) if isinstance(value, SecretStr) else value
+        return kind(**values)
 
     def about(self) -> dict[str, str]:
         """What answers: the brain, its model or responder, and the stages."""

@@ -24,7 +24,7 @@ from pipecat.turns.user_stop import (
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-from talkline.config import Settings
+from talkline.config import Settings, reveal
 from talkline.resources import SharedResources
 from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
@@ -74,9 +74,8 @@ def build_stt(settings: Settings, shared: SharedResources) -> FrameProcessor:
     if settings.effective_stt == "deepgram":
         from pipecat.services.deepgram.stt import DeepgramSTTService  # only when used
 
-        assert settings.deepgram_api_key is not None
         return DeepgramSTTService(
-            api_key=settings.deepgram_api_key.get_secret_value(),
+            api_key=reveal(settings.deepgram_api_key),
             base_url=settings.deepgram_base_url or "",
             settings=DeepgramSTTService.Settings(model=settings.deepgram_model),
         )
@@ -88,9 +87,8 @@ def build_tts(settings: Settings, shared: SharedResources) -> FrameProcessor:
     if settings.effective_tts == "elevenlabs":
         from pipecat.services.elevenlabs.tts import ElevenLabsTTSService  # only when used
 
-        assert settings.elevenlabs_api_key is not None
         return ElevenLabsTTSService(
-            api_key=settings.elevenlabs_api_key.get_secret_value(),
+            api_key=reveal(settings.elevenlabs_api_key),
             url=settings.elevenlabs_url or "wss://api.elevenlabs.io",
             settings=ElevenLabsTTSService.Settings(
                 voice=settings.elevenlabs_voice, model=settings.elevenlabs_model
@@ -143,19 +141,11 @@ class BuiltPipeline:
 def gemini_options(settings: Settings) -> GeminiOptions:
     from talkline.services.gemini import GeminiOptions  # only when used
 
-    assert settings.gemini_api_key is not None
-    return GeminiOptions(
-        api_key=settings.gemini_api_key.get_secret_value(),
-        model=settings.gemini_model,
+    return settings.options(
+        GeminiOptions,
+        prefix="gemini_",
         system_instruction=settings.system_instruction,
-        voice=settings.gemini_voice,
-        language=settings.gemini_language,
         speaks=settings.effective_tts == "gemini",
-        compression=settings.gemini_compression,
-        base_url=settings.gemini_base_url,
-        ca_file=settings.gemini_ca_file,
-        reconnect_attempts=settings.gemini_reconnect_attempts,
-        buffer_secs=settings.gemini_buffer_secs,
         input_rate=settings.audio_in_rate,
     )
 
