@@ -44,8 +44,8 @@ class Recorder:
 class LoopbackServer(abc.ABC):
     """A server on `host`:`port` (port 0 picks a free one), used as `async with Fake() as fake:`.
 
-    Subclasses are keyword-only dataclasses: their options are fields, readable and settable
-    on the running server.
+    A subclass may be a keyword-only dataclass whose options are fields, readable and settable
+    on the running server (the provider fakes are).
     """
 
     scheme: ClassVar[str]  # of `base_url`: "http", "https", "ws" ...
