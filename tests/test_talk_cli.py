@@ -43,6 +43,7 @@ def test_talk_prints_the_conversation_and_saves_the_reply(
     out = tmp_path / "reply.wav"
     result = talk(str(tmp_path / "q44.wav"), "--url", server.ws_url, "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "at 16000 Hz, 1 channel" in result.stdout
     assert "user: Can you hear me clearly now?" in result.stdout
     assert "bot: You said:" in result.stdout
     assert "response latency:" in result.stdout
@@ -50,6 +51,18 @@ def test_talk_prints_the_conversation_and_saves_the_reply(
     with wave.open(str(out)) as wav:
         assert wav.getframerate() == 24000
         assert peak(wav.readframes(wav.getnframes())) > 1000
+
+
+def test_talk_native_sends_the_wavs_own_rate_and_channels(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """--native streams 44.1 kHz stereo as it is; the server converts it and hears the words."""
+    pcm = piper_speech("Can you hear me clearly now?", tmp_path / "q.wav")
+    stereo_44k(pcm, tmp_path / "q44.wav")
+    result = talk(str(tmp_path / "q44.wav"), "--url", server.ws_url, "--native")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "at 44100 Hz, 2 channels" in result.stdout
+    assert "user: Can you hear me clearly now?" in result.stdout
 
 
 def test_talk_json_is_one_event_per_line(server: ServerThread, tmp_path: Path) -> None:

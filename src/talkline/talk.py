@@ -22,15 +22,20 @@ class AudioFileError(Exception):
     """The WAV file cannot be used."""
 
 
-def read_wav_16k_mono(path: Path, rate: int = 16000) -> bytes:
-    """Any 16-bit (or 8/32-bit) PCM WAV, as 16-bit mono PCM at ``rate``."""
+@dataclass(frozen=True)
+class WavAudio:
+    """A WAV's audio as 16-bit PCM, channels interleaved, at its own rate."""
+
+    pcm: bytes
+    rate: int
+    channels: int
+
+
+def _read_samples(path: Path) -> tuple[np.ndarray, int]:
+    """Samples as float32 on the 16-bit scale, one column per channel, and the rate."""
     try:
         with wave.open(str(path), "rb") as wav:
-            width, channels, source_rate = (
-                wav.getsampwidth(),
-                wav.getnchannels(),
-                wav.getframerate(),
-            )
+            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
             raw = wav.readframes(wav.getnframes())
     except (OSError, wave.Error, EOFError) as error:
         raise AudioFileError(f"cannot read {path}: {error}") from None
@@ -42,10 +47,29 @@ def read_wav_16k_mono(path: Path, rate: int = 16000) -> bytes:
         samples = (samples - 128) * 256
     elif width == 4:
         samples /= 65536
-    mono = samples.reshape(-1, channels).mean(axis=1)
+    return samples.reshape(-1, channels), rate
+
+
+def _pcm16(samples: np.ndarray) -> bytes:
+    return bytes(np.clip(samples, -32768, 32767).astype(np.int16).tobytes())
+
+
+def read_wav_16k_mono(path: Path, rate: int = 16000) -> bytes:
+    """Any 16-bit (or 8/32-bit) PCM WAV, as 16-bit mono PCM at ``rate``."""
+    samples, source_rate = _read_samples(path)
+    mono = samples.mean(axis=1)
     if source_rate != rate:
         mono = soxr.resample(mono, source_rate, rate)
-    return bytes(np.clip(mono, -32768, 32767).astype(np.int16).tobytes())
+    return _pcm16(mono)
+
+
+def read_wav(path: Path, *, native: bool = False) -> WavAudio:
+    """A WAV to send: at its own rate and channel count (``native``: the server converts
+    them), or as 16 kHz mono."""
+    if not native:
+        return WavAudio(read_wav_16k_mono(path), 16000, 1)
+    samples, rate = _read_samples(path)
+    return WavAudio(_pcm16(samples.reshape(-1)), rate, samples.shape[1])
 
 
 def write_wav(path: Path, pcm: bytes, rate: int) -> None:
@@ -95,14 +119,15 @@ class TalkResult:
 
 
 async def talk(
-    url: str, pcm: bytes, *, out: Path | None, as_json: bool, wait: float = 30.0
+    url: str, audio: WavAudio, *, out: Path | None, as_json: bool, wait: float = 30.0
 ) -> TalkResult:
-    """Stream ``pcm`` in real time, then silence until the bot has answered and gone quiet."""
-    async with RTVIClient(url) as client:
+    """Stream ``audio`` in real time, then silence until the bot has answered and gone quiet."""
+    async with RTVIClient(url, sample_rate=audio.rate, channels=audio.channels) as client:
         printer = asyncio.create_task(_print_events(client, as_json))
         try:
             await client.client_ready()
-            await client.stream(pcm)
+            _announce(audio, as_json)
+            await client.stream(audio.pcm)
             await _silence_until_answered(client, wait)
         finally:
             await client.close()
@@ -114,6 +139,14 @@ async def talk(
         errors.append(f"no answer within {wait:.0f} s of the end of the audio")
     latencies = [turn.latency for turn in client.turns if turn.latency is not None]
     return TalkResult(latencies, errors, client.close_code)
+
+
+def _announce(audio: WavAudio, as_json: bool) -> None:
+    seconds = len(audio.pcm) / (2 * audio.channels * audio.rate)
+    channels = f"{audio.channels} channel{'s' if audio.channels > 1 else ''}"
+    payload = {"type": "sending", "seconds": round(seconds, 2), "sample_rate": audio.rate}
+    text = f"sending {seconds:.1f} s of audio at {audio.rate} Hz, {channels}"
+    _emit(payload | {"channels": audio.channels}, as_json, text)
 
 
 async def _silence_until_answered(client: RTVIClient, wait: float) -> None:

@@ -8,12 +8,16 @@ connection serves and when each chunk arrived, however the server re-chunks the 
 
 from __future__ import annotations
 
+import itertools
 import struct
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
+import soxr
 
 from talkline.client import CHUNK_SAMPLES, VOICED_RMS, rms
 from talkline.talk import read_wav_16k_mono
@@ -80,11 +84,33 @@ class TurnPlan:
 
 
 @dataclass(frozen=True)
+class ClientFormat:
+    """The audio format a simulated client sends, e.g. ``48000x2`` (48 kHz stereo)."""
+
+    rate: int = RATE
+    channels: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> ClientFormat:
+        rate, _, channels = text.lower().partition("x")
+        return cls(int(rate), int(channels or 1))
+
+    @property
+    def native(self) -> bool:
+        """Already the server's pipeline format: passed through, and its tags survive."""
+        return (self.rate, self.channels) == (RATE, 1)
+
+    def __str__(self) -> str:
+        return f"{self.rate}x{self.channels}"
+
+
+@dataclass(frozen=True)
 class Plan:
     """The whole stream one client sends: turns of speech, each followed by silence."""
 
     chunks: list[bytes]
     turns: list[TurnPlan]
+    format: ClientFormat = ClientFormat()
 
     @property
     def seconds(self) -> float:
@@ -105,3 +131,16 @@ def make_plan(speech: bytes, turns: int, gap: float) -> Plan:
         chunks += clip + quiet
         plans.append(TurnPlan(first, first + voiced[-1], len(chunks)))
     return Plan(chunks, plans)
+
+
+def reformat(plan: Plan, fmt: ClientFormat) -> Plan:
+    """``plan`` as a client capturing ``fmt`` would send it: the whole stream resampled once,
+    the same mono in every channel, cut into chunks covering the same 32 ms each."""
+    if fmt == plan.format:
+        return plan
+    mono = np.frombuffer(b"".join(plan.chunks), dtype=np.int16).astype(np.float32)
+    resampled = soxr.resample(mono, RATE, fmt.rate) if fmt.rate != RATE else mono
+    pcm = np.repeat(np.clip(np.rint(resampled), -32768, 32767).astype(np.int16), fmt.channels)
+    edges = [round(i * CHUNK_SECS * fmt.rate) * fmt.channels for i in range(len(plan.chunks) + 1)]
+    chunks = [pcm[a:b].tobytes() for a, b in itertools.pairwise(edges)]
+    return replace(plan, chunks=chunks, format=fmt)
