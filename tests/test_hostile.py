@@ -58,10 +58,11 @@ def twice_ready() -> Send:
     return rtvi(rtvi_message("client-ready", {"version": "2.1.0", "about": {}}))
 
 
-def faster_than_real_time() -> Send:
+def faster_than_real_time(rate: int = 16000, channels: int = 1) -> Send:
     async def send(client: RTVIClient) -> None:
+        client.sample_rate, client.channels = rate, channels
         for _ in range(400):  # 12.8 s of audio at once
-            await client.send_audio(silence(0.032))
+            await client.send_audio(silence(0.032, rate) * channels)
 
     return send
 
@@ -117,7 +118,18 @@ CATALOGUE = [
     Case("unknown RTVI type", rtvi(rtvi_message("launch-missiles", {})), error="Unsupported"),
     Case("client-ready twice", twice_ready(), error=None),
     Case("audio before client-ready", audio(silence(0.032)), ready_first=False),
-    Case("audio much faster than real time", faster_than_real_time(), close=1008),
+    Case(
+        "audio much faster than real time",
+        faster_than_real_time(),
+        error="faster than real time",
+        close=1008,
+    ),
+    Case(
+        "48 kHz stereo faster than real time",
+        faster_than_real_time(48000, 2),
+        error="faster than real time",
+        close=1008,
+    ),
     Case("a flood of messages", flood(), close=1008),
     Case("connects and never sends", nothing(), ready_first=False, close=1008),
 ]
