@@ -24,10 +24,13 @@ EMPTY = np.zeros(0, dtype=np.float32)
 
 def downmix(pcm: bytes, channels: int) -> np.ndarray:
     """Interleaved 16-bit PCM of ``channels`` channels as mono float32: their average."""
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
-    if channels == 1:
-        return samples
-    return samples.reshape(-1, channels).mean(axis=1, dtype=np.float32)
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    mixed = samples[0::channels].astype(np.float32)
+    for channel in range(1, channels):  # strided sums: several times faster than mean(axis=1)
+        mixed += samples[channel::channels]
+    if channels > 1:
+        mixed /= channels
+    return mixed
 
 
 def to_pcm16(samples: np.ndarray) -> bytes:
