@@ -14,6 +14,11 @@ untouched, is -3 dB at 6.5 kHz, and stops what would alias (9 kHz and up, from 4
 over 100 dB. A microphone keeps streaming, so held audio does not wait for long; when the
 client changes rate, what the old resampler holds is flushed before the new one starts, so
 no audio is lost. Audio already at the pipeline's rate and mono passes through untouched.
+
+``soxr.ResampleStream`` is used directly, not Pipecat's ``SOXRStreamAudioResampler``: that one
+discards what it holds after 0.2 s without audio by the wall clock (a network hiccup would cut
+speech), raises on a rate change instead of flushing, and takes int16 only (the down-mix
+would be rounded twice).
 """
 
 from __future__ import annotations
