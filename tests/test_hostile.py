@@ -64,10 +64,11 @@ def twice_ready() -> Send:
     return rtvi(rtvi_message("client-ready", {"version": "2.1.0", "about": {}}))
 
 
-def faster_than_real_time() -> Send:
+def faster_than_real_time(rate: int = 16000, channels: int = 1) -> Send:
     async def send(client: RTVIClient) -> None:
+        client.sample_rate, client.channels = rate, channels
         for _ in range(400):  # 12.8 s of audio at once
-            await client.send_audio(silence(0.032))
+            await client.send_audio(silence(0.032, rate) * channels)
 
     return send
 
@@ -96,12 +97,18 @@ CATALOGUE = [
     Case("truncated protobuf", raw(VALID_AUDIO[: len(VALID_AUDIO) // 2]), error="not a valid"),
     Case("oversize message", raw(b"\x00" * 70_000), error="over the 65536 byte limit"),
     Case("message over the socket limit", raw(b"\x00" * 2_000_000), close=1009),
-    Case("audio at 8 kHz", audio(silence(0.032, 8000), 8000), error="8000 Hz is not supported"),
-    Case("audio at 44.1 kHz", audio(silence(0.03, 44100), 44100), error="44100 Hz"),
-    Case("audio at 48 kHz", audio(silence(0.032, 48000), 48000), error="48000 Hz"),
-    Case("stereo audio", audio(silence(0.064), channels=2), error="2 channels"),
+    Case("audio at 8 kHz (converted)", audio(silence(0.032, 8000), 8000)),
+    Case("audio at 44.1 kHz (converted)", audio(silence(0.032, 44100), 44100)),
+    Case("audio at 48 kHz stereo (converted)", audio(silence(0.064, 48000), 48000, 2)),
+    Case("stereo audio at 16 kHz (down-mixed)", audio(silence(0.064), channels=2)),
+    Case("audio at 4 kHz", audio(silence(0.032, 4000), 4000), error="4000 Hz is not supported"),
+    Case("audio at 192 kHz", audio(silence(0.01, 192000), 192000), error="192000 Hz is not"),
+    Case("audio with no rate", audio(silence(0.032), 0), error="0 Hz is not supported"),
+    Case("audio with 0 channels", audio(silence(0.032), channels=0), error="0 channels is not"),
+    Case("audio with 64 channels", audio(bytes(4096), channels=64), error="64 channels is not"),
     Case("zero-length audio", audio(b""), error="not whole 16-bit samples"),
     Case("odd-length audio", audio(b"\x01\x02\x03"), error="not whole 16-bit samples"),
+    Case("stereo audio split mid-sample", audio(bytes(6), 48000, 2), error="6 bytes is not whole"),
     Case(
         "RTVI data of the wrong type",
         rtvi({"label": "rtvi-ai", "type": "send-text", "id": "1", "data": "hi"}),
@@ -117,7 +124,18 @@ CATALOGUE = [
     Case("unknown RTVI type", rtvi(rtvi_message("launch-missiles", {})), error="Unsupported"),
     Case("client-ready twice", twice_ready(), error=None),
     Case("audio before client-ready", audio(silence(0.032)), ready_first=False),
-    Case("audio much faster than real time", faster_than_real_time(), close=1008),
+    Case(
+        "audio much faster than real time",
+        faster_than_real_time(),
+        error="faster than real time",
+        close=1008,
+    ),
+    Case(
+        "48 kHz stereo faster than real time",
+        faster_than_real_time(48000, 2),
+        error="faster than real time",
+        close=1008,
+    ),
     Case("a flood of messages", flood(), close=1008),
     Case("connects and never sends", nothing(), ready_first=False, close=1008),
 ]
@@ -166,6 +184,8 @@ async def test_hostile_input(guarded: ServerThread, case: Case) -> None:
         assert any(case.error in error for error in errors_of(client)), errors_of(client)
     if case.close is None:
         assert client.close_code in (1000, 1005), "closed by the client, not the server"
+    if case.error is None and case.close is None:
+        assert not errors_of(client), errors_of(client)
 
 
 async def test_a_healthy_session_completes_its_turn_during_the_catalogue(

@@ -82,7 +82,8 @@ def fill_rss_per_session(results: list[RunResult]) -> None:
             (
                 r
                 for r in results
-                if (r.target, r.brain, r.sessions) == (result.target, result.brain, 1)
+                if (r.target, r.brain, r.client_format, r.sessions)
+                == (result.target, result.brain, result.client_format, 1)
             ),
             None,
         )
@@ -112,13 +113,14 @@ def meets(result: RunResult | None) -> bool:
 
 def gemini_rows(results: list[RunResult]) -> list[str]:
     head = (
-        "| bot | N | turns answered | response p50 / p95 / p99 ms | inbound p50 / p95 / p99 ms "
+        "| bot | N | client audio | turns answered | response p50 / p95 / p99 ms "
+        "| inbound p50 / p95 / p99 ms "
         "| outbound p50 / p95 / p99 ms | glitches (max gap ms) "
         "| server CPU cores (event-loop thread) "
         "| RSS idle → peak MB | RSS / extra session MB | clients CPU | emulator CPU "
         "| clients' loop lag p99 / max ms | /ready s |"
     )
-    rows = [head, "|" + "---|" * 14]
+    rows = [head, "|" + "---|" * 15]
     for r in results:
         if r.brain != "gemini":
             continue
@@ -126,7 +128,7 @@ def gemini_rows(results: list[RunResult]) -> list[str]:
         label = "talkline" if r.target == "talkline" else "**baseline**"
         trio = lambda p: f"{ms(p['p50'])} / {ms(p['p95'])} / {ms(p['p99'])}"  # noqa: E731
         rows.append(
-            f"| {label} | {r.sessions} | {s.answered}/{s.expected}{refused(s)} "
+            f"| {label} | {r.sessions} | {r.client_format} | {s.answered}/{s.expected}{refused(s)} "
             f"| {trio(s.response)} "
             f"| {trio(s.inbound)} | {trio(s.outbound)} | {s.glitches} ({s.max_gap_ms:.0f}) "
             f"| {r.server.cores:.2f} ({r.server.main_thread_cores:.2f}) "
@@ -139,7 +141,9 @@ def gemini_rows(results: list[RunResult]) -> list[str]:
 
 
 def ratio_rows(results: list[RunResult]) -> list[str]:
-    talkline = {r.sessions: r for r in results if (r.target, r.brain) == ("talkline", "gemini")}
+    talkline = {
+        r.sessions: r for r in results if (r.target, r.brain) == ("talkline", "gemini") and r.native
+    }
     baseline = {r.sessions: r for r in results if (r.target, r.brain) == ("baseline", "gemini")}
     common = sorted(talkline.keys() & baseline.keys())
     if not common:
@@ -164,24 +168,48 @@ def ratio_rows(results: list[RunResult]) -> list[str]:
     return rows
 
 
+def format_rows(results: list[RunResult]) -> list[str]:
+    """Server CPU per session for each client audio format, beside 16 kHz mono at the same N."""
+    runs = [r for r in results if (r.target, r.brain) == ("talkline", "gemini")]
+    if len({r.client_format for r in runs}) < 2:
+        return ["(one client audio format was run; `--client-format 16000x1,48000x2` compares)"]
+    native = {r.sessions: r for r in runs if r.native}
+    rows = [
+        "| N | client audio | turns answered | response p50 ms | server CPU cores, mean "
+        "(median of 0.25 s samples) | CPU per session, mean (median) | per session / 16 kHz mono |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (r.sessions, not r.native, r.client_format)):
+        s, base = r.summary, native.get(r.sessions)
+        per, median = r.server.cores / r.sessions, r.server.median_cores / r.sessions
+        rows.append(
+            f"| {r.sessions} | {r.client_format} | {s.answered}/{s.expected} "
+            f"| {ms(s.response['p50'])} | {r.server.cores:.3f} ({r.server.median_cores:.3f}) "
+            f"| {per:.4f} ({median:.4f}) "
+            f"| {ratio(r.server.median_cores, base.server.median_cores if base else None)} |"
+        )
+    return rows
+
+
 def ttfb_text(ttfb: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.0f}" for name, value in sorted(ttfb.items())) or NA
 
 
 def local_rows(results: list[RunResult]) -> list[str]:
     rows = [
-        "| N | turns answered | end of speech → first bot audio p50 / p95 / max ms "
+        "| N | client audio | turns answered | end of speech → first bot audio p50 / p95 / max ms "
         "| end of speech → user-stopped-speaking p50 ms | services' time to first byte "
         "(median ms) | glitches (max gap ms) | server CPU cores | RSS idle → peak MB "
         "| /ready s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.brain != "local":
             continue
         s = r.summary
         rows.append(
-            f"| {r.sessions} | {s.answered}/{s.expected} | {ms(s.response['p50'])} / "
+            f"| {r.sessions} | {r.client_format} | {s.answered}/{s.expected} "
+            f"| {ms(s.response['p50'])} / "
             f"{ms(s.response['p95'])} / {ms(s.response['max'])} "
             f"| {ms(s.turn_detected.get('p50'))} | {ttfb_text(s.ttfb_ms)} | {s.glitches} "
             f"({s.max_gap_ms:.0f}) | {r.server.cores:.2f} "
@@ -192,8 +220,8 @@ def local_rows(results: list[RunResult]) -> list[str]:
 
 
 def target_rows(results: list[RunResult]) -> list[str]:
-    gemini = [r for r in results if (r.target, r.brain) == ("talkline", "gemini")]
-    local = [r for r in results if (r.target, r.brain) == ("talkline", "local")]
+    gemini = [r for r in results if (r.target, r.brain) == ("talkline", "gemini") and r.native]
+    local = [r for r in results if (r.target, r.brain) == ("talkline", "local") and r.native]
     readies = [r.ready_secs for r in results if r.target == "talkline"]
     passing = [r.sessions for r in gemini if meets(r)]
     at_target = next((r for r in gemini if r.sessions == TARGET_SESSIONS), None)
@@ -300,6 +328,10 @@ def write(
         "### talkline / baseline",
         "",
         *ratio_rows(results),
+        "",
+        "### Server CPU by client audio format (talkline converts to 16 kHz mono)",
+        "",
+        *format_rows(results),
         "",
         "## Offline brain (Whisper + echo + Piper), one session",
         "",

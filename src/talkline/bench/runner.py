@@ -41,7 +41,13 @@ class RunResult:
     connect_secs: float
     summary: TurnSummary
     rss_per_session_mb: float | None = None
+    client_format: str = "16000x1"  # rate x channels of the audio the clients sent
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def native(self) -> bool:
+        """The clients sent 16 kHz mono, the format every other run is compared in."""
+        return self.client_format == "16000x1"
 
 
 def server_command(target: Target, port: int, baseline_bot: Path) -> list[str]:
@@ -89,11 +95,15 @@ async def _measure(
 async def run_once(
     target: Target, brain: Brain, sessions: int, plan: Plan, *, baseline_bot: Path, logs: Path
 ) -> RunResult:
-    """Start fresh processes, run ``sessions`` clients through ``plan``, and measure."""
+    """Start fresh processes, run ``sessions`` clients through ``plan``, and measure.
+
+    Only 16 kHz mono chunks are tagged: the server resamples other formats, which the tags
+    would not survive, so their runs have no inbound or outbound figures."""
     port = free_port()
+    tagged = plan.format.native
     command = server_command(target, port, baseline_bot)
     env = server_env(target, brain, sessions)
-    log = logs / f"{target}-{brain}-{sessions}.log"
+    log = logs / f"{target}-{brain}-{sessions}-{plan.format}.log"
     records = None
     emulator_usage: Usage | None = None
     with tempfile.TemporaryDirectory(prefix="talkline-bench-") as tmp:
@@ -102,7 +112,7 @@ async def run_once(
                 flags, extra = upstream_flags(target, emu.base_url, emu.ca_file)
                 async with server(command + flags, env | extra, port, log) as srv:
                     load, usage, clients, emulator_usage = await _measure(
-                        srv.ws_url, srv.process.pid, emu.process.pid, sessions, plan, True
+                        srv.ws_url, srv.process.pid, emu.process.pid, sessions, plan, tagged
                     )
                     ready = srv.ready_secs
                 records = await emu.finish()
@@ -125,5 +135,6 @@ async def run_once(
         loop_lag_p99_ms=float(np.percentile(lags, 99)),
         loop_lag_max_ms=float(lags.max()),
         connect_secs=load.connect_secs,
-        summary=summarise(load.clients, plan, records),
+        summary=summarise(load.clients, plan, records if tagged else None),
+        client_format=str(plan.format),
     )
