@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from talkline.testing.gemini_emulator import GeminiEmulator, wire
 
 from talkline.audio import as_format, silence
 from talkline.client import RTVIClient, audio_frame
 from talkline.config import Settings
+from talkline.emulator import GeminiEmulator, wire
 from talkline.services.local_stt import SharedWhisper
 from tests.support import ServerThread, running_gemini_server, words
 from tests.test_conversation import ANSWER_TIMEOUT, final_transcript
