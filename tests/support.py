@@ -144,3 +144,16 @@ def peak(pcm: bytes) -> int:
 
 def words(text: str) -> set[str]:
     return {w.strip(".,?!").lower() for w in text.split()}
+
+
+class Clock:
+    """A monotonic clock that moves only when told to, for limits measured in time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -35,17 +35,20 @@ def test_probing_a_full_pool_takes_nothing_either(tmp_path: Path) -> None:
 
 
 def test_a_pool_of_n_gives_n_distinct_slots(tmp_path: Path) -> None:
-    pool = SlotPool(tmp_path / "made", 4)
+    """The directory is made as needed; slot files are private to the server's user."""
+    directory = tmp_path / "run" / "slots"
+    pool = SlotPool(directory, 4)
     held = [pool.acquire() for _ in range(4)]
     assert None not in held and len(set(held)) == 4
-    assert sorted(p.name for p in (tmp_path / "made").iterdir()) == [
-        f"slot-{index}.lock" for index in range(4)
-    ]
+    assert sorted(p.name for p in directory.iterdir()) == [f"slot-{i}.lock" for i in range(4)]
+    assert {p.stat().st_mode & 0o777 for p in directory.iterdir()} == {0o600}
 
 
 def test_admits_up_to_the_cap_then_refuses_full() -> None:
     manager = SessionManager(2)
+    assert manager.draining is False and manager.started_total == 0
     first, second = manager.admit("a"), manager.admit("b")
+    assert first.slot is None and len(first.id) == 12 and manager.live[first.id] is first
     assert first.id != second.id and len(manager) == 2 and manager.started_total == 2
     with pytest.raises(AdmissionRefused) as refused:
         manager.admit("c")

@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from loguru import logger
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -51,6 +52,7 @@ class StandIn:
 
     async def _notify(self, reason: str, message: str) -> None:
         self.notices.append((reason, message))
+        logger.info("notifying")  # to see the session's id in the log context
 
     def end(self, reason: str, message: str, code: int = 1000, *, notify: bool = True) -> None:
         self.ended.append((reason, message, code, notify, self.observer.asked))
@@ -76,6 +78,16 @@ async def test_drain_tells_the_client_then_closes_1001_without_a_second_notice()
         )
     ]
     assert session.ended == [("server-shutdown", "server shutting down", GOING_AWAY, False, 1)]
+
+
+async def test_drain_logs_under_the_session_s_id() -> None:
+    contexts: list[object] = []
+    sink = logger.add(lambda message: contexts.append(message.record["extra"].get("session_id")))
+    try:
+        await drain(StandIn(BusyFor(0)), 30)
+    finally:
+        logger.remove(sink)
+    assert contexts == ["s1"]
 
 
 async def test_drain_closes_only_once_the_turn_is_over() -> None:

@@ -6,23 +6,11 @@ import pytest
 
 import talkline.transport
 from talkline.transport import InputLimits, RateGuard
+from tests.support import Clock
 
 RATE = 16000
 BYTES_PER_SEC = RATE * 2
 CHUNK_SECS = 0.032  # what the JS client sends at 16 kHz
-
-
-class Clock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -49,10 +49,13 @@ async def test_sends_reach_the_peer_in_order() -> None:
     socket = socket_on(peer)
     await socket.send_bytes(b"audio")
     await socket.send_text("text")
-    assert peer.sent == [b"audio", "text"] and not socket.stalled
+    assert peer.sent == [b"audio", "text"]
+    assert socket.stalled is False and socket.closed is False
 
 
-async def test_a_blocked_send_is_abandoned_once_and_later_sends_dropped() -> None:
+async def test_a_blocked_send_is_abandoned_once_and_later_sends_dropped(
+    logged: list[str],
+) -> None:
     peer = Peer(blocks=True)
     stalls: list[bool] = []
     socket = socket_on(peer, write_timeout=0.05, on_stalled=lambda: stalls.append(True))
@@ -64,6 +67,7 @@ async def test_a_blocked_send_is_abandoned_once_and_later_sends_dropped() -> Non
         await socket.send_text("two")
         await socket.send_bytes(b"three")
     assert socket.stalled and stalls == [True] and peer.sent == []
+    assert logged == ["client has not read for 0.05 s"]
 
 
 async def test_a_send_within_the_write_timeout_is_not_a_stall() -> None:
@@ -108,11 +112,14 @@ async def test_a_close_reason_is_cut_to_what_a_close_frame_holds() -> None:
 @pytest.mark.parametrize(
     "error", [RuntimeError("closed"), WebSocketDisconnect(1006)], ids=["runtime", "disconnect"]
 )
-async def test_closing_a_socket_the_peer_already_left_is_quiet(error: Exception) -> None:
+async def test_closing_a_socket_the_peer_already_left_is_quiet(
+    error: Exception, logged: list[str]
+) -> None:
     peer = Peer(close_error=error)
     socket = socket_on(peer)
     await socket.close()
     assert socket.closed and len(peer.closes) == 1
+    assert logged == [f"close after disconnect: {error!r}"]
 
 
 async def test_a_close_handshake_the_peer_never_answers_is_bounded() -> None:
