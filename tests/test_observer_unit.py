@@ -98,6 +98,7 @@ async def test_tokens_are_summed_from_usage_metrics() -> None:
     ("latencies", "summary"),
     [
         ([0.1], "latency p50 100 ms p95 100 ms"),
+        ([1.0], "latency p50 1000 ms p95 1000 ms"),
         ([0.3, 0.1, 0.2], "latency p50 200 ms p95 300 ms"),
         ([i / 100 for i in range(1, 21)], "latency p50 105 ms p95 190 ms"),
     ],

@@ -94,6 +94,11 @@ def test_audio_the_burst_ahead_at_once_is_allowed(clock: Clock) -> None:
     assert guard.audio(int(2.9 * BYTES_PER_SEC)) is None
 
 
+def test_audio_of_exactly_the_burst_at_once_is_allowed(clock: Clock) -> None:
+    guard = RateGuard(InputLimits(audio_burst_secs=3.0))
+    assert guard.audio(3 * BYTES_PER_SEC) is None
+
+
 def test_audio_over_the_burst_at_once_is_refused(clock: Clock) -> None:
     guard = RateGuard(InputLimits(audio_burst_secs=3.0))
     problem = guard.audio(int(3.2 * BYTES_PER_SEC))

@@ -62,6 +62,15 @@ async def test_a_message_flood_closes_once_then_nothing_more_is_read(
     assert said.violations == ["more than 10 messages per second"]
 
 
+async def test_a_message_over_the_flood_limit_is_not_even_read(clock: Clock, said: Said) -> None:
+    """Past the limit the message is dropped unread: no 'bad input' for it."""
+    serializer = guarded(said, max_messages_per_second=3)
+    for _ in range(4):
+        await serializer.deserialize("spam")
+    assert serializer.bad_inputs == 3 and len(said.reports) == 3
+    assert said.violations == ["more than 3 messages per second"]
+
+
 async def test_audio_faster_than_real_time_closes_the_session(clock: Clock, said: Said) -> None:
     serializer = guarded(said, audio_burst_secs=0.1)
     frames = [await serializer.deserialize(audio_frame(CHUNK)) for _ in range(4)]
