@@ -47,6 +47,7 @@ mutate: $(STAMP)
 	rm -rf mutants
 	$(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results
+	$(BIN)/mutmut results --all true | $(BIN)/python tests/mutation_scores.py
 
 clean:
 	rm -rf mutants $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,10 +7,13 @@ test_gemini.py covers the same paths end to end against the emulator.
 from __future__ import annotations
 
 import asyncio
+import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pipecat.frames.frames import InputAudioRawFrame
+from pipecat.services.google.gemini_live.llm import GeminiModalities
 
 import talkline.services.gemini as gemini
 from talkline.config import Settings
@@ -20,6 +23,7 @@ from talkline.services.gemini import (
     TalklineGeminiLiveService,
     close_reason,
     fatal_message,
+    http_options,
     parse_seconds,
 )
 
@@ -43,7 +47,7 @@ class Closed(Exception):
     """An SDK error carrying a WebSocket close code and reason, as google-genai raises."""
 
     def __init__(self, code: int, details: str):
-        super().__init__(details)
+        super().__init__(f"{code} None. {details}")
         self.code, self.details = code, details
 
 
@@ -113,8 +117,41 @@ async def test_kept_audio_is_sent_a_second_at_a_time(fatal: list[str]) -> None:
     assert service.stats.dropped_bytes == 0
 
 
+async def test_audio_waits_until_the_session_is_ready_for_it(
+    service: TalklineGeminiLiveService,
+) -> None:
+    upstream = Upstream()
+    service._session = upstream  # type: ignore[assignment]
+    service._ready_for_realtime_input = False  # connected, setup not yet complete
+    await service._send_user_audio(audio(640))
+    assert upstream.sent == [] and len(service._pending) == 640
+
+
+@pytest.mark.parametrize("state", ["_audio_input_paused", "_failed"])
+async def test_paused_or_failed_audio_is_left_to_pipecat(
+    service: TalklineGeminiLiveService, monkeypatch: pytest.MonkeyPatch, state: str
+) -> None:
+    handed: list[InputAudioRawFrame] = []
+
+    async def pipecats(_self: Any, frame: InputAudioRawFrame) -> None:
+        handed.append(frame)
+
+    monkeypatch.setattr(gemini.GeminiLiveLLMService, "_send_user_audio", pipecats)
+    setattr(service, state, True)
+    frame = audio(640)
+    await service._send_user_audio(frame)
+    assert handed == [frame] and not service._pending
+
+
+def test_the_buffer_drops_even_one_byte_over_its_limit(
+    service: TalklineGeminiLiveService,
+) -> None:
+    service._keep(bytes(32000) + b"\x01")
+    assert service.stats.dropped_bytes == 1 and bytes(service._pending[-1:]) == b"\x01"
+
+
 async def test_a_failed_send_keeps_the_audio_and_reconnects(
-    service: TalklineGeminiLiveService, monkeypatch: pytest.MonkeyPatch
+    service: TalklineGeminiLiveService, monkeypatch: pytest.MonkeyPatch, logged: list[str]
 ) -> None:
     reconnects: list[str] = []
     monkeypatch.setattr(
@@ -124,6 +161,7 @@ async def test_a_failed_send_keeps_the_audio_and_reconnects(
     await service._send_user_audio(audio(640))
     assert bytes(service._pending) == bytes([1]) * 640
     assert reconnects == ["gemini-reconnect-after-send"]
+    assert logged == ["Gemini send failed (upstream gone); reconnecting"]
 
 
 async def test_a_failed_flush_keeps_the_rest_for_later(
@@ -160,6 +198,39 @@ def test_fatal_errors_name_what_to_fix(error: Exception, expected: str | None) -
     assert fatal_message(error, settings()) == expected
 
 
+def test_the_service_is_set_up_from_the_settings(service: TalklineGeminiLiveService) -> None:
+    chosen = service._settings
+    assert (chosen.model, chosen.voice, chosen.language) == (MODEL, "Aoede", "en-US")
+    assert chosen.modalities == GeminiModalities.AUDIO
+    assert chosen.context_window_compression.enabled is True  # type: ignore[union-attr]
+    assert service._system_instruction_from_init == settings().system_instruction
+    assert service._inference_on_context_initialization is False
+    assert service._api_key == "k" and service._pending_rate == 16000
+    assert service._failed is False and service._go_away_task is None
+
+
+def test_with_another_voice_gemini_answers_in_text(fatal: list[str]) -> None:
+    async def on_fatal(message: str) -> None:
+        fatal.append(message)
+
+    quiet = settings(tts="piper", gemini_compression=False)
+    service = TalklineGeminiLiveService(quiet, on_fatal=on_fatal)
+    assert service._settings.modalities == GeminiModalities.TEXT
+    assert service._settings.context_window_compression.enabled is False  # type: ignore[union-attr]
+
+
+def test_the_sdk_connects_where_the_settings_say_without_compression() -> None:
+    ca_file = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
+    options = http_options(
+        settings(gemini_base_url="https://127.0.0.1:8443", gemini_ca_file=ca_file)
+    )
+    assert options.base_url == "https://127.0.0.1:8443"
+    args = options.async_client_args or {}
+    assert set(args) == {"compression", "ssl"} and args["compression"] is None
+    assert isinstance(args["ssl"], ssl.SSLContext) and args["ssl"].cert_store_stats()["x509_ca"]
+    assert http_options(settings()).async_client_args == {"compression": None}
+
+
 def test_close_reason_reads_the_sdk_error() -> None:
     assert close_reason(Closed(1011, "boom")) == (1011, "boom")
     assert close_reason(ConnectionError("reset")) == (None, "reset")
@@ -176,7 +247,10 @@ def test_go_away_durations_are_read_in_seconds(text: str | None, seconds: float)
 
 
 async def test_recoverable_errors_are_retried_with_backoff(
-    service: TalklineGeminiLiveService, fatal: list[str], monkeypatch: pytest.MonkeyPatch
+    service: TalklineGeminiLiveService,
+    fatal: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    logged: list[str],
 ) -> None:
     slept: list[float] = []
 
@@ -186,6 +260,7 @@ async def test_recoverable_errors_are_retried_with_backoff(
     monkeypatch.setattr(gemini.asyncio, "sleep", sleep)
     results = [await service._handle_connection_error(Closed(1011, "x")) for _ in range(5)]
     assert results == [True] * 5 and slept == list(BACKOFF_SECS[:5]) and fatal == []
+    assert logged[0] == "Gemini connection failed (1011 x); retry 1 in 0.1s"
     assert await service._handle_connection_error(Closed(1011, "x")) is False
     assert fatal == [
         "Lost the connection to Gemini and could not restore it after 5 attempts "
@@ -193,6 +268,7 @@ async def test_recoverable_errors_are_retried_with_backoff(
     ]
     assert await service._handle_connection_error(Closed(1011, "x")) is False
     assert len(fatal) == 1  # told once
+    assert logged[-1] == f"Gemini: {fatal[0]}"
 
 
 async def test_backoff_stops_growing_at_its_longest(
@@ -216,12 +292,15 @@ async def test_backoff_stops_growing_at_its_longest(
 async def test_a_fatal_error_is_not_retried(
     service: TalklineGeminiLiveService, fatal: list[str]
 ) -> None:
-    assert await service._handle_connection_error(Closed(1007, "API key not valid")) is False
-    assert fatal == ["Gemini rejected the API key (API key not valid). Check GEMINI_API_KEY."]
+    assert await service._handle_connection_error(Closed(1008, "model not found")) is False
+    assert fatal == [
+        f"Gemini has no Live model '{MODEL}' (model not found). "
+        "Set TALKLINE_GEMINI_MODEL to a Live audio model."
+    ]
 
 
 async def test_a_forgotten_handle_starts_a_fresh_session(
-    service: TalklineGeminiLiveService, monkeypatch: pytest.MonkeyPatch
+    service: TalklineGeminiLiveService, monkeypatch: pytest.MonkeyPatch, logged: list[str]
 ) -> None:
     async def sleep(_seconds: float) -> None:
         return None
@@ -229,9 +308,11 @@ async def test_a_forgotten_handle_starts_a_fresh_session(
     monkeypatch.setattr(gemini.asyncio, "sleep", sleep)
     service._session_resumption_handle = "handle-1"
     assert await service._handle_connection_error(Closed(1011, "blip"))
+    assert await service._handle_connection_error(Closed(1008, "policy"))
     assert service._session_resumption_handle == "handle-1"
     assert await service._handle_connection_error(Closed(1008, "Session not found"))
     assert service._session_resumption_handle is None
+    assert "Gemini forgot the resumption handle; starting a fresh session" in logged
 
 
 async def test_a_reconnect_is_timed_from_its_first_attempt(
