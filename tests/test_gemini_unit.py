@@ -207,15 +207,17 @@ def test_the_service_is_set_up_from_the_settings(service: TalklineGeminiLiveServ
     assert service._inference_on_context_initialization is False
     assert service._api_key == "k" and service._pending_rate == 16000
     assert service._failed is False and service._go_away_task is None
+    assert (service._http_options.async_client_args or {}) == {"compression": None}
 
 
 def test_with_another_voice_gemini_answers_in_text(fatal: list[str]) -> None:
     async def on_fatal(message: str) -> None:
         fatal.append(message)
 
-    quiet = settings(tts="piper", gemini_compression=False)
+    quiet = settings(tts="piper", gemini_compression=False, gemini_language="fr-FR")
     service = TalklineGeminiLiveService(quiet, on_fatal=on_fatal)
     assert service._settings.modalities == GeminiModalities.TEXT
+    assert service._settings.language == "fr-FR"
     assert service._settings.context_window_compression.enabled is False  # type: ignore[union-attr]
 
 
