@@ -11,9 +11,14 @@ from talkline.client import RTVIClient, audio_frame
 from talkline.config import Settings
 from talkline.emulator import GeminiEmulator, wire
 from talkline.services.local_stt import SharedWhisper
-from tests.support import ServerThread, running_gemini_server, words
-from tests.test_conversation import ANSWER_TIMEOUT, final_transcript
-from tests.test_gemini import speak_until_turns
+from tests.support import (
+    ANSWER_TIMEOUT,
+    ServerThread,
+    final_transcript,
+    running_gemini_server,
+    speak_until_turns,
+    words,
+)
 
 FORMATS = [(48000, 2), (44100, 1), (8000, 1)]
 REFUSED = [
