@@ -10,7 +10,7 @@ import pytest
 
 import talkline.admission
 from talkline.admission import Admission, AdmissionRefused, SessionRecord
-from talkline.lifecycle import EndReason
+from talkline.lifecycle import EndReason, SessionState
 from talkline.slots import SlotPool
 from tests.support import StandInResources
 
@@ -105,6 +105,7 @@ def test_a_session_holds_a_slot_until_released(tmp_path: Path) -> None:
     assert record.slot is not None and pool.full()
     manager.release(record)
     assert record.slot is None and not pool.full()
+    assert record.state is SessionState.CLOSED and record.finished.is_set()
     manager.release(record)  # twice is harmless
 
 

@@ -7,7 +7,7 @@ import pytest
 import soxr
 from pipecat.frames.frames import InputAudioRawFrame
 
-from talkline.audio_in import QUALITY, AudioConverter, downmix
+from talkline.audio_in import QUALITY, AudioConverter, downmix, to_pcm16
 from talkline.client import audio_frame
 from talkline.transport import GuardedSerializer, InputLimits, RateGuard
 
@@ -59,6 +59,28 @@ def test_downmix_averages_the_channels() -> None:
     assert downmix(stereo.tobytes(), 2).tolist() == [2000.0, 0.0, -0.5, 32767.0]
     three = np.array([3, 6, 9, -3, 0, 3], dtype=np.int16)
     assert downmix(three.tobytes(), 3).tolist() == [6.0, 0.0]
+
+
+def test_to_pcm16_rounds_and_saturates_instead_of_wrapping() -> None:
+    samples = np.array([-40000, -32768.6, -1.6, 0.4, 2.5, 32767.6, 40000], dtype=np.float32)
+    pcm = np.frombuffer(to_pcm16(samples), dtype=np.int16)
+    assert pcm.tolist() == [-32768, -32768, -2, 0, 2, 32767, 32767]
+
+
+def test_a_full_scale_signal_resampled_clips_at_full_scale() -> None:
+    """Resampling a full-scale square wave overshoots int16: the peaks are clipped, never
+    wrapped round to the opposite sign (a loud click in the user's speech)."""
+    t = np.arange(48000) / 48000
+    square = np.where(np.sin(2 * np.pi * 1000 * t) >= 0, 32767, -32768).astype(np.int16)
+    converter = AudioConverter(16000)
+    out = converted_in_chunks(converter, square.tobytes(), 48000, 1)
+    out += to_pcm16(converter.flush())
+    whole = soxr.resample(square.astype(np.float32), 48000, 16000, quality=QUALITY)
+    assert whole.max() > 32767 and whole.min() < -32768  # the overshoot this is about
+    got = np.frombuffer(out, dtype=np.int16).astype(np.float32)
+    expected = np.clip(whole, -32768, 32767)
+    n = min(len(got), len(expected))
+    assert np.abs(got[:n] - expected[:n]).max() <= 2.0
 
 
 def test_16k_mono_passes_through_untouched() -> None:

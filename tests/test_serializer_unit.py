@@ -178,3 +178,33 @@ async def test_the_error_echo_limit_resets_each_second(clock: Clock, said: Said)
         await serializer.deserialize("spam")
     assert len(said.reports) == 2 * ERRORS_PER_SECOND
     assert serializer.bad_inputs == 2 * ERRORS_PER_SECOND + 5
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "pcm"),
+    [(8000, 1, bytes(512)), (96000, 1, bytes(6144)), (48000, 8, bytes(16 * 480))],
+    ids=["8kHz", "96kHz", "8-channels"],
+)
+async def test_audio_at_the_edges_of_the_formats_is_accepted(
+    said: Said, rate: int, channels: int, pcm: bytes
+) -> None:
+    serializer = guarded(said)
+    await serializer.deserialize(audio_frame(pcm, rate, channels))
+    assert said.reports == [] and serializer.bad_inputs == 0
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "pcm", "problem"),
+    [
+        (7999, 1, bytes(512), "audio at 7999 Hz is not supported: send 8000 to 96000 Hz"),
+        (96001, 1, bytes(512), "audio at 96001 Hz is not supported: send 8000 to 96000 Hz"),
+        (16000, 9, bytes(18), "audio with 9 channels is not supported: send 1 to 8"),
+        (16000, 1, bytes(3), "audio of 3 bytes is not whole 16-bit samples for 1 channel"),
+        (16000, 2, bytes(6), "audio of 6 bytes is not whole 16-bit samples for 2 channels"),
+    ],
+)
+async def test_audio_in_a_format_not_converted_is_told_in_its_own_words(
+    said: Said, rate: int, channels: int, pcm: bytes, problem: str
+) -> None:
+    assert await guarded(said).deserialize(audio_frame(pcm, rate, channels)) is None
+    assert said.reports == [f"Bad input: {problem}. The session continues."]

@@ -1,6 +1,9 @@
-"""Settings in-process: the exact words of each refusal, secrets kept out of them."""
+"""Settings in-process: the exact words of each refusal (secrets kept out), of `about()`
+and of `options()`."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pytest
 
@@ -87,3 +90,55 @@ def test_masked_settings_say_what_auto_resolved_to() -> None:
         "effective_tts": "piper",
     }
     assert masked["port"] == 5000 and masked["brain"] == "auto"
+
+
+ECHO_NOTE = "echo responder: answers with what it heard (set TALKLINE_LLM_BASE_URL)"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "about"),
+    [
+        ({}, {"brain": "local", "responder": "echo", "stt": "whisper", "tts": "piper"}),
+        (
+            {"llm_base_url": "http://127.0.0.1:11434/v1"},
+            {"brain": "local", "responder": "openai", "stt": "whisper", "tts": "piper"},
+        ),
+        (
+            {"gemini_api_key": "k", "gemini_model": "m-1"},
+            {"brain": "gemini", "model": "m-1", "stt": "gemini", "tts": "gemini"},
+        ),
+    ],
+    ids=["echo", "openai", "gemini"],
+)
+def test_about_says_what_answers_in_exact_words(
+    overrides: dict[str, str], about: dict[str, str]
+) -> None:
+    """What /health and the start-up line say; only the echo responder adds its note."""
+    if about.get("responder") == "echo":
+        about = about | {"note": ECHO_NOTE}
+    assert load_settings(_env_file=None, **overrides).about() == about
+
+
+@dataclass
+class GeminiBits:
+    model: str
+    api_key: str
+    label: str
+
+
+@dataclass
+class Unwired:
+    model: str
+    voice_name: str
+
+
+def test_options_take_each_field_from_its_setting_or_what_is_given() -> None:
+    settings = load_settings(_env_file=None, gemini_api_key="k-1", gemini_model="m-1")
+    bits = settings.options(GeminiBits, "gemini_", label="x")
+    assert bits == GeminiBits(model="m-1", api_key="k-1", label="x")  # the secret's value
+
+
+def test_an_option_with_no_setting_is_refused_by_name() -> None:
+    with pytest.raises(TypeError) as raised:
+        load_settings(_env_file=None).options(Unwired, "gemini_")
+    assert str(raised.value) == "Unwired.voice_name: no setting 'gemini_voice_name'"
