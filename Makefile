@@ -41,7 +41,7 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/talkline bench
 
-# Mutation testing against the fast tests ([tool.mutmut] in pyproject.toml): about 15
+# Mutation testing against the fast tests ([tool.mutmut] in pyproject.toml): about 4
 # minutes, so not part of `make test`. Scores and survivors: tests/MUTATION.md.
 mutate: $(STAMP)
 	rm -rf mutants
