@@ -12,7 +12,7 @@ import pipecat.processors.frameworks.rtvi.models as RTVI
 from fastapi import WebSocket
 from loguru import logger
 from pipecat.frames.frames import LLMRunFrame
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker import PipelineParams
 from pipecat.processors.frameworks.rtvi import RTVIProcessor
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
@@ -21,7 +21,7 @@ from talkline import __version__
 from talkline.admission import SessionRecord
 from talkline.lifecycle import EndReason, SessionState
 from talkline.metrics import Metrics
-from talkline.observer import SessionObserver
+from talkline.observer import LeanPipelineWorker, SessionObserver
 from talkline.pipelines.build import PipelineFactory, SessionHooks
 from talkline.transport import GuardedSerializer, InputLimits, SessionSocket
 
@@ -96,7 +96,7 @@ class Session:
         hooks = SessionHooks(on_fatal=self.fail, on_reconnect=metrics.reconnects.inc)
         built = pipelines.build(self.transport, hooks)
         self.upstream = built.upstream
-        self.worker = PipelineWorker(
+        self.worker = LeanPipelineWorker(
             built.pipeline,
             params=PipelineParams(
                 audio_in_sample_rate=options.audio_in_rate,

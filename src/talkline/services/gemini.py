@@ -26,6 +26,8 @@ from pathlib import Path
 
 from google.genai.types import Blob, HttpOptions, LiveServerMessage
 from loguru import logger
+from pipecat.frames.frames import Frame, InputAudioRawFrame
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.google.gemini_live.llm import (
     ContextWindowCompressionParams,
     GeminiLiveLLMService,
@@ -170,6 +172,18 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         self.stats = UpstreamStats()
 
     # --- user audio: never dropped while the upstream is away -----------------------------
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """User audio ends here: it is sent upstream and not pushed on.
+
+        Nothing after the brain reads the user's audio, and pushing each 32 ms chunk on
+        cost three more processors' queues and tasks (output transport, assistant
+        aggregator, the worker's sink) per chunk. Every other frame takes Pipecat's path.
+        """
+        if isinstance(frame, InputAudioRawFrame):
+            await self._send_user_audio(frame)
+            return
+        await super().process_frame(frame, direction)
 
     def _can_send(self) -> bool:
         return bool(self._session and self._ready_for_realtime_input and not self._disconnecting)
