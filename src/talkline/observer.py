@@ -11,7 +11,6 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-
 from typing import Any
 
 from pipecat.frames.frames import (
