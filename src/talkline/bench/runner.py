@@ -40,6 +40,7 @@ class RunResult:
     loop_lag_max_ms: float
     connect_secs: float
     summary: TurnSummary
+    workers: int = 1  # talkline worker processes (TALKLINE_WORKERS)
     rss_per_session_mb: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -50,10 +51,11 @@ def server_command(target: Target, port: int, baseline_bot: Path) -> list[str]:
     return [sys.executable, "-m", "talkline", "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 
-def server_env(target: Target, brain: Brain, sessions: int) -> dict[str, str]:
+def server_env(target: Target, brain: Brain, sessions: int, workers: int = 1) -> dict[str, str]:
     if target == "baseline":
         return {}
     env = {
+        "TALKLINE_WORKERS": str(workers),
         "TALKLINE_BRAIN": brain,
         "TALKLINE_HOST": "127.0.0.1",
         "TALKLINE_LOG_LEVEL": "WARNING",
@@ -87,13 +89,22 @@ async def _measure(
 
 
 async def run_once(
-    target: Target, brain: Brain, sessions: int, plan: Plan, *, baseline_bot: Path, logs: Path
+    target: Target,
+    brain: Brain,
+    sessions: int,
+    plan: Plan,
+    *,
+    baseline_bot: Path,
+    logs: Path,
+    workers: int = 1,
 ) -> RunResult:
     """Start fresh processes, run ``sessions`` clients through ``plan``, and measure."""
     port = free_port()
     command = server_command(target, port, baseline_bot)
-    env = server_env(target, brain, sessions)
-    log = logs / f"{target}-{brain}-{sessions}.log"
+    workers = workers if target == "talkline" else 1
+    env = server_env(target, brain, sessions, workers)
+    suffix = f"-w{workers}" if workers > 1 else ""
+    log = logs / f"{target}-{brain}-{sessions}{suffix}.log"
     records = None
     emulator_usage: Usage | None = None
     with tempfile.TemporaryDirectory(prefix="talkline-bench-") as tmp:
@@ -126,4 +137,5 @@ async def run_once(
         loop_lag_max_ms=float(lags.max()),
         connect_secs=load.connect_secs,
         summary=summarise(load.clients, plan, records),
+        workers=workers,
     )
