@@ -50,10 +50,9 @@ async def test_gate_speaks_when_pipecat_silero_does_and_sessions_share_batches(
             expected.append([await reference.analyze_audio(chunk) for chunk in audio])
         gates = [ready(models.speech_gate(VADParams())) for _ in range(SESSIONS)]
         heard: list[list[VADState]] = [[] for _ in gates]
+        pairs = list(zip(gates, audios, strict=True))
         for step in range(min(len(audio) for audio in audios)):
-            states = await asyncio.gather(
-                *(gate.analyze_audio(audio[step]) for gate, audio in zip(gates, audios, strict=True))
-            )
+            states = await asyncio.gather(*(gate.analyze_audio(a[step]) for gate, a in pairs))
             for record, state in zip(heard, states, strict=True):
                 record.append(state)
 
