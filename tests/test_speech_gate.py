@@ -19,7 +19,8 @@ def chunks(audio: bytes) -> list[bytes]:
 
 def edges(states: list[VADState]) -> list[tuple[int, VADState]]:
     """(chunk index, state) where the VAD turned SPEAKING or QUIET: what becomes an event."""
-    found, last = [], VADState.QUIET
+    found: list[tuple[int, VADState]] = []
+    last = VADState.QUIET
     for index, state in enumerate(states):
         if state in (VADState.SPEAKING, VADState.QUIET) and state != last:
             found.append((index, state))
