@@ -14,11 +14,12 @@ from loguru import logger
 from pipecat.frames.frames import LLMRunFrame
 from pipecat.pipeline.worker import PipelineParams
 from pipecat.processors.frameworks.rtvi import RTVIProcessor
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 from pipecat.workers.runner import WorkerRunner
 
 from talkline import __version__
 from talkline.admission import SessionRecord
+from talkline.lean_transport import LeanWebsocketTransport
 from talkline.lifecycle import EndReason, SessionState
 from talkline.metrics import Metrics
 from talkline.observer import LeanPipelineWorker, SessionObserver
@@ -84,8 +85,8 @@ class Session:
             violate=self._violation,
             accepting=self.accepting,
         )
-        self.transport = FastAPIWebsocketTransport(
-            self.socket,  # type: ignore[arg-type]
+        self.transport = LeanWebsocketTransport(
+            self.socket,
             FastAPIWebsocketParams(
                 audio_in_enabled=True,
                 audio_out_enabled=True,
