@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: run test install lint typecheck web-check pytest system-deps bench clean
+.PHONY: run test install lint typecheck web-check pytest system-deps bench clean mutate
 
 run: $(STAMP)
 	$(BIN)/talkline serve
@@ -41,5 +41,13 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/talkline bench
 
+# Mutation testing against the fast tests ([tool.mutmut] in pyproject.toml): about 15
+# minutes, so not part of `make test`. Scores and survivors: tests/MUTATION.md.
+mutate: $(STAMP)
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+	$(BIN)/mutmut results --all true | $(BIN)/python tests/mutation_scores.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf mutants $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from talkline.audio import piper_speech
 from tests.support import ServerThread, running_server
@@ -33,3 +34,12 @@ def server() -> Iterator[ServerThread]:
     """One offline-brain server shared by the tests that need only defaults."""
     with running_server() as running:
         yield running
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """The messages talkline logs during the test, at DEBUG and up."""
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="DEBUG")
+    yield lines
+    logger.remove(sink)

@@ -6,12 +6,17 @@ import asyncio
 import contextlib
 import threading
 import time
+import typing
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from pipecat.frames.frames import Frame
+from pipecat.observers.base_observer import FramePushed
+from pipecat.processors.frame_processor import FrameDirection
+from pydantic import SecretStr
 
 from talkline.app import create_app
 from talkline.client import RTVIClient
@@ -177,5 +182,45 @@ def bot_text(client: RTVIClient) -> str:
     return " ".join(e.data.get("text", "") for e in client.of_type("bot-tts-text"))
 
 
+async def speak_until_turns(client: RTVIClient, pcm: bytes, answered: int) -> None:
+    """Stream ``pcm``, then silence until ``answered`` bot answers have finished."""
+    await client.stream(pcm)
+    async with asyncio.timeout(ANSWER_TIMEOUT):
+        while len(client.of_type("bot-stopped-speaking")) < answered:
+            await client.silence(0.128)
+
+
+def pushed(frame: Frame, *, first: bool = True) -> FramePushed:
+    """An observer's view of ``frame`` pushed downstream (``first``: the first time)."""
+    return FramePushed(None, None, frame, FrameDirection.DOWNSTREAM, 0, first)  # type: ignore[arg-type]
+
+
+def secret_fields() -> list[str]:
+    """Every setting typed ``SecretStr`` (alone or optional), found by reading the model."""
+    return [
+        name
+        for name, info in Settings.model_fields.items()
+        if info.annotation is SecretStr or SecretStr in typing.get_args(info.annotation)
+    ]
+
+
+def distinctive(name: str) -> str:
+    """A value for secret setting ``name`` that cannot appear anywhere by chance."""
+    return f"s3cr3t-{name.replace('_', '-')}-value"
+
+
 def words(text: str) -> set[str]:
     return {w.strip(".,?!").lower() for w in text.split()}
+
+
+class Clock:
+    """A monotonic clock that moves only when told to, for limits measured in time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -1,16 +1,26 @@
-"""`talkline bench`: a real quick run, plus the two pieces of arithmetic it rests on."""
+"""`talkline bench`: a real quick run, plus the pieces of arithmetic it rests on."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
+
 from talkline.bench import main
 from talkline.bench.analysis import TurnSummary, playback_gaps
 from talkline.bench.procs import Usage
 from talkline.bench.report import MB, knees
 from talkline.bench.runner import RunResult, Target
-from talkline.bench.speech import CHUNK_BYTES, find_tags, tag
+from talkline.bench.speech import (
+    CHUNK_BYTES,
+    CHUNK_SECS,
+    ClientFormat,
+    find_tags,
+    make_plan,
+    reformat,
+    tag,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -32,20 +42,39 @@ def test_playback_gap_counts_only_underruns_past_100_ms() -> None:
     assert abs(longest - 0.15) < 1e-9
 
 
+def test_a_plan_in_another_format_keeps_its_chunks_and_turns() -> None:
+    """48 kHz stereo: as many chunks, each 32 ms of two channels, with the same voiced turns."""
+    speech = bytes(3200) + np.full(16000, 3000, dtype=np.int16).tobytes() + bytes(3200)
+    plan = make_plan(speech, 2, 0.5)
+    stereo = reformat(plan, ClientFormat.parse("48000x2"))
+    assert len(stereo.chunks) == len(plan.chunks) and stereo.turns == plan.turns
+    assert {len(chunk) for chunk in stereo.chunks} == {1536 * 2 * 2}
+    assert str(stereo.format) == "48000x2" and not stereo.format.native
+    odd = reformat(plan, ClientFormat(44100, 1))
+    assert sum(len(c) for c in odd.chunks) // 2 == round(len(plan.chunks) * CHUNK_SECS * 44100)
+
+
 def test_quick_bench_writes_report_and_plots(tmp_path: Path) -> None:
-    """One session, one turn against a real talkline server and emulator: a report with numbers."""
+    """One session, one turn against a real talkline server and emulator, for 16 kHz mono and
+    48 kHz stereo clients: a report with numbers, and CPU per session for both formats."""
     status = main(
-        ["--quick", "--brain", "gemini", "--sessions", "1", "--no-baseline", "--out", str(tmp_path)]
-    )
+        ["--quick", "--brain", "gemini", "--sessions", "1", "--no-baseline", "--out", str(tmp_path),
+         "--client-format", "16000x1,48000x2"]
+    )  # fmt: skip
 
     assert status == 0
-    report = (tmp_path / "report.md").read_text()
-    assert any(line.startswith("| talkline | 1 | 1/1 |") for line in report.splitlines())
-    run = json.loads((tmp_path / "results.json").read_text())["runs"][0]
-    assert run["sessions"] == 1
+    report = (tmp_path / "report.md").read_text().splitlines()
+    assert any(line.startswith("| talkline | 1 | 16000x1 | 1/1 |") for line in report)
+    assert any(line.startswith("| talkline | 1 | 48000x2 | 1/1 |") for line in report)
+    cpu_rows = [line for line in report if line.startswith(("| 1 | 16000x1 |", "| 1 | 48000x2 |"))]
+    assert len(cpu_rows) == 2, report
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert [run["client_format"] for run in runs] == ["16000x1", "48000x2"]
+    native, stereo = runs
     for measure in ("response", "inbound", "outbound"):
-        assert run["summary"][measure]["p50"] > 0
-    assert run["server"]["rss_peak"] > 0
+        assert native["summary"][measure]["p50"] > 0
+    assert stereo["summary"]["response"]["p50"] > 0
+    assert native["server"]["rss_peak"] > 0 and stereo["server"]["samples"]
     for image in ("latency.png", "resources.png"):
         assert (tmp_path / image).read_bytes().startswith(PNG_MAGIC)
 

@@ -77,7 +77,7 @@ async def test_bad_input_gets_errors_and_the_session_still_answers(
         await client.send_message({"label": "rtvi-ai", "type": "no-such-type", "id": "2"})
         from talkline.client import audio_frame
 
-        await client.connection.send(audio_frame(silence(0.032, 48000), sample_rate=48000))
+        await client.connection.send(audio_frame(silence(0.01, 192000), sample_rate=192000))
         await client.wait_until(lambda: len(client.of_type("error")) >= 3, timeout=10)
         await client.wait_for("error-response", timeout=10)
         await speak_and_wait_for_answer(client, weather_pcm)
@@ -85,7 +85,7 @@ async def test_bad_input_gets_errors_and_the_session_still_answers(
     errors = " | ".join(e.data["error"] for e in client.of_type("error"))
     assert "text WebSocket messages are not accepted" in errors
     assert "not a valid protobuf Frame" in errors
-    assert "48000 Hz is not supported" in errors
+    assert "192000 Hz is not supported" in errors
     assert "weather" in words(final_transcript(client))
     assert client.turns
 

@@ -39,6 +39,7 @@ from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.workers.runner import WorkerRunner
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from talkline.audio import RATE, peak, silence, tone
 from tests.fakes import DeepgramFake, ElevenLabsFake, OpenAIFake
@@ -321,6 +322,27 @@ async def test_openai_models_and_a_whole_completion_through_the_sdk() -> None:
         assert [m.id for m in models.data] == ["gpt-4.1", "gpt-4o-mini"]
         assert reply.choices[0].message.content == "I heard: ping"
         assert reply.usage is not None and reply.usage.total_tokens > 0
+
+
+# -- the handshake, seen from raw clients --------------------------------------------------
+
+
+async def test_websocket_fakes_keep_their_server_header_and_serve_options() -> None:
+    """Deepgram takes the key as a `token` subprotocol; ElevenLabs takes messages over 1 MiB."""
+    async with DeepgramFake() as fake:
+        url = f"{fake.listen_url}?encoding=linear16&sample_rate=16000"
+        offered = [Subprotocol("token"), Subprotocol("test-key")]
+        async with ws_connect(url, subprotocols=offered) as ws:
+            assert ws.response is not None
+            assert ws.response.headers["Server"] == "talkline-deepgram-fake"
+            assert ws.subprotocol == "token"
+    async with ElevenLabsFake() as fake:
+        headers = {"xi-api-key": "test-key"}
+        async with ws_connect(fake.stream_url(VOICE), additional_headers=headers) as ws:
+            assert ws.response is not None
+            assert ws.response.headers["Server"] == "talkline-elevenlabs-fake"
+            await ws.send(json.dumps({"text": " ", "context_id": "big", "pad": "x" * 2_000_000}))
+            await fake.wait_for(lambda: "big" in fake.connections[0].contexts)
 
 
 # -- faults, seen from raw clients -----------------------------------------------------------

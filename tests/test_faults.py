@@ -117,8 +117,9 @@ class NeverReads:
 async def test_a_client_that_never_reads_cannot_hang_the_server() -> None:
     """Writes are bounded: a blocked send is abandoned, later ones are dropped, close ends."""
     stalled = []
+    never_reads = NeverReads()
     socket = SessionSocket(
-        NeverReads(),  # type: ignore[arg-type]
+        never_reads,  # type: ignore[arg-type]
         write_timeout=0.2,
         on_stalled=lambda: stalled.append(True),
     )
@@ -128,3 +129,4 @@ async def test_a_client_that_never_reads_cannot_hang_the_server() -> None:
         socket.set_close(1008, "client-not-reading")
         await socket.close()
     assert stalled == [True] and socket.state is SocketState.CLOSED
+    assert never_reads.closed_with == (1008, "client-not-reading")

@@ -10,7 +10,7 @@ import pytest
 from talkline.audio import peak, silence
 from talkline.client import RTVIClient
 from talkline.emulator import GeminiEmulator
-from tests.support import ServerThread, running_gemini_server
+from tests.support import ServerThread, running_gemini_server, speak_until_turns
 
 ANSWER_TIMEOUT = 30.0
 DEADLINE = "Deadline expired before operation could complete."
@@ -20,14 +20,6 @@ DEADLINE = "Deadline expired before operation could complete."
 async def emulator() -> AsyncIterator[GeminiEmulator]:
     async with GeminiEmulator(reply_seconds=1.0, response_delay=0.1) as emu:
         yield emu
-
-
-async def speak_until_turns(client: RTVIClient, pcm: bytes, answered: int) -> None:
-    """Stream ``pcm``, then silence until ``answered`` bot answers have finished."""
-    await client.stream(pcm)
-    async with asyncio.timeout(ANSWER_TIMEOUT):
-        while len(client.of_type("bot-stopped-speaking")) < answered:
-            await client.silence(0.128)
 
 
 def bot_texts(client: RTVIClient) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from talkline.audio import peak, piper_speech
 from talkline.client import RTVIClient
+from talkline.session import END_GRACE_SECS
 from tests.support import ServerThread, final_transcript, running_server
 
 
@@ -62,16 +64,21 @@ async def test_idle_session_is_told_and_closed_cleanly(small_server: ServerThrea
 async def test_session_timeout_is_told_and_closed_cleanly(
     small_server: ServerThread, weather_pcm: bytes
 ) -> None:
-    """A session that keeps talking still ends at session_timeout, with a reason."""
+    """A session that keeps talking still ends at session_timeout (not idle_timeout)."""
+    settings = small_server.settings
+    assert settings.session_timeout >= 2 * settings.idle_timeout  # two timers told apart
+    connecting = time.monotonic()  # the session's timer starts after this
     async with RTVIClient(small_server.ws_url) as client:
         await client.client_ready()
         with pytest.raises(ConnectionClosed):  # the server closes under the stream
             for _ in range(10):
                 await client.stream(weather_pcm)
-        await client.wait_for("closed", timeout=15)
+        closed = await client.wait_for("closed", timeout=15)
     reasons = [e.data["reason"] for e in client.of_type("server-message")]
     assert "session-timeout" in reasons
     assert client.close_code == 1000
+    lasted = closed.at - connecting
+    assert settings.session_timeout <= lasted < settings.session_timeout + END_GRACE_SECS + 3
 
 
 async def test_next_turn_is_answered_after_piper_dies_mid_answer(

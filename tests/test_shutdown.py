@@ -10,14 +10,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from talkline.audio import piper_speech
 from talkline.client import RTVIClient
 from talkline.processes import free_port
+from talkline.session import END_GRACE_SECS
+from tests.support import words
 
 
 def children_running(pid: int, needle: str) -> list[int]:
@@ -73,18 +77,93 @@ def served(
             process.wait()
 
 
+LONG_QUESTION = (
+    "Please tell me a long story about a green dragon who lives in a cold cave high up "
+    "in the mountains and guards a great pile of gold"
+)
+QUIET_SECS = 1.5  # no bot audio for this long: the answer is over
+WHOLE = 0.9  # of the same answer's length without SIGTERM (transcripts may differ a little)
+
+
+@pytest.fixture(scope="module")
+def long_pcm(speech_dir: Path) -> bytes:
+    """A question whose echoed answer lasts longer than the session's end grace."""
+    return piper_speech(LONG_QUESTION, save=speech_dir / "long.wav")
+
+
+@dataclass
+class Answer:
+    """One answer as the user heard it: seconds of bot audio and the bot's words."""
+
+    seconds: float
+    text: str
+
+
+class Marks:
+    """Where the client's audio and events stood, to take what came after."""
+
+    def __init__(self, client: RTVIClient):
+        self.client, self.audio, self.events = client, len(client.bot_audio), len(client.events)
+
+    def answer(self) -> Answer:
+        client = self.client
+        seconds = (len(client.bot_audio) - self.audio) / 2 / client.bot_sample_rate
+        outputs = [e for e in client.events[self.events :] if e.type == "bot-output"]
+        return Answer(seconds, " ".join(e.data.get("text", "") for e in outputs))
+
+    def saw(self, kind: str) -> bool:
+        return any(e.type == kind for e in self.client.events[self.events :])
+
+
+async def reference_answer(client: RTVIClient, pcm: bytes) -> Answer:
+    """Speak ``pcm`` and hear its whole answer, with no signal: the length to compare with."""
+    marks = Marks(client)
+    await client.stream(pcm)
+    heard, quiet_since = len(client.bot_audio), time.monotonic()
+    async with asyncio.timeout(60):
+        while not (
+            marks.saw("bot-stopped-speaking") and time.monotonic() - quiet_since > QUIET_SECS
+        ):
+            await client.silence(0.064)
+            if len(client.bot_audio) != heard:
+                heard, quiet_since = len(client.bot_audio), time.monotonic()
+    return marks.answer()
+
+
+async def until_closed(client: RTVIClient) -> None:
+    """Keep the microphone open (silence) until the server closes the session."""
+    with contextlib.suppress(ConnectionClosed):
+        async with asyncio.timeout(60):
+            while not client.closed:
+                await client.silence(0.064)
+
+
+def assert_whole(answer: Answer, reference: Answer) -> None:
+    print(f"answer {answer.seconds:.2f} s after SIGTERM, {reference.seconds:.2f} s without")
+    assert answer.seconds >= WHOLE * reference.seconds, (answer, reference)
+    assert words(reference.text) - {"you", "said"}, reference
+    missing = words(reference.text) - words(answer.text)
+    assert len(missing) <= 1, f"words of the answer never sent: {missing} ({answer})"
+
+
 async def test_sigterm_lets_the_current_answer_finish_then_exits_0(
-    served: tuple[subprocess.Popen[bytes], str], weather_pcm: bytes
+    served: tuple[subprocess.Popen[bytes], str], long_pcm: bytes
 ) -> None:
-    """SIGTERM: /ready 503, new sessions 1013, live ones told and finish, close 1001, exit 0."""
+    """SIGTERM mid-answer: the answer (longer than the end grace) is heard whole, then 1001.
+
+    Also /ready says 503, new sessions are refused 1013, the process exits 0 and Piper goes.
+    """
     process, url = served
     ws_url = url.replace("http", "ws") + "/ws"
     pipers = children_running(process.pid, "piper.http_server")
     assert len(pipers) == 1
     async with RTVIClient(ws_url) as client:
         await client.client_ready()
-        await client.stream(weather_pcm)
-        while not client.of_type("bot-started-speaking"):
+        reference = await reference_answer(client, long_pcm)
+        assert reference.seconds > END_GRACE_SECS, reference
+        marks = Marks(client)
+        await client.stream(long_pcm)
+        while not marks.saw("bot-started-speaking"):
             await client.silence(0.032)
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
@@ -94,19 +173,40 @@ async def test_sigterm_lets_the_current_answer_finish_then_exits_0(
                     await asyncio.sleep(0.05)
         async with RTVIClient(ws_url) as late:
             await late.wait_for("closed", timeout=10)
-        with contextlib.suppress(ConnectionClosed):
-            while not client.closed:
-                await client.silence(0.064)
+        await until_closed(client)
 
     assert late.close_code == 1013 and "shutting down" in late.close_reason
     ending = [e for e in client.of_type("server-message") if e.at >= signalled]
     assert ending and ending[0].data["reason"] == "server-shutdown"
-    finished = [e for e in client.of_type("bot-stopped-speaking") if e.at >= signalled]
-    assert finished, "the answer under way was cut off"
+    assert_whole(marks.answer(), reference)
     assert client.close_code == 1001 and client.close_reason.startswith("server-shutdown")
     assert process.wait(timeout=30) == 0
     assert children_running(process.pid, "piper.http_server") == []
     assert not alive(pipers[0])
+
+
+@pytest.mark.parametrize("sent", [0.5, 1.0], ids=["while-the-user-speaks", "while-transcribing"])
+async def test_sigterm_before_the_bot_speaks_still_answers_the_turn_whole(
+    served: tuple[subprocess.Popen[bytes], str], weather_pcm: bytes, sent: float
+) -> None:
+    """SIGTERM when ``sent`` of the question is spoken: the question is still answered whole."""
+    process, url = served
+    async with RTVIClient(url.replace("http", "ws") + "/ws") as client:
+        await client.client_ready()
+        reference = await reference_answer(client, weather_pcm)
+        marks = Marks(client)
+        cut = int(len(weather_pcm) * sent) // 2 * 2
+        await client.stream(weather_pcm[:cut])
+        process.send_signal(signal.SIGTERM)
+        bot_had_started = marks.saw("bot-started-speaking")
+        with contextlib.suppress(ConnectionClosed):
+            await client.stream(weather_pcm[cut:])
+        await until_closed(client)
+
+    assert not bot_had_started, "the signal was meant to come before the answer"
+    assert_whole(marks.answer(), reference)
+    assert client.close_code == 1001 and client.close_reason.startswith("server-shutdown")
+    assert process.wait(timeout=30) == 0
 
 
 def descendants(pid: int, needle: str) -> list[int]:

@@ -8,9 +8,7 @@ import sys
 import wave
 from pathlib import Path
 
-import numpy as np
-
-from talkline.audio import peak, piper_speech
+from talkline.audio import as_format, peak, piper_speech, write_wav
 from tests.support import ServerThread
 
 
@@ -25,14 +23,7 @@ def talk(*args: str) -> subprocess.CompletedProcess[str]:
 
 def stereo_44k(pcm16k: bytes, path: Path) -> None:
     """The same speech as a 44.1 kHz stereo file, to prove any WAV is converted."""
-    mono = np.frombuffer(pcm16k, dtype=np.int16)
-    resampled = np.interp(np.arange(0, len(mono), 16000 / 44100), np.arange(len(mono)), mono)
-    frames = np.repeat(resampled.astype(np.int16)[:, None], 2, axis=1)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(2)
-        wav.setsampwidth(2)
-        wav.setframerate(44100)
-        wav.writeframes(frames.tobytes())
+    write_wav(path, as_format(pcm16k, 44100, 2), 44100, channels=2)
 
 
 def test_talk_prints_the_conversation_and_saves_the_reply(
@@ -44,6 +35,7 @@ def test_talk_prints_the_conversation_and_saves_the_reply(
     out = tmp_path / "reply.wav"
     result = talk(str(tmp_path / "q44.wav"), "--url", server.ws_url, "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "at 16000 Hz, 1 channel" in result.stdout
     assert "user: Can you hear me clearly now?" in result.stdout
     assert "bot: You said:" in result.stdout
     assert "response latency:" in result.stdout
@@ -51,6 +43,18 @@ def test_talk_prints_the_conversation_and_saves_the_reply(
     with wave.open(str(out)) as wav:
         assert wav.getframerate() == 24000
         assert peak(wav.readframes(wav.getnframes())) > 1000
+
+
+def test_talk_native_sends_the_wavs_own_rate_and_channels(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """--native streams 44.1 kHz stereo as it is; the server converts it and hears the words."""
+    pcm = piper_speech("Can you hear me clearly now?", save=tmp_path / "q.wav")
+    stereo_44k(pcm, tmp_path / "q44.wav")
+    result = talk(str(tmp_path / "q44.wav"), "--url", server.ws_url, "--native")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "at 44100 Hz, 2 channels" in result.stdout
+    assert "user: Can you hear me clearly now?" in result.stdout
 
 
 def test_talk_json_is_one_event_per_line(server: ServerThread, tmp_path: Path) -> None:

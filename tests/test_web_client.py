@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import wave
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright
 
-from talkline.audio import piper_speech, silence
+from talkline.audio import piper_speech, silence, write_wav
 from talkline.client import RTVIClient
 from talkline.emulator import GeminiEmulator
 from tests.support import ServerThread, running_gemini_server, running_server, words
@@ -25,29 +26,55 @@ CONNECT_TIMEOUT_MS = 30_000
 MIC_TAIL_SECS = 15.0
 PHONE = {"width": 375, "height": 740}
 QUESTION = "What is the weather like in Paris today?"
+# Long, so its echoed answer (about 6 s) is still playing when the next question starts.
+STORY = (
+    "Please tell me a long story about a green dragon who lives in the mountains "
+    "and guards a treasure."
+)
+LAST_QUESTION = "What time is it in Tokyo?"
+# Silence after the first question of the barge-in mic file: time to answer it in full.
+ANSWERED_GAP_SECS = 8.0
+# Silence after the story request: longer than the server takes to start answering it,
+# shorter than that answer.
+BARGE_IN_GAP_SECS = 5.0
+# How far the page's end of speech may fall after the server VAD's: it counts any chunk at
+# speech level, Silero may call the last quiet tens of ms of a word silence.
+SPEECH_END_SLACK_MS = 100
+# Run in each page before its own script: records every moment a bot message shows a
+# latency badge but no words (a MutationObserver sees the page after each change).
+WORDLESS_BADGE_WATCH = """
+window.wordlessBadges = [];
+new MutationObserver(() => {
+  for (const msg of document.querySelectorAll('[data-testid="bot-message"]')) {
+    const badge = msg.querySelector('[data-testid="latency"]');
+    const text = msg.querySelector('[data-testid="message-text"]')?.textContent.trim();
+    if (badge && !text) window.wordlessBadges.push(badge.textContent);
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true });
+"""
 
 
 def by_id(test_id: str) -> str:
     return f'[data-testid="{test_id}"]'
 
 
-@pytest.fixture(scope="module")
-def mic_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The question as 16 kHz 16-bit mono WAV, then silence: Chromium loops it as the mic."""
-    folder = tmp_path_factory.mktemp("mic")
-    speech = piper_speech(QUESTION, save=folder / "weather.wav")
-    path = folder / "mic.wav"
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16000)
-        wav.writeframes(speech + silence(MIC_TAIL_SECS))
+def write_mic_wav(path: Path, pcm: bytes) -> Path:
+    """16 kHz 16-bit mono PCM as a WAV file, for Chromium to loop as its microphone."""
+    write_wav(path, pcm, 16000)
     return path
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser(mic_wav: Path) -> AsyncIterator[Browser]:
-    """One headless Chromium for the module, with the mic file as its microphone."""
+@pytest.fixture(scope="module")
+def mic_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The question, then silence."""
+    folder = tmp_path_factory.mktemp("mic")
+    speech = piper_speech(QUESTION, save=folder / "weather.wav")
+    return write_mic_wav(folder / "mic.wav", speech + silence(MIC_TAIL_SECS))
+
+
+@contextlib.asynccontextmanager
+async def chromium_with_mic(mic: Path) -> AsyncIterator[Browser]:
+    """A headless Chromium whose microphone plays ``mic`` in a loop."""
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -60,13 +87,20 @@ async def browser(mic_wav: Path) -> AsyncIterator[Browser]:
                 "--disable-sync",
                 "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={mic_wav}",
+                f"--use-file-for-fake-audio-capture={mic}",
             ],
         )
         try:
             yield chromium
         finally:
             await chromium.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser(mic_wav: Path) -> AsyncIterator[Browser]:
+    """One Chromium for the module, with the question as its microphone."""
+    async with chromium_with_mic(mic_wav) as chromium:
+        yield chromium
 
 
 class Watched:
@@ -101,6 +135,7 @@ class Watched:
 @pytest_asyncio.fixture(loop_scope="module")
 async def watched(browser: Browser) -> AsyncIterator[Watched]:
     context = await browser.new_context()
+    await context.add_init_script(WORDLESS_BADGE_WATCH)
     try:
         yield Watched(await context.new_page())
     finally:
@@ -167,6 +202,7 @@ async def test_page_talks_with_the_offline_brain(
     await latency.wait_for()
     assert int(await latency.get_attribute("data-ms") or "-1") >= 0
     assert "Response latency" in await page.locator(by_id("latency-summary")).inner_text()
+    assert await page.evaluate("window.wordlessBadges") == []
 
     events = await watched.events()
     for kind in ("bot-ready", "bot-started-speaking", "bot-stopped-speaking", "turn-latency"):
@@ -256,4 +292,104 @@ async def test_page_talks_with_the_gemini_brain(watched: Watched, tmp_path: Path
             await screenshot(page, "web-client-gemini.png", tmp_path)
             await page.click(by_id("disconnect-button"))
     assert emu.audio_bytes > 0
+    assert watched.errors == []
+
+
+def page_event(events: list[dict[str, Any]], kind: str, *, after: int = -1) -> int:
+    """The time (ms) of the first ``kind`` event later than ``after``."""
+    times = [e["t"] for e in events if e["type"] == kind and e["t"] > after]
+    assert times, [e["type"] for e in events]
+    return int(times[0])
+
+
+async def test_latency_counts_from_the_end_of_speech(
+    server: ServerThread, watched: Watched
+) -> None:
+    """The badge includes the server's wait for silence, which its user-stopped-speaking hides.
+
+    The server says the user stopped only after its VAD heard ``vad_stop_secs`` of silence
+    (then the turn model and often Whisper): timed from that event, the badge would leave
+    all of it out. So the badge exceeds the event-to-event interval by at least that wait.
+    """
+    page = watched.page
+    await connect(watched, server.http_url)
+    await wait_connected(watched)
+    await wait_for_answer(watched)
+    badge = page.locator(by_id("bot-message")).first.locator(by_id("latency"))
+    await badge.wait_for()
+    badge_ms = int(await badge.get_attribute("data-ms") or "-1")
+
+    events = await page.evaluate("window.talklineEvents")
+    user_started = page_event(events, "user-started-speaking")
+    stopped = page_event(events, "user-stopped-speaking", after=user_started)
+    started = page_event(events, "bot-started-speaking", after=stopped)
+    turn = next(e["data"] for e in events if e["type"] == "turn-latency")
+    vad_stop_ms = server.settings.vad_stop_secs * 1000
+    # The interval starts in the speech the server heard begin, at least the VAD's wait
+    # before the server said it ended, and ends when the bot is heard, after that.
+    assert user_started < turn["speech_end"] <= stopped - vad_stop_ms + SPEECH_END_SLACK_MS, (
+        user_started,
+        turn,
+        stopped,
+    )
+    assert turn["heard"] > stopped, (turn, stopped)
+    assert abs(badge_ms - (turn["heard"] - turn["speech_end"])) <= 1, (badge_ms, turn)
+    floor = started - stopped + vad_stop_ms - SPEECH_END_SLACK_MS
+    assert badge_ms >= floor, (badge_ms, started - stopped)
+    await page.click(by_id("disconnect-button"))
+    assert watched.errors == []
+
+
+@pytest.fixture(scope="module")
+def barge_in_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A question answered in full, then the story request, cut off by a last question."""
+    folder = tmp_path_factory.mktemp("barge-in")
+    question = piper_speech(QUESTION, save=folder / "question.wav", tail=0.0)
+    story = piper_speech(STORY, save=folder / "story.wav", lead=0.0, tail=0.0)
+    last = piper_speech(LAST_QUESTION, save=folder / "last.wav", lead=0.0)
+    pcm = b"".join(
+        [
+            question,
+            silence(ANSWERED_GAP_SECS),
+            story,
+            silence(BARGE_IN_GAP_SECS),
+            last,
+            silence(MIC_TAIL_SECS),
+        ]
+    )
+    return write_mic_wav(folder / "mic.wav", pcm)
+
+
+async def test_an_interrupted_answer_says_so(server: ServerThread, barge_in_wav: Path) -> None:
+    """Speaking over an answer marks it "interrupted"; no bubble shows a latency without words.
+
+    The answer cut off comes after one spoken in full, as in a real conversation: Pipecat
+    sends an answer's bot-output only once it is spoken, so the cut-off one never gets any.
+    """
+    async with chromium_with_mic(barge_in_wav) as chromium:
+        context = await chromium.new_context()
+        await context.add_init_script(WORDLESS_BADGE_WATCH)
+        watched = Watched(await context.new_page())
+        page = watched.page
+        await connect(watched, server.http_url)
+        await wait_connected(watched)
+        await page.wait_for_function(
+            "window.talklineEvents.filter(e => e.type === 'bot-stopped-speaking').length >= 3",
+            timeout=3 * ANSWER_TIMEOUT_MS,
+        )
+        bot_messages = page.locator(by_id("bot-message"))
+        assert await bot_messages.count() == 3
+        assert await page.evaluate("window.wordlessBadges") == []
+        for message in await bot_messages.all():
+            if await message.locator(by_id("latency")).count():
+                assert (await message.locator(by_id("message-text")).inner_text()).strip()
+        answered, cut_off, last = await bot_messages.all()
+        assert "dragon" in words(await cut_off.locator(by_id("message-text")).inner_text())
+        assert "interrupted" in await cut_off.inner_text()
+        assert await cut_off.locator(by_id("interrupted")).inner_text() == "interrupted"
+        for message in (answered, last):
+            assert await message.locator(by_id("interrupted")).count() == 0
+            await message.locator(by_id("latency")).wait_for()
+        await page.click(by_id("disconnect-button"))
+        await context.close()
     assert watched.errors == []

@@ -64,16 +64,16 @@ def show_config(args: argparse.Namespace) -> int:
 
 
 def run_talk(args: argparse.Namespace) -> int:
-    from talkline.audio import AudioFileError, read_wav_16k_mono
+    from talkline.audio import AudioFileError, read_wav
     from talkline.talk import summary, talk
 
     try:
-        pcm = read_wav_16k_mono(Path(args.wav))
+        audio = read_wav(Path(args.wav), native=args.native)
     except AudioFileError as error:
         print(f"talkline talk: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        result = asyncio.run(talk(args.url, pcm, out=args.out, as_json=args.json, wait=args.wait))
+        result = asyncio.run(talk(args.url, audio, out=args.out, as_json=args.json, wait=args.wait))
     except (OSError, TimeoutError) as error:
         print(f"talkline talk: cannot talk to {args.url}: {error}", file=sys.stderr)
         return 1
@@ -138,6 +138,11 @@ def parser() -> argparse.ArgumentParser:
     talk_cmd.add_argument("--url", default="ws://127.0.0.1:5000/ws")
     talk_cmd.add_argument("--out", type=Path, help="save the bot's audio to this WAV file")
     talk_cmd.add_argument("--json", action="store_true", help="one JSON object per event")
+    talk_cmd.add_argument(
+        "--native",
+        action="store_true",
+        help="send the WAV's own rate and channels (the server converts); default: 16 kHz mono",
+    )
     talk_cmd.add_argument("--wait", type=float, default=30.0, help="seconds to wait for answers")
     talk_cmd.set_defaults(run=run_talk)
 

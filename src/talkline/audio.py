@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,15 +47,20 @@ def peak(pcm: bytes) -> int:
     return int(np.abs(samples.astype(np.int32)).max()) if samples.size else 0
 
 
-def read_wav_16k_mono(path: Path, rate: int = RATE) -> bytes:
-    """Any 16-bit (or 8/32-bit) PCM WAV, as 16-bit mono PCM at ``rate``."""
+@dataclass(frozen=True)
+class WavAudio:
+    """A WAV's audio as 16-bit PCM, channels interleaved, at its own rate."""
+
+    pcm: bytes
+    rate: int
+    channels: int
+
+
+def _read_samples(path: Path) -> tuple[np.ndarray, int]:
+    """Samples as float32 on the 16-bit scale, one column per channel, and the rate."""
     try:
         with wave.open(str(path), "rb") as wav:
-            width, channels, source_rate = (
-                wav.getsampwidth(),
-                wav.getnchannels(),
-                wav.getframerate(),
-            )
+            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
             raw = wav.readframes(wav.getnframes())
     except (OSError, wave.Error, EOFError) as error:
         raise AudioFileError(f"cannot read {path}: {error}") from None
@@ -66,10 +72,39 @@ def read_wav_16k_mono(path: Path, rate: int = RATE) -> bytes:
         samples = (samples - 128) * 256
     elif width == 4:
         samples /= 65536
-    mono = samples.reshape(-1, channels).mean(axis=1)
+    return samples.reshape(-1, channels), rate
+
+
+def _pcm16(samples: np.ndarray) -> bytes:
+    return bytes(np.clip(np.rint(samples), -32768, 32767).astype(np.int16).tobytes())
+
+
+def read_wav_16k_mono(path: Path, rate: int = RATE) -> bytes:
+    """Any 16-bit (or 8/32-bit) PCM WAV, as 16-bit mono PCM at ``rate``."""
+    samples, source_rate = _read_samples(path)
+    mono = samples.mean(axis=1)
     if source_rate != rate:
         mono = soxr.resample(mono, source_rate, rate)
-    return bytes(np.clip(mono, -32768, 32767).astype(np.int16).tobytes())
+    return _pcm16(mono)
+
+
+def read_wav(path: Path, *, native: bool = False) -> WavAudio:
+    """A WAV to send: at its own rate and channel count (``native``: the server converts
+    them), or as 16 kHz mono."""
+    if not native:
+        return WavAudio(read_wav_16k_mono(path), RATE, 1)
+    samples, rate = _read_samples(path)
+    return WavAudio(_pcm16(samples.reshape(-1)), rate, samples.shape[1])
+
+
+def as_format(pcm: bytes, rate: int, channels: int = 1, *, spread: float = 0.0) -> bytes:
+    """16 kHz mono PCM as a device would capture it: resampled whole to ``rate``, in
+    ``channels`` interleaved channels, each ``spread`` (a share) quieter across them."""
+    mono = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
+    if rate != RATE:
+        mono = soxr.resample(mono, RATE, rate, quality="VHQ")
+    gains = 1.0 - spread * np.arange(channels) / max(1, channels - 1)
+    return _pcm16(mono[:, None] * gains[None, :])
 
 
 def write_wav(path: Path, pcm: bytes, rate: int, channels: int = 1) -> None:

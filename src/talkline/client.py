@@ -23,6 +23,7 @@ from talkline.audio import rms
 
 RTVI_VERSION = "2.1.0"
 CHUNK_SAMPLES = 512  # what the JS client sends at 16 kHz: 32 ms
+CHUNK_SECS = CHUNK_SAMPLES / 16000
 VOICED_RMS = 300.0  # int16 RMS above which a chunk counts as speech
 
 
@@ -69,15 +70,17 @@ class BotTurn:
 class RTVIClient:
     """One connection to talkline's /ws; collects events, bot audio and latencies."""
 
-    def __init__(self, url: str, *, sample_rate: int = 16000):
+    def __init__(self, url: str, *, sample_rate: int = 16000, channels: int = 1):
         self.url = url
-        self.sample_rate = sample_rate
+        self.sample_rate = sample_rate  # of the audio it sends; may change between streams
+        self.channels = channels
         self.events: list[Event] = []
         self.turns: list[BotTurn] = []
         self.bot_audio = bytearray()
         self.bot_sample_rate = 24000
         self.last_voiced_sent_at: float | None = None
         self.sent_audio_bytes = 0
+        self.sent_audio_secs = 0.0
         self.close_code: int | None = None
         self.close_reason = ""
         self._ws: ClientConnection | None = None
@@ -119,21 +122,26 @@ class RTVIClient:
     async def send_audio(self, pcm: bytes) -> None:
         if rms(pcm) >= VOICED_RMS:
             self.last_voiced_sent_at = time.monotonic()
-        await self.connection.send(audio_frame(pcm, self.sample_rate))
+        await self.connection.send(audio_frame(pcm, self.sample_rate, self.channels))
         self.sent_audio_bytes += len(pcm)
+        self.sent_audio_secs += len(pcm) / self.bytes_per_second
+
+    @property
+    def bytes_per_second(self) -> int:
+        return 2 * self.channels * self.sample_rate
 
     async def stream(self, pcm: bytes, *, realtime: bool = True) -> None:
-        """Send 16-bit mono PCM in 32 ms chunks, paced like a microphone."""
-        step = CHUNK_SAMPLES * 2
+        """Send 16-bit PCM (interleaved channels) in 32 ms chunks, paced like a microphone."""
+        step = max(1, round(self.sample_rate * CHUNK_SECS)) * 2 * self.channels
         start = time.monotonic()
-        for index, offset in enumerate(range(0, len(pcm), step)):
+        for offset in range(0, len(pcm), step):
             await self.send_audio(pcm[offset : offset + step])
             if realtime:
-                due = start + (index + 1) * CHUNK_SAMPLES / self.sample_rate
+                due = start + (offset + step) / self.bytes_per_second
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
 
     async def silence(self, seconds: float) -> None:
-        await self.stream(bytes(int(seconds * self.sample_rate) * 2))
+        await self.stream(bytes(int(seconds * self.sample_rate) * 2 * self.channels))
 
     async def _read(self) -> None:
         try:

@@ -35,15 +35,18 @@ class SessionOptions:
     """What a session needs to know: its limits, timeouts, audio rates and what answers."""
 
     about: Mapping[str, str]  # the brain and stages, for bot-ready's ``about``
+    # when the session ends
     session_timeout: float = 600.0
     idle_timeout: float = 300.0
     ready_timeout: float = 30.0
     write_timeout: float = 5.0
+    # what the client may send, and the audio each way
+    limits: InputLimits = field(default_factory=InputLimits)
     audio_in_rate: int = 16000
     audio_out_rate: int = 24000
+    # the pipeline
     vad_stop_secs: float = 0.2
     run_on_client_ready: bool = False  # Gemini hears the user only once its context is run
-    limits: InputLimits = field(default_factory=InputLimits)
 
 
 class TalklineRTVIProcessor(RTVIProcessor):

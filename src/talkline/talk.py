@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from talkline.audio import write_wav
+from talkline.audio import WavAudio, write_wav
 from talkline.client import Event, RTVIClient
 
 SETTLE_SECS = 1.5  # quiet time after the bot's last answer before hanging up
@@ -54,14 +54,15 @@ class TalkResult:
 
 
 async def talk(
-    url: str, pcm: bytes, *, out: Path | None, as_json: bool, wait: float = 30.0
+    url: str, audio: WavAudio, *, out: Path | None, as_json: bool, wait: float = 30.0
 ) -> TalkResult:
-    """Stream ``pcm`` in real time, then silence until the bot has answered and gone quiet."""
-    async with RTVIClient(url) as client:
+    """Stream ``audio`` in real time, then silence until the bot has answered and gone quiet."""
+    async with RTVIClient(url, sample_rate=audio.rate, channels=audio.channels) as client:
         printer = asyncio.create_task(_print_events(client, as_json))
         try:
             await client.client_ready()
-            await client.stream(pcm)
+            _announce(audio, as_json)
+            await client.stream(audio.pcm)
             await _silence_until_answered(client, wait)
         finally:
             await client.close()
@@ -73,6 +74,14 @@ async def talk(
         errors.append(f"no answer within {wait:.0f} s of the end of the audio")
     latencies = [turn.latency for turn in client.turns if turn.latency is not None]
     return TalkResult(latencies, errors, client.close_code)
+
+
+def _announce(audio: WavAudio, as_json: bool) -> None:
+    seconds = len(audio.pcm) / (2 * audio.channels * audio.rate)
+    channels = f"{audio.channels} channel{'s' if audio.channels > 1 else ''}"
+    payload = {"type": "sending", "seconds": round(seconds, 2), "sample_rate": audio.rate}
+    text = f"sending {seconds:.1f} s of audio at {audio.rate} Hz, {channels}"
+    _emit(payload | {"channels": audio.channels}, as_json, text)
 
 
 async def _silence_until_answered(client: RTVIClient, wait: float) -> None:

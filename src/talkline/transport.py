@@ -3,8 +3,9 @@
 Pipecat's FastAPI transport ends the session when the serializer raises (a text message,
 bytes that are not a protobuf ``Frame``), and accepts any frame type from the client.
 ``GuardedSerializer`` turns every kind of bad input into a clear RTVI ``error`` and drops
-it, so the session goes on. ``SessionSocket`` lets the session choose the close code and
-reason that Pipecat's transport uses when it closes the socket.
+it, so the session goes on, and converts client audio of any common rate and channel count
+to the pipeline's rate in mono (``talkline.audio_in``). ``SessionSocket`` lets the session
+choose the close code and reason that Pipecat's transport uses when it closes the socket.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ from pipecat.frames.frames import (
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 from starlette import status
 
+from talkline.audio_in import AudioConverter
+
 ERRORS_PER_SECOND = 5
+CLIENT_RATES = (8000, 96000)  # the client audio rates converted, in Hz; others are refused
+MAX_CHANNELS = 8
 ALLOWED_FROM_CLIENT = {"audio", "message"}
 SENT_TO_CLIENTS = (
     OutputAudioRawFrame,
@@ -51,7 +56,7 @@ Report = Callable[[str], Awaitable[None]]
 class InputLimits:
     """What one client may send."""
 
-    sample_rate: int = 16000
+    sample_rate: int = 16000  # the pipeline's: client audio is converted to it
     max_message_bytes: int = 64 * 1024
     max_audio_rate: float = 1.5  # times real time, averaged from the first audio frame
     audio_burst_secs: float = 3.0
@@ -78,11 +83,12 @@ class RateGuard:
             return f"more than {rate:g} messages per second"
         return None
 
-    def audio(self, num_bytes: int) -> str | None:
+    def audio(self, num_bytes: int, sample_rate: int, channels: int) -> str | None:
+        """Counts ``num_bytes`` of 16-bit audio in its own rate and channel count."""
         now = time.monotonic()
         if self._audio_start is None:
             self._audio_start = now
-        self._audio_secs += num_bytes / 2 / self._limits.sample_rate
+        self._audio_secs += num_bytes / (2 * channels * sample_rate)
         elapsed = now - self._audio_start
         if self._audio_secs > elapsed * self._limits.max_audio_rate + self._limits.audio_burst_secs:
             return (
@@ -114,6 +120,7 @@ class GuardedSerializer(ProtobufFrameSerializer):
         self._violate = violate
         self._rates = RateGuard(limits)
         self._accepting = accepting
+        self._converter = AudioConverter(limits.sample_rate)
         self._window_start = 0.0
         self._errors_in_window = 0
         self.bad_inputs = 0
@@ -136,11 +143,20 @@ class GuardedSerializer(ProtobufFrameSerializer):
         frame = None if violation else await self._deserialize(data)
         if isinstance(frame, InputAudioRawFrame):
             self.audio_in += 1
-            violation = self._rates.audio(len(frame.audio))
+            violation = self._rates.audio(len(frame.audio), frame.sample_rate, frame.num_channels)
+            frame = None if violation else self._converted(frame)
         if violation:
             await self._violation(violation)
-            return None
         return frame
+
+    def _converted(self, frame: InputAudioRawFrame) -> InputAudioRawFrame | None:
+        """``frame`` at the pipeline's rate in mono, or None while the resampler fills."""
+        audio = self._converter.convert(frame.audio, frame.sample_rate, frame.num_channels)
+        if audio is frame.audio:
+            return frame
+        if not audio:
+            return None
+        return InputAudioRawFrame(audio=audio, sample_rate=self._converter.rate, num_channels=1)
 
     async def _violation(self, problem: str) -> None:
         logger.warning(f"closing: {problem}")
@@ -184,15 +200,28 @@ class GuardedSerializer(ProtobufFrameSerializer):
         return self._message(proto.message.data)
 
     def _audio(self, audio: Any) -> tuple[Frame | None, str | None]:
-        rate = self._limits.sample_rate
-        if audio.sample_rate != rate:
-            return None, f"audio at {audio.sample_rate} Hz is not supported: send {rate} Hz"
-        if audio.num_channels != 1:
-            return None, f"audio with {audio.num_channels} channels is not supported: send mono"
-        if not audio.audio or len(audio.audio) % 2:
-            return None, f"audio of {len(audio.audio)} bytes is not whole 16-bit samples"
-        frame = InputAudioRawFrame(audio=audio.audio, sample_rate=audio.sample_rate, num_channels=1)
+        """The client's audio as sent, if its format is one that can be converted."""
+        problem = self._audio_problem(audio.sample_rate, audio.num_channels, len(audio.audio))
+        if problem:
+            return None, problem
+        frame = InputAudioRawFrame(
+            audio=audio.audio, sample_rate=audio.sample_rate, num_channels=audio.num_channels
+        )
         return frame, None
+
+    def _audio_problem(self, rate: int, channels: int, size: int) -> str | None:
+        low, high = CLIENT_RATES
+        if not low <= rate <= high:
+            return f"audio at {rate} Hz is not supported: send {low} to {high} Hz"
+        most = MAX_CHANNELS
+        if not 1 <= channels <= most:
+            return f"audio with {channels} channels is not supported: send 1 to {most}"
+        if not size or size % (2 * channels):
+            return (
+                f"audio of {size} bytes is not whole 16-bit samples "
+                f"for {channels} channel{'s' if channels > 1 else ''}"
+            )
+        return None
 
     def _message(self, data: str) -> tuple[Frame | None, str | None]:
         try:

@@ -33,18 +33,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from talkline.emulator.audio import Activity, EnergyDetector
-from talkline.emulator.loopback import WebSocketServer, quiet_websockets_logger
+from talkline.emulator.loopback import WebSocketServer
 
-from .recording import flat_query, safe_headers, split_target
-
-_ws_logger = quiet_websockets_logger(__name__)
+from .recording import KeyCheck, WebSocketRecord, safe_headers, split_target
 
 LISTEN_PATH = "/v1/listen"
 DEFAULT_TRANSCRIPT = "hello from deepgram"
@@ -67,30 +65,17 @@ class Utterance:
     cause: str  # "silence", "finalize" or "close_stream"
 
 
-@dataclass
-class DeepgramConnection:
+@dataclass(kw_only=True)
+class DeepgramConnection(WebSocketRecord):
     """One WebSocket handshake and, when accepted, everything that crossed it."""
 
-    index: int
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
     auth_scheme: str | None
-    key_accepted: bool
     status: int
     request_id: str
     audio: bytearray = field(default_factory=bytearray)
     audio_frames: int = 0
-    messages: list[dict[str, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
     utterances: list[Utterance] = field(default_factory=list)
-    close_code: int | None = None
-    close_reason: str | None = None
-
-    @property
-    def params(self) -> dict[str, str]:
-        """Query parameters, one value each."""
-        return flat_query(self.query)
 
     @property
     def message_types(self) -> list[str]:
@@ -109,7 +94,8 @@ class StreamFault:
     fired: bool = False
 
 
-class DeepgramFake(WebSocketServer):
+@dataclass(kw_only=True, eq=False)
+class DeepgramFake(KeyCheck, WebSocketServer):
     """A loopback Deepgram live-transcription server.
 
     `async with DeepgramFake() as fake:` then
@@ -122,46 +108,22 @@ class DeepgramFake(WebSocketServer):
     refuse_status: when set, every handshake is refused with this HTTP status.
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = "test-key",
-        transcript: str = DEFAULT_TRANSCRIPT,
-        threshold: float = 500.0,
-        start_ms: float = 60.0,
-        silence_ms: float = 300.0,
-        result_delay: float = 0.0,
-        refuse_status: int | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-    ) -> None:
-        super().__init__(host=host, port=port)
-        self.api_key = api_key
-        self.transcript = transcript
-        self.threshold = threshold
-        self.start_ms = start_ms
-        self.silence_ms = silence_ms
-        self.result_delay = result_delay
-        self.refuse_status = refuse_status
-        self.connections: list[DeepgramConnection] = []
-        self.faults: list[StreamFault] = []
-        self._handshakes: dict[ServerConnection, DeepgramConnection] = {}
+    server_header = "talkline-deepgram-fake"
 
-    async def _serve(self) -> Server:
-        return await serve(
-            self._handle,
-            self.host,
-            self.port,
-            process_request=self._check_request,
-            select_subprotocol=_select_subprotocol,
-            server_header="talkline-deepgram-fake",
-            logger=_ws_logger,
-        )
+    transcript: str = DEFAULT_TRANSCRIPT
+    threshold: float = 500.0
+    start_ms: float = 60.0
+    silence_ms: float = 300.0
+    result_delay: float = 0.0
+    refuse_status: int | None = None
+    connections: list[DeepgramConnection] = field(default_factory=list, init=False, repr=False)
+    faults: list[StreamFault] = field(default_factory=list, init=False, repr=False)
+    _handshakes: dict[ServerConnection, DeepgramConnection] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
-    @property
-    def base_url(self) -> str:
-        """`ws://127.0.0.1:PORT`, for `DeepgramSTTService(base_url=...)`."""
-        return f"ws://{self.host}:{self.port}"
+    def _serve_options(self) -> dict[str, Any]:
+        return {"select_subprotocol": _select_subprotocol}
 
     @property
     def listen_url(self) -> str:
@@ -204,7 +166,7 @@ class DeepgramFake(WebSocketServer):
             query=query,
             headers=safe_headers(request.headers.raw_items()),
             auth_scheme=scheme,
-            key_accepted=bool(key) and self.api_key in (None, key),
+            key_accepted=self.accepts(key),
             status=http.HTTPStatus.SWITCHING_PROTOCOLS,
             request_id=str(uuid.uuid4()),
         )

@@ -33,17 +33,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from talkline.emulator.audio import chunks, reply_voice
-from talkline.emulator.loopback import WebSocketServer, quiet_websockets_logger
+from talkline.emulator.loopback import WebSocketServer
 
-from .recording import flat_query, safe_headers, split_target
-
-_ws_logger = quiet_websockets_logger(__name__)
+from .recording import KeyCheck, WebSocketRecord, safe_headers, split_target
 
 PATH = re.compile(r"^/v1/text-to-speech/(?P<voice>[^/]+)/multi-stream-input$")
 MAX_CONTEXTS = 5
@@ -81,25 +79,12 @@ class ContextRecord:
         return "".join(self.texts)
 
 
-@dataclass
-class ElevenLabsConnection:
+@dataclass(kw_only=True)
+class ElevenLabsConnection(WebSocketRecord):
     """One WebSocket connection: how it was opened, what arrived, how it ended."""
 
-    index: int
-    path: str
     voice_id: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    key_accepted: bool
-    messages: list[dict[str, Any]] = field(default_factory=list)
     contexts: dict[str, ContextRecord] = field(default_factory=dict)
-    close_code: int | None = None
-    close_reason: str | None = None
-
-    @property
-    def params(self) -> dict[str, str]:
-        """Query parameters, one value each."""
-        return flat_query(self.query)
 
     @property
     def model_id(self) -> str | None:
@@ -117,7 +102,8 @@ class ElevenLabsConnection:
         return [t for m in self.messages if (t := m.get("text")) and t.strip()]
 
 
-class ElevenLabsFake(WebSocketServer):
+@dataclass(kw_only=True, eq=False)
+class ElevenLabsFake(KeyCheck, WebSocketServer):
     """A loopback ElevenLabs multi-context TTS server.
 
     `async with ElevenLabsFake() as fake:` then
@@ -130,46 +116,29 @@ class ElevenLabsFake(WebSocketServer):
     inactivity_timeout: seconds without a message before closing 1008 (ElevenLabs: 20).
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = "test-key",
-        ms_per_char: float = 60.0,
-        max_seconds: float = 3.0,
-        chunk_ms: int = 100,
-        chunk_delay: float = 0.0,
-        first_audio_delay: float = 0.0,
-        inactivity_timeout: float = 20.0,
-        host: str = "127.0.0.1",
-        port: int = 0,
-    ) -> None:
-        super().__init__(host=host, port=port)
-        self.api_key = api_key
-        self.ms_per_char = ms_per_char
-        self.max_seconds = max_seconds
-        self.chunk_ms = chunk_ms
-        self.chunk_delay = chunk_delay
-        self.first_audio_delay = first_audio_delay
-        self.inactivity_timeout = inactivity_timeout
-        self.connections: list[ElevenLabsConnection] = []
-        self.close_after_audio_messages: tuple[int, int, str] | None = None
-        self._handshakes: dict[ServerConnection, ElevenLabsConnection] = {}
+    server_header = "talkline-elevenlabs-fake"
 
-    async def _serve(self) -> Server:
-        return await serve(
-            self._handle,
-            self.host,
-            self.port,
-            process_request=self._check_request,
-            max_size=16 * 1024 * 1024,
-            server_header="talkline-elevenlabs-fake",
-            logger=_ws_logger,
-        )
+    ms_per_char: float = 60.0
+    max_seconds: float = 3.0
+    chunk_ms: int = 100
+    chunk_delay: float = 0.0
+    first_audio_delay: float = 0.0
+    inactivity_timeout: float = 20.0
+    connections: list[ElevenLabsConnection] = field(default_factory=list, init=False, repr=False)
+    close_after_audio_messages: tuple[int, int, str] | None = field(
+        default=None, init=False, repr=False
+    )
+    _handshakes: dict[ServerConnection, ElevenLabsConnection] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @property
     def url(self) -> str:
         """`ws://127.0.0.1:PORT`, for `ElevenLabsTTSService(url=...)`."""
-        return f"ws://{self.host}:{self.port}"
+        return self.base_url
+
+    def _serve_options(self) -> dict[str, Any]:
+        return {"max_size": 16 * 1024 * 1024}
 
     def stream_url(self, voice_id: str, **query: str) -> str:
         """Full endpoint URL for raw WebSocket clients."""
@@ -217,7 +186,7 @@ class ElevenLabsFake(WebSocketServer):
             voice_id=match["voice"],
             query=query,
             headers=safe_headers(request.headers.raw_items()),
-            key_accepted=bool(key) and self.api_key in (None, key),
+            key_accepted=self.accepts(key),
         )
         self.connections.append(record)
         self._handshakes[connection] = record

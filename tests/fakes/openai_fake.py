@@ -26,7 +26,7 @@ from aiohttp import web
 
 from talkline.emulator.loopback import LoopbackServer
 
-from .recording import safe_headers
+from .recording import KeyCheck, safe_headers
 
 Reply = str | Callable[[list[dict[str, Any]]], str]
 CREATED = 1_700_000_000
@@ -128,7 +128,8 @@ class _Completion:
         }
 
 
-class OpenAIFake(LoopbackServer):
+@dataclass(kw_only=True, eq=False)
+class OpenAIFake(KeyCheck, LoopbackServer):
     """A loopback OpenAI-compatible chat completions server.
 
     `async with OpenAIFake() as fake:` then `OpenAILLMService(api_key="test-key",
@@ -141,30 +142,21 @@ class OpenAIFake(LoopbackServer):
     models: ids listed by `GET /v1/models`.
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = "test-key",
-        reply: Reply = echo_reply,
-        words_per_chunk: int = 1,
-        first_chunk_delay: float = 0.0,
-        chunk_delay: float = 0.0,
-        models: tuple[str, ...] = ("gpt-4.1", "gpt-4o-mini"),
-        host: str = "127.0.0.1",
-        port: int = 0,
-    ) -> None:
-        super().__init__(host=host, port=port)
-        self.api_key = api_key
-        self.reply = reply
-        self.words_per_chunk = words_per_chunk
-        self.first_chunk_delay = first_chunk_delay
-        self.chunk_delay = chunk_delay
-        self.models = models
-        self.requests: list[OpenAIRequest] = []
-        self.faults: list[HttpFault] = []
-        self.cut_after_chunks: int | None = None
-        self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
+    scheme = "http"  # `base_url` is for `OpenAILLMService(base_url=...)`
+    base_path = "/v1"
+
+    reply: Reply = echo_reply
+    words_per_chunk: int = 1
+    first_chunk_delay: float = 0.0
+    chunk_delay: float = 0.0
+    models: tuple[str, ...] = ("gpt-4.1", "gpt-4o-mini")
+    requests: list[OpenAIRequest] = field(default_factory=list, init=False, repr=False)
+    faults: list[HttpFault] = field(default_factory=list, init=False, repr=False)
+    cut_after_chunks: int | None = field(default=None, init=False, repr=False)
+    _ids: itertools.count[int] = field(
+        default_factory=lambda: itertools.count(1), init=False, repr=False
+    )
+    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
 
     async def _listen(self) -> int:
         app = web.Application()
@@ -183,11 +175,6 @@ class OpenAIFake(LoopbackServer):
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    @property
-    def base_url(self) -> str:
-        """`http://127.0.0.1:PORT/v1`, for `OpenAILLMService(base_url=...)`."""
-        return f"http://{self.host}:{self.port}/v1"
 
     # -- recordings and faults --------------------------------------------------
 
@@ -214,7 +201,7 @@ class OpenAIFake(LoopbackServer):
             method=request.method,
             path=request.path,
             headers=safe_headers(request.headers.items()),
-            key_accepted=scheme == "Bearer" and bool(key) and self.api_key in (None, key),
+            key_accepted=scheme == "Bearer" and self.accepts(key),
         )
         if request.body_exists:
             record.body = await request.json()

@@ -12,7 +12,7 @@ from talkline.audio import RATE, piper_speech
 from talkline.bench import report
 from talkline.bench.procs import ServerFailed
 from talkline.bench.runner import Brain, RunResult, Target, run_once
-from talkline.bench.speech import DEFAULT_TEXT, Plan, make_plan
+from talkline.bench.speech import DEFAULT_TEXT, ClientFormat, Plan, make_plan, reformat
 
 FULL_SESSIONS = [1, 10, 25, 50, 100, 150]
 QUICK_SESSIONS = [1, 2]
@@ -42,6 +42,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--text", default=DEFAULT_TEXT, help="what the simulated users say")
     parser.add_argument("--quick", action="store_true", help="tiny run: N=1,2, one turn")
+    parser.add_argument(
+        "--client-format",
+        default="16000x1",
+        help="comma-separated RATExCHANNELS the clients send, e.g. 16000x1,48000x2 (talkline "
+        "converts; the baseline runs 16000x1 only)",
+    )
     return parser
 
 
@@ -58,6 +64,7 @@ class Options:
     workers: int
     out: Path
     text: str
+    formats: list[ClientFormat]
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -79,6 +86,7 @@ def options_from(args: argparse.Namespace) -> Options:
         workers=args.workers,
         out=args.out,
         text=args.text,
+        formats=[ClientFormat.parse(f) for f in args.client_format.split(",") if f.strip()],
     )
 
 
@@ -92,7 +100,8 @@ def collapsed(result: RunResult) -> bool:
 def progress(result: RunResult) -> None:
     s = result.summary
     print(
-        f"  {report.label(result):<8} {result.brain:<6} N={result.sessions:<4} "
+        f"  {report.label(result):<8} {result.brain:<6} {result.client_format:<8} "
+        f"N={result.sessions:<4} "
         f"answered {s.answered}/{s.expected} (failed clients {s.failed_clients})  "
         f"response p50 {report.ms(s.response['p50'])} "
         f"p95 {report.ms(s.response['p95'])}  in p95 {report.ms(s.inbound['p95'])}  "
@@ -109,21 +118,30 @@ async def sweep(options: Options, speech: bytes) -> list[RunResult]:
     results: list[RunResult] = []
     if "gemini" in options.brains:
         plan = make_plan(speech, options.turns, options.gap)
-        targets: list[Target] = ["talkline", "baseline"] if options.baseline else ["talkline"]
-        for target in targets:
-            for sessions in options.sessions:
-                result = await attempt(target, "gemini", sessions, plan, options, logs)
-                if result is None:
-                    break
-                results.append(result)
-                if collapsed(result):
-                    result.notes.append("sweep stopped here: no longer conversational")
-                    break
+        for fmt in options.formats:
+            results += await sweep_target("talkline", reformat(plan, fmt), options, logs)
+        if options.baseline:  # a plain Pipecat bot does not convert: 16 kHz mono only
+            results += await sweep_target("baseline", plan, options, logs)
     if "local" in options.brains:
         plan = make_plan(speech, options.local_turns, options.local_gap)
-        result = await attempt("talkline", "local", 1, plan, options, logs)
-        if result is not None:
-            results.append(result)
+        for fmt in options.formats:
+            result = await attempt("talkline", "local", 1, reformat(plan, fmt), options, logs)
+            if result is not None:
+                results.append(result)
+    return results
+
+
+async def sweep_target(target: Target, plan: Plan, options: Options, logs: Path) -> list[RunResult]:
+    """The Gemini runs of ``target`` for each N, until one is no longer conversational."""
+    results: list[RunResult] = []
+    for sessions in options.sessions:
+        result = await attempt(target, "gemini", sessions, plan, options, logs)
+        if result is None:
+            break
+        results.append(result)
+        if collapsed(result):
+            result.notes.append("sweep stopped here: no longer conversational")
+            break
     return results
 
 

@@ -46,7 +46,7 @@ class BenchClient(RTVIClient):
         for seq, chunk in enumerate(plan.chunks):
             await asyncio.sleep(max(0.0, start + seq * CHUNK_SECS - time.monotonic()))
             pcm = tag(chunk, self.number, seq) if self.tagged else chunk
-            frame = audio_frame(pcm)
+            frame = audio_frame(pcm, plan.format.rate, plan.format.channels)
             self.sent_at.append(time.monotonic())
             await send(frame)
 

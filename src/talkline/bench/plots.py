@@ -15,7 +15,7 @@ MB = 2**20
 
 
 def _series(results: list[RunResult], target: str) -> list[RunResult]:
-    runs = [r for r in results if (r.target, r.brain) == (target, "gemini")]
+    runs = [r for r in results if (r.target, r.brain) == (target, "gemini") and r.native]
     return sorted(runs, key=lambda r: r.sessions)
 
 

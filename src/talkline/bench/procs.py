@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -135,6 +136,12 @@ class Usage:
     wall_secs: float = 0.0
     rss_start: int = 0
     rss_peak: int = 0
+    samples: list[float] = field(default_factory=list)  # cores used in each sampling interval
+
+    @property
+    def median_cores(self) -> float:
+        """The median over the sampling intervals: steadier than the mean on a busy machine."""
+        return float(statistics.median(self.samples)) if self.samples else self.cores
 
     @property
     def cores(self) -> float:
@@ -198,8 +205,12 @@ class ProcessMonitor:
 
     async def _sample(self, process: psutil.Process) -> None:
         while True:
+            cpu, wall = self.usage.cpu_secs, self.usage.wall_secs
             await asyncio.sleep(SAMPLE_SECS)
             self._update(process)
+            if self.usage.wall_secs > wall:
+                interval = self.usage.wall_secs - wall
+                self.usage.samples.append((self.usage.cpu_secs - cpu) / interval)
 
     async def stop(self) -> Usage:
         if self._task is not None:

@@ -82,7 +82,8 @@ def fill_rss_per_session(results: list[RunResult]) -> None:
             (
                 r
                 for r in results
-                if (r.target, r.brain, r.sessions) == (result.target, result.brain, 1)
+                if (r.target, r.brain, r.client_format, r.sessions)
+                == (result.target, result.brain, result.client_format, 1)
             ),
             None,
         )
@@ -141,7 +142,7 @@ def knees(results: list[RunResult]) -> list[Knee]:
     """For each bot (and worker count) of the Gemini sweep: its knee, from the runs in N order."""
     series: dict[str, list[RunResult]] = {}
     for r in results:
-        if r.brain == "gemini":
+        if r.brain == "gemini" and r.native:
             series.setdefault(label(r), []).append(r)
     found = []
     for name, runs in series.items():
@@ -184,20 +185,22 @@ def knee_rows(results: list[RunResult]) -> list[str]:
 
 def gemini_rows(results: list[RunResult]) -> list[str]:
     head = (
-        "| bot | N | turns answered | response p50 / p95 / p99 ms | inbound p50 / p95 / p99 ms "
+        "| bot | N | client audio | turns answered | response p50 / p95 / p99 ms "
+        "| inbound p50 / p95 / p99 ms "
         "| outbound p50 / p95 / p99 ms | glitches (max gap ms) "
         "| server CPU cores (event-loop thread) | CPU per session (sessions per core) "
         "| RSS idle → peak MB | RSS / extra session MB | clients CPU | emulator CPU "
         "| clients' loop lag p99 / max ms | /ready s |"
     )
-    rows = [head, "|" + "---|" * 15]
+    rows = [head, "|" + "---|" * 16]
     for r in results:
         if r.brain != "gemini":
             continue
         s = r.summary
         trio = lambda p: f"{ms(p['p50'])} / {ms(p['p95'])} / {ms(p['p99'])}"  # noqa: E731
         rows.append(
-            f"| {label(r)} | {r.sessions} | {s.answered}/{s.expected}{refused(s)} "
+            f"| {label(r)} | {r.sessions} | {r.client_format} "
+            f"| {s.answered}/{s.expected}{refused(s)} "
             f"| {trio(s.response)} "
             f"| {trio(s.inbound)} | {trio(s.outbound)} | {s.glitches} ({s.max_gap_ms:.0f}) "
             f"| {r.server.cores:.2f} ({r.server.main_thread_cores:.2f}) | {capacity_text(r)} "
@@ -210,8 +213,11 @@ def gemini_rows(results: list[RunResult]) -> list[str]:
 
 
 def ratio_rows(results: list[RunResult]) -> list[str]:
-    one = ("talkline", "gemini", 1)
-    talkline = {r.sessions: r for r in results if (r.target, r.brain, r.workers) == one}
+    talkline = {
+        r.sessions: r
+        for r in results
+        if (r.target, r.brain, r.workers) == ("talkline", "gemini", 1) and r.native
+    }
     baseline = {r.sessions: r for r in results if (r.target, r.brain) == ("baseline", "gemini")}
     common = sorted(talkline.keys() & baseline.keys())
     if not common:
@@ -236,24 +242,48 @@ def ratio_rows(results: list[RunResult]) -> list[str]:
     return rows
 
 
+def format_rows(results: list[RunResult]) -> list[str]:
+    """Server CPU per session for each client audio format, beside 16 kHz mono at the same N."""
+    runs = [r for r in results if (r.target, r.brain) == ("talkline", "gemini")]
+    if len({r.client_format for r in runs}) < 2:
+        return ["(one client audio format was run; `--client-format 16000x1,48000x2` compares)"]
+    native = {r.sessions: r for r in runs if r.native}
+    rows = [
+        "| N | client audio | turns answered | response p50 ms | server CPU cores, mean "
+        "(median of 0.25 s samples) | CPU per session, mean (median) | per session / 16 kHz mono |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (r.sessions, not r.native, r.client_format)):
+        s, base = r.summary, native.get(r.sessions)
+        per, median = r.server.cores / r.sessions, r.server.median_cores / r.sessions
+        rows.append(
+            f"| {r.sessions} | {r.client_format} | {s.answered}/{s.expected} "
+            f"| {ms(s.response['p50'])} | {r.server.cores:.3f} ({r.server.median_cores:.3f}) "
+            f"| {per:.4f} ({median:.4f}) "
+            f"| {ratio(r.server.median_cores, base.server.median_cores if base else None)} |"
+        )
+    return rows
+
+
 def ttfb_text(ttfb: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.0f}" for name, value in sorted(ttfb.items())) or NA
 
 
 def local_rows(results: list[RunResult]) -> list[str]:
     rows = [
-        "| N | turns answered | end of speech → first bot audio p50 / p95 / max ms "
+        "| N | client audio | turns answered | end of speech → first bot audio p50 / p95 / max ms "
         "| end of speech → user-stopped-speaking p50 ms | services' time to first byte "
         "(median ms) | glitches (max gap ms) | server CPU cores | RSS idle → peak MB "
         "| /ready s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.brain != "local":
             continue
         s = r.summary
         rows.append(
-            f"| {r.sessions} | {s.answered}/{s.expected} | {ms(s.response['p50'])} / "
+            f"| {r.sessions} | {r.client_format} | {s.answered}/{s.expected} "
+            f"| {ms(s.response['p50'])} / "
             f"{ms(s.response['p95'])} / {ms(s.response['max'])} "
             f"| {ms(s.turn_detected.get('p50'))} | {ttfb_text(s.ttfb_ms)} | {s.glitches} "
             f"({s.max_gap_ms:.0f}) | {r.server.cores:.2f} "
@@ -264,8 +294,12 @@ def local_rows(results: list[RunResult]) -> list[str]:
 
 
 def target_rows(results: list[RunResult]) -> list[str]:
-    gemini = [r for r in results if (r.target, r.brain, r.workers) == ("talkline", "gemini", 1)]
-    local = [r for r in results if (r.target, r.brain) == ("talkline", "local")]
+    gemini = [
+        r
+        for r in results
+        if (r.target, r.brain, r.workers) == ("talkline", "gemini", 1) and r.native
+    ]
+    local = [r for r in results if (r.target, r.brain) == ("talkline", "local") and r.native]
     readies = [r.ready_secs for r in results if r.target == "talkline"]
     passing = [r.sessions for r in gemini if meets(r)]
     at_target = next((r for r in gemini if r.sessions == TARGET_SESSIONS), None)
@@ -381,6 +415,10 @@ def write(
         "### Capacity: the knee of each sweep",
         "",
         *knee_rows(results),
+        "",
+        "### Server CPU by client audio format (talkline converts to 16 kHz mono)",
+        "",
+        *format_rows(results),
         "",
         "## Offline brain (Whisper + echo + Piper), one session",
         "",

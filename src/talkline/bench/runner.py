@@ -42,7 +42,13 @@ class RunResult:
     summary: TurnSummary
     workers: int = 1  # talkline worker processes (TALKLINE_WORKERS)
     rss_per_session_mb: float | None = None
+    client_format: str = "16000x1"  # rate x channels of the audio the clients sent
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def native(self) -> bool:
+        """The clients sent 16 kHz mono, the format every other run is compared in."""
+        return self.client_format == "16000x1"
 
 
 def server_command(target: Target, port: int, baseline_bot: Path) -> list[str]:
@@ -98,13 +104,17 @@ async def run_once(
     logs: Path,
     workers: int = 1,
 ) -> RunResult:
-    """Start fresh processes, run ``sessions`` clients through ``plan``, and measure."""
+    """Start fresh processes, run ``sessions`` clients through ``plan``, and measure.
+
+    Only 16 kHz mono chunks are tagged: the server resamples other formats, which the tags
+    would not survive, so their runs have no inbound or outbound figures."""
     port = free_port()
+    tagged = plan.format.native
     command = server_command(target, port, baseline_bot)
     workers = workers if target == "talkline" else 1
     env = server_env(target, brain, sessions, workers)
     suffix = f"-w{workers}" if workers > 1 else ""
-    log = logs / f"{target}-{brain}-{sessions}{suffix}.log"
+    log = logs / f"{target}-{brain}-{sessions}-{plan.format}{suffix}.log"
     records = None
     emulator_usage: Usage | None = None
     with tempfile.TemporaryDirectory(prefix="talkline-bench-") as tmp:
@@ -113,7 +123,7 @@ async def run_once(
                 flags, extra = upstream_flags(target, emu.base_url, emu.ca_file)
                 async with server(command + flags, env | extra, port, log) as srv:
                     load, usage, clients, emulator_usage = await _measure(
-                        srv.ws_url, srv.process.pid, emu.process.pid, sessions, plan, True
+                        srv.ws_url, srv.process.pid, emu.process.pid, sessions, plan, tagged
                     )
                     ready = srv.ready_secs
                 records = await emu.finish()
@@ -136,6 +146,7 @@ async def run_once(
         loop_lag_p99_ms=float(np.percentile(lags, 99)),
         loop_lag_max_ms=float(lags.max()),
         connect_secs=load.connect_secs,
-        summary=summarise(load.clients, plan, records),
+        summary=summarise(load.clients, plan, records if tagged else None),
+        client_format=str(plan.format),
         workers=workers,
     )

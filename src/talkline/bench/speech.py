@@ -8,10 +8,11 @@ connection serves and when each chunk arrived, however the server re-chunks the 
 
 from __future__ import annotations
 
+import itertools
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from talkline.audio import RATE, rms, silence
+from talkline.audio import RATE, as_format, rms, silence
 from talkline.client import CHUNK_SAMPLES, VOICED_RMS
 
 CHUNK_BYTES = CHUNK_SAMPLES * 2
@@ -54,11 +55,33 @@ class TurnPlan:
 
 
 @dataclass(frozen=True)
+class ClientFormat:
+    """The audio format a simulated client sends, e.g. ``48000x2`` (48 kHz stereo)."""
+
+    rate: int = RATE
+    channels: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> ClientFormat:
+        rate, _, channels = text.lower().partition("x")
+        return cls(int(rate), int(channels or 1))
+
+    @property
+    def native(self) -> bool:
+        """Already the server's pipeline format: passed through, and its tags survive."""
+        return (self.rate, self.channels) == (RATE, 1)
+
+    def __str__(self) -> str:
+        return f"{self.rate}x{self.channels}"
+
+
+@dataclass(frozen=True)
 class Plan:
     """The whole stream one client sends: turns of speech, each followed by silence."""
 
     chunks: list[bytes]
     turns: list[TurnPlan]
+    format: ClientFormat = ClientFormat()
 
     @property
     def seconds(self) -> float:
@@ -79,3 +102,15 @@ def make_plan(speech: bytes, turns: int, gap: float) -> Plan:
         chunks += clip + quiet
         plans.append(TurnPlan(first, first + voiced[-1], len(chunks)))
     return Plan(chunks, plans)
+
+
+def reformat(plan: Plan, fmt: ClientFormat) -> Plan:
+    """``plan`` as a client capturing ``fmt`` would send it: the whole stream resampled once,
+    the same mono in every channel, cut into chunks covering the same 32 ms each."""
+    if fmt == plan.format:
+        return plan
+    pcm = as_format(b"".join(plan.chunks), fmt.rate, fmt.channels)
+    frame_bytes = 2 * fmt.channels
+    edges = [round(i * CHUNK_SECS * fmt.rate) * frame_bytes for i in range(len(plan.chunks) + 1)]
+    chunks = [pcm[a:b] for a, b in itertools.pairwise(edges)]
+    return replace(plan, chunks=chunks, format=fmt)

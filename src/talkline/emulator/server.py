@@ -11,17 +11,15 @@ from typing import Any
 
 from google.genai import types
 from loguru import logger
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from . import tls, wire
 from .connection import LiveConnection
 from .faults import Fault, FaultKind
-from .loopback import WebSocketServer, quiet_websockets_logger
+from .loopback import WebSocketServer
 from .records import ConnectionRecord, Recorder, TurnRecord, safe_headers
 from .state import EmulatorConfig, Shared
-
-_ws_logger = quiet_websockets_logger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -35,6 +33,8 @@ class GeminiEmulator(WebSocketServer):
     """
 
     session_class: type[LiveConnection] = LiveConnection
+    scheme = "https"  # `base_url` is for `HttpOptions.base_url`
+    server_header = "talkline-gemini-emulator"
 
     recorder: Recorder  # everything recorded so far
 
@@ -81,25 +81,11 @@ class GeminiEmulator(WebSocketServer):
         assert self._server is not None, "call start() first"
         await self._server.serve_forever()
 
-    async def _serve(self) -> Server:
+    def _serve_options(self) -> dict[str, Any]:
         assert self._certs is not None
-        return await serve(
-            self._handle,
-            self.host,
-            self.port,
-            ssl=tls.server_context(self._certs),
-            process_request=self._check_path,
-            max_size=MAX_MESSAGE_BYTES,
-            server_header="talkline-gemini-emulator",
-            logger=_ws_logger,
-        )
+        return {"ssl": tls.server_context(self._certs), "max_size": MAX_MESSAGE_BYTES}
 
     # -- how to connect -----------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        """`https://127.0.0.1:PORT`, for `HttpOptions.base_url`."""
-        return f"https://{self.host}:{self.port}"
 
     @property
     def ca_file(self) -> Path:
@@ -121,9 +107,8 @@ class GeminiEmulator(WebSocketServer):
 
     def ws_url(self, api_version: str = "v1beta", method: str = "BidiGenerateContent") -> str:
         """Full `wss://` URL of the endpoint, for raw WebSocket clients."""
-        host = f"{self.host}:{self.port}"
         service = f"google.ai.generativelanguage.{api_version}.GenerativeService.{method}"
-        return f"wss://{host}/ws/{service}"
+        return f"wss://{self.host}:{self.port}/ws/{service}"
 
     # -- faults -------------------------------------------------------------
 
@@ -180,7 +165,7 @@ class GeminiEmulator(WebSocketServer):
 
     # -- connections --------------------------------------------------------
 
-    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if wire.parse_endpoint(request.path, request.headers) is None:
             logger.info("refused unknown path {}", wire.redact_path(request.path))
             return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")

@@ -22,6 +22,12 @@ class BotMessage {
     this.text.dataset.testid = "message-text";
     this.item.append(this.text);
     this.segments = new Map();
+    this.latencyMs = null;
+    this.badge = null;
+  }
+
+  get hasWords() {
+    return this.text.textContent.trim() !== "";
   }
 
   /** Shows a segment: `spoken` in full colour, `pending` (not yet spoken) lighter. */
@@ -37,6 +43,7 @@ class BotMessage {
     }
     seg.spoken.textContent = spoken;
     seg.pending.textContent = pending && spoken && !/\s$/.test(spoken) ? ` ${pending}` : pending;
+    this._showLatency();
   }
 
   /** Drops the segments whose key starts with `prefix`. */
@@ -46,20 +53,36 @@ class BotMessage {
       seg.wrap.remove();
       this.segments.delete(key);
     }
+    this._showLatency();
   }
 
   setLatency(ms) {
-    const badge = el("span", "latency", `${Math.round(ms)} ms`);
-    badge.dataset.testid = "latency";
-    badge.dataset.ms = String(Math.round(ms));
-    badge.title = "Response latency: from the end of your speech to the start of the bot's voice";
-    this.item.append(badge);
+    this.latencyMs = ms;
+    this._showLatency();
+  }
+
+  /** The latency badge shows only beside the words it belongs to. */
+  _showLatency() {
+    if (this.latencyMs === null || !this.hasWords) {
+      this.badge?.remove();
+      this.badge = null;
+      return;
+    }
+    if (this.badge) return;
+    const ms = Math.round(this.latencyMs);
+    this.badge = el("span", "latency", `${ms} ms`);
+    this.badge.dataset.testid = "latency";
+    this.badge.dataset.ms = String(ms);
+    this.badge.title = "Response latency: from the end of your speech to the start of the bot's voice";
+    this.text.after(this.badge);
   }
 
   markInterrupted() {
     if (this.item.classList.contains("interrupted")) return;
     this.item.classList.add("interrupted");
-    this.item.append(el("span", "note", "interrupted"));
+    const note = el("span", "note", "interrupted");
+    note.dataset.testid = "interrupted";
+    this.item.append(note);
   }
 }
 
@@ -105,6 +128,7 @@ export class Conversation {
     this.list.replaceChildren();
     this.user = null;
     this.bot = null;
+    this.answering = null; // the bot message whose answer is being spoken
     this.botOutputSeen = false;
     this.hint.hidden = false;
   }
@@ -135,14 +159,17 @@ export class Conversation {
     return this.bot;
   }
 
+  /** Where the bot's words go: the answer being spoken, even once the user speaks again. */
+  _answer() {
+    return this.answering ?? this._botMessage();
+  }
+
   /** bot-output (RTVI 2.x): one segment, with how much of it has been spoken. */
   botOutput(data) {
     if (!data?.text) return;
-    if (!this.botOutputSeen) {
-      this.botOutputSeen = true;
-      this.bot?.dropSegments("legacy");
-    }
-    const bot = this._botMessage();
+    this.botOutputSeen = true;
+    const bot = this._answer();
+    bot.dropSegments("planned");
     const key = data.segment_id ?? `seq${bot.segments.size}`;
     const progress = data.spoken_progress;
     if (progress) {
@@ -152,19 +179,41 @@ export class Conversation {
     }
   }
 
-  /** bot-transcription, for servers that send no bot-output. */
+  /**
+   * bot-transcription: what the bot is about to say, sent before it says it. Pipecat sends
+   * bot-output only once a sentence has been spoken, so an answer cut off mid-sentence
+   * has only this text. Where bot-output comes, this is shown as not yet spoken until
+   * bot-output replaces it; for servers without bot-output it is the answer's text.
+   */
   botTranscript(text) {
-    if (this.botOutputSeen || !text) return;
-    const bot = this._botMessage();
-    bot.setSegment(`legacy${bot.segments.size}`, text, "");
+    if (!text) return;
+    const bot = this._answer();
+    const key = `planned${bot.segments.size}`;
+    if (this.botOutputSeen) bot.setSegment(key, "", text);
+    else bot.setSegment(key, text, "");
   }
 
-  botStartedSpeaking(latencyMs) {
-    const bot = this._botMessage();
-    if (latencyMs != null && !bot.item.querySelector(".latency")) bot.setLatency(latencyMs);
+  botStartedSpeaking() {
+    this.answering = this._botMessage();
   }
 
+  botStoppedSpeaking() {
+    this.answering = null;
+  }
+
+  /** The current answer's response latency; shown once the answer has words. */
+  answerLatency(ms) {
+    const bot = this._botMessage();
+    if (bot.latencyMs === null) bot.setLatency(ms);
+  }
+
+  /**
+   * bot-interrupted: the answer being spoken was cut off. The server sends it on every
+   * user turn, after user-started-speaking (which already began a new turn), so it marks
+   * the answer still being spoken, if any, not the latest bubble.
+   */
   botInterrupted() {
-    this.bot?.markInterrupted();
+    this.answering?.markInterrupted();
+    this.answering = null;
   }
 }

@@ -11,7 +11,8 @@ import {
   explainMic,
   unreachable,
 } from "./errors.js";
-import { TalklineTransport } from "./transport.js";
+import { TurnClock } from "./latency.js";
+import { TalklineTransport, meterLevel } from "./transport.js";
 
 const BOT_READY_TIMEOUT_MS = 30000;
 const MAX_EVENTS = 2000;
@@ -164,7 +165,7 @@ async function requestSession() {
 }
 
 function newSession() {
-  const s = { closed: null, ending: null, userStoppedAt: null, latencies: [], over: false, ready: false, readyTimer: 0 };
+  const s = { closed: null, ending: null, clock: new TurnClock(), latencies: [], over: false, ready: false, readyTimer: 0 };
   const mine = (fn) => (...args) => {
     if (session === s) fn(...args);
   };
@@ -174,7 +175,11 @@ function newSession() {
       s.closed = { code, reason };
       recordEvent("socket-closed", { code, reason });
     }),
-    onMicLevel: mine(showMicLevel),
+    onMicChunk: mine((level) => {
+      s.clock.micChunk(level, performance.now());
+      showMicLevel(meterLevel(level));
+    }),
+    onBotSound: mine((t) => onBotSound(s, t)),
   });
   s.client = new PipecatClient({
     transport: s.transport,
@@ -192,27 +197,22 @@ function newSession() {
       onError: mine((message) => onError(s, message)),
       onServerMessage: mine((data) => onAppMessage(s, data)),
       onUserStartedSpeaking: mine(() => {
-        s.userStoppedAt = null;
+        s.clock.userStarted();
         setSpeaking(ui.userSpeaking, true);
         conversation.userStartedSpeaking();
       }),
       onUserStoppedSpeaking: mine(() => {
-        s.userStoppedAt = performance.now();
+        s.clock.userStopped();
         setSpeaking(ui.userSpeaking, false);
       }),
       onBotStartedSpeaking: mine(() => {
         setSpeaking(ui.botSpeaking, true);
-        let latency = null;
-        if (s.userStoppedAt !== null) {
-          latency = performance.now() - s.userStoppedAt;
-          s.userStoppedAt = null;
-          s.latencies.push(latency);
-          recordEvent("turn-latency", { ms: Math.round(latency) });
-          showLatencies(s.latencies);
-        }
-        conversation.botStartedSpeaking(latency);
+        conversation.botStartedSpeaking();
       }),
-      onBotStoppedSpeaking: mine(() => setSpeaking(ui.botSpeaking, false)),
+      onBotStoppedSpeaking: mine(() => {
+        setSpeaking(ui.botSpeaking, false);
+        conversation.botStoppedSpeaking();
+      }),
       onUserTranscript: mine((data) => conversation.userTranscript(data.text, data.final)),
       onBotOutput: mine((data) => conversation.botOutput(data)),
       onMessageError: mine((message) => console.info("[talkline] error-response:", message.data)),
@@ -221,11 +221,26 @@ function newSession() {
   return s;
 }
 
+/** Bot audio with a voice in it, to be heard at `t`: the answer's latency if it is the first. */
+function onBotSound(s, t) {
+  const turn = s.clock.botSound(t);
+  if (turn === null) return;
+  const latency = turn.heard - turn.speechEnd;
+  s.latencies.push(latency);
+  recordEvent("turn-latency", {
+    ms: Math.round(latency),
+    speech_end: Math.round(turn.speechEnd),
+    heard: Math.round(turn.heard),
+  });
+  showLatencies(s.latencies);
+  conversation.answerLatency(latency);
+}
+
 /** Every RTVI message, including those client-js has no callback for. */
 function onServerMessage(s, msg) {
   if (!UNRECORDED_TYPES.has(msg.type)) recordEvent(msg.type, msg.data);
   if (msg.type === "bot-interrupted") conversation.botInterrupted();
-  // Sent alongside bot-output by Pipecat; used only by servers without bot-output.
+  // What the bot is about to say (bot-output follows once it is said).
   if (msg.type === "bot-transcription") conversation.botTranscript(msg.data?.text);
 }
 
