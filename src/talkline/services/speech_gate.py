@@ -7,10 +7,10 @@ over the last 400 ms: about 40% of a streaming session's CPU. ``SpeechGate`` giv
 same decisions for a fraction of that:
 
 - windows too quiet to hold speech are scored 0 on the event loop, with no model call;
-- the others go to one ``SileroBatcher`` thread per process, which scores every window
-  that arrived within ``BATCH_SECS`` in one ONNX call (each stream keeps its own recurrent
-  state and context; a batch of ten costs about a third per window of ten single calls),
-  and wakes the event loop once per batch;
+- the others go to the process's ``SileroBatcher``, which scores every window that arrived
+  within ``BATCH_SECS`` in one ONNX call on the event loop (each stream keeps its own
+  recurrent state and context; a batch of ten costs about a third per window of ten single
+  calls, and no thread hop);
 - the volume gate uses the mean square of the last 400 ms (no K-weighting), which costs a
   dot product per window instead of a filter over 400 ms of audio.
 
@@ -21,12 +21,8 @@ The user's audio is pushed on before the VAD looks at it, so the batching delay 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import threading
-import time
 from collections import deque
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -71,61 +67,53 @@ Pending = tuple[SileroStream, np.ndarray, asyncio.Future[float]]
 
 
 class SileroBatcher:
-    """Scores windows of many streams in one ONNX call, on a thread of its own."""
+    """Scores windows of many streams in one ONNX call, on the event loop.
+
+    The first window to arrive schedules a flush ``batch_secs`` later; every window that
+    arrives meanwhile (any session's, on that loop) is scored in the same call. The call
+    runs on the loop itself: a batch of ten takes under a millisecond, and a thread would
+    have to win the GIL from a busy loop several times per batch (at 40 sessions that
+    convoy delayed decisions, and the audio queued behind them, by seconds).
+    """
 
     def __init__(self, session: ort.InferenceSession, batch_secs: float = BATCH_SECS):
         self.session = session
         self._batch_secs = batch_secs
-        self._pending: list[Pending] = []
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closed = False
+        self._pending: dict[asyncio.AbstractEventLoop, list[Pending]] = {}
         self.batches = 0
         self.windows = 0
-        self._thread = threading.Thread(target=self._run, name="silero-batch", daemon=True)
-        self._thread.start()
 
     def stream(self) -> SileroStream:
         return SileroStream(self.session)
 
     def score(self, stream: SileroStream, window: np.ndarray) -> asyncio.Future[float]:
         """Speech confidence of one window (float32, WINDOW samples) of ``stream``."""
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        with self._lock:
-            self._pending.append((stream, window, future))
-        self._wake.set()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[float] = loop.create_future()
+        pending = self._pending.setdefault(loop, [])
+        if not pending:
+            loop.call_later(self._batch_secs, self._flush, loop)
+        pending.append((stream, window, future))
         return future
 
     def close(self) -> None:
-        self._closed = True
-        self._wake.set()
+        self._pending.clear()
 
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.wait()
-            self._wake.clear()
-            if self._closed:
-                break
-            time.sleep(self._batch_secs)  # let the other sessions' windows come
-            with self._lock:
-                batch, self._pending = self._pending, []
-            if batch:
-                self._score(batch)
-
-    def _score(self, batch: list[Pending]) -> None:
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._pending.pop(loop, [])
+        live = [entry for entry in batch if not entry[2].done()]  # not cancelled meanwhile
+        if not live:
+            return
         try:
-            confidences = self._infer(batch)
+            confidences = self._infer(live)
         except Exception as error:  # the model failed: every window in the batch says so
-            for _stream, _window, future in batch:
-                _call_soon(future.get_loop(), _fail, future, error)
+            for _stream, _window, future in live:
+                future.set_exception(error)
             return
         self.batches += 1
-        self.windows += len(batch)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[float], float]]] = {}
-        for (_stream, _window, future), confidence in zip(batch, confidences, strict=True):
-            by_loop.setdefault(future.get_loop(), []).append((future, confidence))
-        for loop, results in by_loop.items():
-            _call_soon(loop, _resolve, results)
+        self.windows += len(live)
+        for (_stream, _window, future), confidence in zip(live, confidences, strict=True):
+            future.set_result(confidence)
 
     def _infer(self, batch: list[Pending]) -> list[float]:
         streams = [stream for stream, _window, _future in batch]
@@ -139,22 +127,6 @@ class SileroBatcher:
             stream.state = new_state[:, i : i + 1, :].copy()
             stream.context = x[i : i + 1, -CONTEXT:].copy()
         return [float(c) for c in out[:, 0]]
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for the result
-        loop.call_soon_threadsafe(callback, *args)
-
-
-def _resolve(results: list[tuple[asyncio.Future[float], float]]) -> None:
-    for future, confidence in results:
-        if not future.done():
-            future.set_result(confidence)
-
-
-def _fail(future: asyncio.Future[float], error: Exception) -> None:
-    if not future.done():
-        future.set_exception(error)
 
 
 class SpeechGate(SharedSileroVADAnalyzer):
