@@ -75,11 +75,12 @@ async def test_drain_tells_the_client_then_closes_1001_without_a_second_notice()
     await drain(session, 30)
     assert session.notices == [
         (
-            "server-shutdown",
+            EndReason.SERVER_SHUTDOWN.label,
             "The server is shutting down; this session ends after the current answer.",
         )
     ]
-    assert session.ended == [("server-shutdown", "server shutting down", 1001, False, 1)]
+    shutdown = EndReason.SERVER_SHUTDOWN
+    assert session.ended == [(shutdown.label, "server shutting down", 1001, False, 1)]
 
 
 async def test_drain_logs_under_the_session_s_id() -> None:

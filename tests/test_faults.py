@@ -10,6 +10,7 @@ import pytest
 
 from talkline.audio import peak
 from talkline.client import RTVIClient
+from talkline.lifecycle import EndReason
 from talkline.services.openai_llm import APOLOGY
 from talkline.transport import SessionSocket, SocketState
 from tests.fakes import OpenAIFake
@@ -126,7 +127,7 @@ async def test_a_client_that_never_reads_cannot_hang_the_server() -> None:
     async with asyncio.timeout(2):
         await socket.send_bytes(b"audio")
         await socket.send_bytes(b"more audio")
-        socket.set_close(1008, "client-not-reading")
+        socket.set_close(1008, EndReason.CLIENT_NOT_READING.label)
         await socket.close()
     assert stalled == [True] and socket.state is SocketState.CLOSED
-    assert never_reads.closed_with == (1008, "client-not-reading")
+    assert never_reads.closed_with == (1008, EndReason.CLIENT_NOT_READING.label)

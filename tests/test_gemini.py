@@ -10,6 +10,7 @@ import pytest
 from talkline.audio import peak, silence
 from talkline.client import RTVIClient
 from talkline.emulator import GeminiEmulator
+from talkline.lifecycle import EndReason
 from tests.support import ServerThread, running_gemini_server, speak_until_turns
 
 ANSWER_TIMEOUT = 30.0
@@ -116,7 +117,9 @@ async def test_bad_key_is_a_fatal_error_naming_the_setting() -> None:
             client, message = await fatal_error(server)
     assert "API key" in message and "GEMINI_API_KEY" in message
     assert "a-wrong-key" not in message
-    assert client.close_code == 1011 and client.close_reason.startswith("upstream-error")
+    failed = EndReason.UPSTREAM_ERROR
+    assert client.close_code == failed.close_code == 1011
+    assert client.close_reason.startswith(failed.label)
 
 
 async def test_unknown_model_is_a_fatal_error_naming_the_setting(

@@ -14,6 +14,7 @@ import os
 import resource
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from talkline.audio import silence
 from talkline.client import RTVIClient, audio_frame, message_frame, rtvi_message
+from talkline.lifecycle import EndReason
 from tests.support import (
     ServerThread,
     final_transcript,
@@ -212,7 +214,7 @@ def rss_mb() -> float:
 
 def refused_total(server: ServerThread) -> float:
     """Connections the server refused so far, every reason summed."""
-    registry = server.app.state.metrics.registry
+    registry = server.state.metrics.registry
     return sum(
         sample.value
         for metric in registry.collect()
@@ -227,7 +229,7 @@ async def test_a_storm_of_connections_leaves_nothing_behind(guarded: ServerThrea
     attempts = 1000
     gc.collect()
     tasks_before, fds_before = guarded.task_count(), open_fds()
-    started_before = guarded.app.state.sessions.started_total
+    started_before = guarded.state.admission.started_total
     refused_before = refused_total(guarded)
     refused_seen = 0
 
@@ -250,7 +252,7 @@ async def test_a_storm_of_connections_leaves_nothing_behind(guarded: ServerThrea
             await asyncio.sleep(0.1)
     gc.collect()
     fds_after, tasks_after = open_fds(), guarded.task_count()
-    admitted = guarded.app.state.sessions.started_total - started_before
+    admitted = guarded.state.admission.started_total - started_before
     refused = refused_total(guarded) - refused_before
     print(f"storm: tasks {tasks_before}->{tasks_after}, fds {fds_before}->{fds_after}, "
           f"max RSS {rss_mb():.0f} MB, admitted {admitted}, refused {refused:g}")  # fmt: skip
@@ -264,11 +266,17 @@ RTVI_TYPES = st.sampled_from(
     ["client-ready", "send-text", "client-message", "disconnect-bot", "raw-audio",
      "llm-function-call-result", "dtmf", "append-to-context", "x"]
 )  # fmt: skip
+
+
+def json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner)
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    json_containers,
     max_leaves=8,
-)  # fmt: skip
+)
 MESSAGES = st.one_of(
     st.binary(max_size=200),
     st.text(max_size=50),
@@ -314,6 +322,6 @@ def test_fuzzed_frames_never_break_a_session(guarded: ServerThread, batch: list[
     client = asyncio.run(session())
     assert client.close_code in (1000, 1005, 1008), (client.close_code, client.close_reason)
     if client.close_code == 1008:  # only the disconnect-bot message or a limit may end it
-        assert client.close_reason.startswith(("policy-violation", "no-client-ready")) or any(
-            json.dumps("disconnect-bot") in str(m) for m in batch
-        )
+        assert client.close_reason.startswith(
+            (EndReason.POLICY_VIOLATION.label, EndReason.NO_CLIENT_READY.label)
+        ) or any(json.dumps("disconnect-bot") in str(m) for m in batch)

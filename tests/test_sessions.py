@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from talkline.audio import peak, piper_speech
 from talkline.client import RTVIClient
+from talkline.lifecycle import EndReason
 from talkline.session import END_GRACE_SECS
 from tests.support import ServerThread, final_transcript, running_server
 
@@ -56,9 +57,9 @@ async def test_idle_session_is_told_and_closed_cleanly(small_server: ServerThrea
         await client.client_ready()
         await client.wait_for("closed", timeout=15)
     ending = client.of_type("server-message")
-    assert ending and ending[0].data["reason"] == "idle-timeout"
+    assert ending and ending[0].data["reason"] == EndReason.IDLE_TIMEOUT.label
     assert client.close_code == 1000
-    assert client.close_reason.startswith("idle-timeout")
+    assert client.close_reason.startswith(EndReason.IDLE_TIMEOUT.label)
 
 
 async def test_session_timeout_is_told_and_closed_cleanly(
@@ -75,7 +76,7 @@ async def test_session_timeout_is_told_and_closed_cleanly(
                 await client.stream(weather_pcm)
         closed = await client.wait_for("closed", timeout=15)
     reasons = [e.data["reason"] for e in client.of_type("server-message")]
-    assert "session-timeout" in reasons
+    assert EndReason.SESSION_TIMEOUT.label in reasons
     assert client.close_code == 1000
     lasted = closed.at - connecting
     assert settings.session_timeout <= lasted < settings.session_timeout + END_GRACE_SECS + 3

@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from talkline.audio import piper_speech
 from talkline.client import RTVIClient
+from talkline.lifecycle import EndReason
 from talkline.processes import free_port
 from talkline.session import END_GRACE_SECS
 from tests.support import words
@@ -177,9 +178,11 @@ async def test_sigterm_lets_the_current_answer_finish_then_exits_0(
 
     assert late.close_code == 1013 and "shutting down" in late.close_reason
     ending = [e for e in client.of_type("server-message") if e.at >= signalled]
-    assert ending and ending[0].data["reason"] == "server-shutdown"
+    assert ending and ending[0].data["reason"] == EndReason.SERVER_SHUTDOWN.label
     assert_whole(marks.answer(), reference)
-    assert client.close_code == 1001 and client.close_reason.startswith("server-shutdown")
+    assert client.close_code == 1001 and client.close_reason.startswith(
+        EndReason.SERVER_SHUTDOWN.label
+    )
     assert process.wait(timeout=30) == 0
     assert children_running(process.pid, "piper.http_server") == []
     assert not alive(pipers[0])
@@ -205,7 +208,9 @@ async def test_sigterm_before_the_bot_speaks_still_answers_the_turn_whole(
 
     assert not bot_had_started, "the signal was meant to come before the answer"
     assert_whole(marks.answer(), reference)
-    assert client.close_code == 1001 and client.close_reason.startswith("server-shutdown")
+    assert client.close_code == 1001 and client.close_reason.startswith(
+        EndReason.SERVER_SHUTDOWN.label
+    )
     assert process.wait(timeout=30) == 0
 
 
