@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from talkline.bench import main
-from talkline.bench.analysis import playback_gaps
+from talkline.bench.analysis import TurnSummary, playback_gaps
+from talkline.bench.procs import Usage
+from talkline.bench.report import MB, knees
+from talkline.bench.runner import RunResult, Target
 from talkline.bench.speech import (
     CHUNK_BYTES,
     CHUNK_SECS,
@@ -74,3 +77,33 @@ def test_quick_bench_writes_report_and_plots(tmp_path: Path) -> None:
     assert native["server"]["rss_peak"] > 0 and stereo["server"]["samples"]
     for image in ("latency.png", "resources.png"):
         assert (tmp_path / image).read_bytes().startswith(PNG_MAGIC)
+
+
+def run(sessions: int, *, inbound_p95: float, cpu: float, target: Target = "talkline") -> RunResult:
+    """A Gemini run of ``sessions`` whose server used ``cpu`` cores, with every turn answered."""
+    p: dict[str, float | None] = {"p50": 5.0, "p95": inbound_p95, "p99": inbound_p95}
+    out: dict[str, float | None] = {"p50": 5.0, "p95": 10.0, "p99": 10.0}
+    summary = TurnSummary(6, 6, dict(out), p, out, 0, 0.0, 0, [])
+    usage = Usage(cpu_secs=cpu * 10, wall_secs=10.0, rss_start=100 * MB, rss_peak=100 * MB)
+    result = RunResult(target, "gemini", sessions, 3, 1.0, usage, 0.1, 0.1, 1.0, 2.0, 1.0, summary)
+    result.rss_per_session_mb = 1.0
+    return result
+
+
+def test_knee_is_the_largest_n_before_the_first_miss() -> None:
+    """N=30 misses inbound p95 < 20 ms: the knee is 20 even though N=40 happens to pass."""
+    runs = [
+        run(10, inbound_p95=4.0, cpu=0.2),
+        run(20, inbound_p95=8.0, cpu=0.5),
+        run(30, inbound_p95=25.0, cpu=0.8),
+        run(40, inbound_p95=9.0, cpu=1.0),
+        run(10, inbound_p95=30.0, cpu=0.7, target="baseline"),
+    ]
+    found = {k.label: k for k in knees(runs)}
+    talkline = found["talkline"]
+    assert (talkline.largest_ok, talkline.first_missed) == (20, 30)
+    assert abs((talkline.cpu_per_session or 0) - 0.025) < 1e-9
+    assert abs((talkline.sessions_per_core or 0) - 40) < 1e-9
+    baseline = found["**baseline**"]
+    assert (baseline.largest_ok, baseline.first_missed) == (None, 10)
+    assert abs((baseline.sessions_per_core or 0) - 1 / 0.07) < 1e-9

@@ -7,6 +7,8 @@ test_gemini.py covers the same paths end to end against the emulator.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import ssl
 from collections.abc import Coroutine
 from pathlib import Path
@@ -34,16 +36,19 @@ MODEL = "gemini-live-test"
 
 
 class Upstream:
-    """A stand-in Live session: keeps each audio blob sent, or fails when told to."""
+    """A stand-in Live session whose socket (``_ws``, where the service writes audio
+    messages) keeps each audio blob sent, or fails when told to."""
 
     def __init__(self, *, fails: bool = False):
         self.sent: list[tuple[bytes, str]] = []
         self.fails = fails
+        self._ws = self
 
-    async def send_realtime_input(self, *, audio: Any) -> None:
+    async def send(self, message: str) -> None:
         if self.fails:
             raise ConnectionError("upstream gone")
-        self.sent.append((audio.data, audio.mime_type))
+        blob = json.loads(message)["realtime_input"]["audio"]
+        self.sent.append((base64.urlsafe_b64decode(blob["data"]), blob["mime_type"]))
 
 
 class Closed(Exception):

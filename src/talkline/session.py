@@ -12,16 +12,17 @@ import pipecat.processors.frameworks.rtvi.models as RTVI
 from fastapi import WebSocket
 from loguru import logger
 from pipecat.frames.frames import LLMRunFrame
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker import PipelineParams
 from pipecat.processors.frameworks.rtvi import RTVIProcessor
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 from pipecat.workers.runner import WorkerRunner
 
 from talkline import __version__
 from talkline.admission import SessionRecord
+from talkline.lean_transport import LeanWebsocketTransport
 from talkline.lifecycle import EndReason, SessionState
 from talkline.metrics import Metrics
-from talkline.observer import SessionObserver
+from talkline.observer import LeanPipelineWorker, SessionObserver
 from talkline.pipelines.build import PipelineFactory, SessionHooks
 from talkline.transport import GuardedSerializer, InputLimits, SessionSocket
 
@@ -87,8 +88,8 @@ class Session:
             violate=self._violation,
             accepting=self.accepting,
         )
-        self.transport = FastAPIWebsocketTransport(
-            self.socket,  # type: ignore[arg-type]
+        self.transport = LeanWebsocketTransport(
+            self.socket,
             FastAPIWebsocketParams(
                 audio_in_enabled=True,
                 audio_out_enabled=True,
@@ -99,7 +100,7 @@ class Session:
         hooks = SessionHooks(on_fatal=self.fail, on_reconnect=metrics.reconnects.inc)
         built = pipelines.build(self.transport, hooks)
         self.upstream = built.upstream
-        self.worker = PipelineWorker(
+        self.worker = LeanPipelineWorker(
             built.pipeline,
             params=PipelineParams(
                 audio_in_sample_rate=options.audio_in_rate,

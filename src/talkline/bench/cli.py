@@ -35,6 +35,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         default=True,
         help="also run the plain Pipecat bot (talkline.bench.baseline) on the Gemini sweep",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="talkline worker processes (TALKLINE_WORKERS)"
+    )
     parser.add_argument("--baseline-bot", type=Path, default=DEFAULT_BASELINE_BOT)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--text", default=DEFAULT_TEXT, help="what the simulated users say")
@@ -58,6 +61,7 @@ class Options:
     local_gap: float
     baseline: bool
     baseline_bot: Path
+    workers: int
     out: Path
     text: str
     formats: list[ClientFormat]
@@ -79,6 +83,7 @@ def options_from(args: argparse.Namespace) -> Options:
         local_gap=args.local_gap,
         baseline=args.baseline,
         baseline_bot=args.baseline_bot,
+        workers=args.workers,
         out=args.out,
         text=args.text,
         formats=[ClientFormat.parse(f) for f in args.client_format.split(",") if f.strip()],
@@ -95,12 +100,14 @@ def collapsed(result: RunResult) -> bool:
 def progress(result: RunResult) -> None:
     s = result.summary
     print(
-        f"  {result.target:<8} {result.brain:<6} {result.client_format:<8} N={result.sessions:<4} "
+        f"  {report.label(result):<8} {result.brain:<6} {result.client_format:<8} "
+        f"N={result.sessions:<4} "
         f"answered {s.answered}/{s.expected} (failed clients {s.failed_clients})  "
         f"response p50 {report.ms(s.response['p50'])} "
         f"p95 {report.ms(s.response['p95'])}  in p95 {report.ms(s.inbound['p95'])}  "
         f"out p95 {report.ms(s.outbound['p95'])}  glitches {s.glitches}  "
-        f"cpu {result.server.cores:.2f}  rss {result.server.rss_peak / 2**20:.0f} MB",
+        f"cpu {result.server.cores:.2f} (per session, sessions/core: "
+        f"{report.capacity_text(result)})  rss {result.server.rss_peak / 2**20:.0f} MB",
         flush=True,
     )
 
@@ -144,7 +151,13 @@ async def attempt(
     """One run, or None (said on stderr) when its server would not start."""
     try:
         result = await run_once(
-            target, brain, sessions, plan, baseline_bot=options.baseline_bot, logs=logs
+            target,
+            brain,
+            sessions,
+            plan,
+            baseline_bot=options.baseline_bot,
+            logs=logs,
+            workers=options.workers if brain == "gemini" else 1,
         )
     except ServerFailed as error:
         print(f"talkline bench: {target} {brain} N={sessions}: {error}", file=sys.stderr)

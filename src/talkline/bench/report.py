@@ -111,27 +111,99 @@ def meets(result: RunResult | None) -> bool:
     )
 
 
+def label(result: RunResult) -> str:
+    name = "talkline" if result.target == "talkline" else "**baseline**"
+    return f"{name} ({result.workers} workers)" if result.workers > 1 else name
+
+
+def per_session(result: RunResult) -> tuple[float, float | None]:
+    """The server's CPU per session (cores), and sessions per core (its inverse)."""
+    cores = result.server.cores / result.sessions
+    return cores, (1 / cores if cores > 0 else None)
+
+
+def capacity_text(result: RunResult) -> str:
+    cores, sessions = per_session(result)
+    return f"{cores:.3f} ({NA if sessions is None else f'{sessions:.0f}'})"
+
+
+@dataclasses.dataclass
+class Knee:
+    """Where one bot's sweep stops meeting the targets."""
+
+    label: str
+    largest_ok: int | None  # the largest N before the first N that misses a target
+    first_missed: int | None
+    cpu_per_session: float | None  # at largest_ok (or the smallest N run, if none met)
+    sessions_per_core: float | None
+
+
+def knees(results: list[RunResult]) -> list[Knee]:
+    """For each bot (and worker count) of the Gemini sweep: its knee, from the runs in N order."""
+    series: dict[str, list[RunResult]] = {}
+    for r in results:
+        if r.brain == "gemini" and r.native:
+            series.setdefault(label(r), []).append(r)
+    found = []
+    for name, runs in series.items():
+        runs = sorted(runs, key=lambda r: r.sessions)
+        ok = None
+        missed = None
+        for r in runs:
+            if not meets(r):
+                missed = r
+                break
+            ok = r
+        at = ok or runs[0]
+        cores, sessions = per_session(at)
+        found.append(
+            Knee(
+                name,
+                ok.sessions if ok else None,
+                missed.sessions if missed else None,
+                cores,
+                sessions,
+            )
+        )
+    return found
+
+
+def knee_rows(results: list[RunResult]) -> list[str]:
+    rows = [
+        "| bot | knee: largest N meeting every target | first N missing one "
+        "| server CPU per session at the knee (cores) | sessions per core (server alone) |",
+        "|---|---|---|---|---|",
+    ]
+    for k in knees(results):
+        rows.append(
+            f"| {k.label} | {k.largest_ok or 'none'} | {k.first_missed or 'none run'} "
+            f"| {NA if k.cpu_per_session is None else f'{k.cpu_per_session:.3f}'} "
+            f"| {NA if k.sessions_per_core is None else f'{k.sessions_per_core:.0f}'} |"
+        )
+    return rows
+
+
 def gemini_rows(results: list[RunResult]) -> list[str]:
     head = (
         "| bot | N | client audio | turns answered | response p50 / p95 / p99 ms "
         "| inbound p50 / p95 / p99 ms "
         "| outbound p50 / p95 / p99 ms | glitches (max gap ms) "
-        "| server CPU cores (event-loop thread) "
+        "| server CPU cores (event-loop thread) | CPU per session (sessions per core) "
         "| RSS idle → peak MB | RSS / extra session MB | clients CPU | emulator CPU "
         "| clients' loop lag p99 / max ms | /ready s |"
     )
-    rows = [head, "|" + "---|" * 15]
+    rows = [head, "|" + "---|" * 16]
     for r in results:
         if r.brain != "gemini":
             continue
         s = r.summary
-        label = "talkline" if r.target == "talkline" else "**baseline**"
         trio = lambda p: f"{ms(p['p50'])} / {ms(p['p95'])} / {ms(p['p99'])}"  # noqa: E731
         rows.append(
-            f"| {label} | {r.sessions} | {r.client_format} | {s.answered}/{s.expected}{refused(s)} "
+            f"| {label(r)} | {r.sessions} | {r.client_format} "
+            f"| {s.answered}/{s.expected}{refused(s)} "
             f"| {trio(s.response)} "
             f"| {trio(s.inbound)} | {trio(s.outbound)} | {s.glitches} ({s.max_gap_ms:.0f}) "
-            f"| {r.server.cores:.2f} ({r.server.main_thread_cores:.2f}) "
+            f"| {r.server.cores:.2f} ({r.server.main_thread_cores:.2f}) | {capacity_text(r)} "
             f"| {r.server.rss_start / MB:.0f} → {r.server.rss_peak / MB:.0f} "
             f"| {r.rss_per_session_mb:.1f} | {r.clients_cores:.2f} "
             f"| {r.emulator_cores or 0:.2f} | {r.loop_lag_p99_ms:.1f} / {r.loop_lag_max_ms:.0f} "
@@ -142,7 +214,9 @@ def gemini_rows(results: list[RunResult]) -> list[str]:
 
 def ratio_rows(results: list[RunResult]) -> list[str]:
     talkline = {
-        r.sessions: r for r in results if (r.target, r.brain) == ("talkline", "gemini") and r.native
+        r.sessions: r
+        for r in results
+        if (r.target, r.brain, r.workers) == ("talkline", "gemini", 1) and r.native
     }
     baseline = {r.sessions: r for r in results if (r.target, r.brain) == ("baseline", "gemini")}
     common = sorted(talkline.keys() & baseline.keys())
@@ -220,7 +294,11 @@ def local_rows(results: list[RunResult]) -> list[str]:
 
 
 def target_rows(results: list[RunResult]) -> list[str]:
-    gemini = [r for r in results if (r.target, r.brain) == ("talkline", "gemini") and r.native]
+    gemini = [
+        r
+        for r in results
+        if (r.target, r.brain, r.workers) == ("talkline", "gemini", 1) and r.native
+    ]
     local = [r for r in results if (r.target, r.brain) == ("talkline", "local") and r.native]
     readies = [r.ready_secs for r in results if r.target == "talkline"]
     passing = [r.sessions for r in gemini if meets(r)]
@@ -282,6 +360,11 @@ METHOD = """\
   with its children (Piper for the offline brain), the bench process alone (clients), the
   emulator. In brackets, the server's main thread, which runs the event loop and all Python
   code of every session: 1.0 is its ceiling (the GIL), whatever the core count.
+- **CPU per session** = the server's CPU (cores, with its children) / N; **sessions per core**
+  is its inverse, the server alone, so it does not depend on what else shares the machine.
+  The **knee** of a sweep is the largest N before the first N that misses a target (every turn
+  answered, no glitch, inbound and outbound p95 < {target_ms:.0f} ms, RSS per extra session
+  < {target_rss:.0f} MB).
 - RSS: sampled every 0.25 s; idle is just before the clients connect. RSS per extra
   session = (peak at N - peak at N=1) / (N - 1).
 - A sweep stops at the first N where fewer than 90 % of turns are answered or the response
@@ -329,6 +412,10 @@ def write(
         "",
         *ratio_rows(results),
         "",
+        "### Capacity: the knee of each sweep",
+        "",
+        *knee_rows(results),
+        "",
         "### Server CPU by client audio format (talkline converts to 16 kHz mono)",
         "",
         *format_rows(results),
@@ -345,9 +432,12 @@ def write(
     if notes or errors:
         lines += ["## Notes", "", *notes, *errors, ""]
     values = {"cores": machine["cores"], "load": machine["load"], "speech": speech_secs}
+    values |= {"target_ms": TARGET_ADDED_MS, "target_rss": TARGET_RSS_MB}
     lines.append(METHOD.format(**values, gap=gap))
     path = out / REPORT_NAME
     path.write_text("\n".join(lines))
     raw = [dataclasses.asdict(r) for r in results]
-    (out / "results.json").write_text(json.dumps({"machine": machine, "runs": raw}, indent=1))
+    found = [dataclasses.asdict(k) for k in knees(results)]
+    document = {"machine": machine, "runs": raw, "knees": found}
+    (out / "results.json").write_text(json.dumps(document, indent=1))
     return path

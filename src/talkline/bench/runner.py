@@ -40,6 +40,7 @@ class RunResult:
     loop_lag_max_ms: float
     connect_secs: float
     summary: TurnSummary
+    workers: int = 1  # talkline worker processes (TALKLINE_WORKERS)
     rss_per_session_mb: float | None = None
     client_format: str = "16000x1"  # rate x channels of the audio the clients sent
     notes: list[str] = field(default_factory=list)
@@ -56,10 +57,11 @@ def server_command(target: Target, port: int, baseline_bot: Path) -> list[str]:
     return [sys.executable, "-m", "talkline", "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 
-def server_env(target: Target, brain: Brain, sessions: int) -> dict[str, str]:
+def server_env(target: Target, brain: Brain, sessions: int, workers: int = 1) -> dict[str, str]:
     if target == "baseline":
         return {}
     env = {
+        "TALKLINE_WORKERS": str(workers),
         "TALKLINE_BRAIN": brain,
         "TALKLINE_HOST": "127.0.0.1",
         "TALKLINE_LOG_LEVEL": "WARNING",
@@ -93,7 +95,14 @@ async def _measure(
 
 
 async def run_once(
-    target: Target, brain: Brain, sessions: int, plan: Plan, *, baseline_bot: Path, logs: Path
+    target: Target,
+    brain: Brain,
+    sessions: int,
+    plan: Plan,
+    *,
+    baseline_bot: Path,
+    logs: Path,
+    workers: int = 1,
 ) -> RunResult:
     """Start fresh processes, run ``sessions`` clients through ``plan``, and measure.
 
@@ -102,8 +111,10 @@ async def run_once(
     port = free_port()
     tagged = plan.format.native
     command = server_command(target, port, baseline_bot)
-    env = server_env(target, brain, sessions)
-    log = logs / f"{target}-{brain}-{sessions}-{plan.format}.log"
+    workers = workers if target == "talkline" else 1
+    env = server_env(target, brain, sessions, workers)
+    suffix = f"-w{workers}" if workers > 1 else ""
+    log = logs / f"{target}-{brain}-{sessions}-{plan.format}{suffix}.log"
     records = None
     emulator_usage: Usage | None = None
     with tempfile.TemporaryDirectory(prefix="talkline-bench-") as tmp:
@@ -137,4 +148,5 @@ async def run_once(
         connect_secs=load.connect_secs,
         summary=summarise(load.clients, plan, records if tagged else None),
         client_format=str(plan.format),
+        workers=workers,
     )

@@ -37,18 +37,26 @@ TRANSCRIPT_WAIT_SECS = 12.0
 
 
 def user_params(
-    settings: Settings, shared: SharedResources, strategies: UserTurnStrategies
+    settings: Settings,
+    shared: SharedResources,
+    strategies: UserTurnStrategies,
+    *,
+    batched_vad: bool = False,
 ) -> LLMUserAggregatorParams:
-    """Silero VAD on the shared model, with the given turn strategies."""
+    """Silero VAD on the shared model, with the given turn strategies.
+
+    ``batched_vad``: the speech gate that scores all sessions' windows in shared batches
+    (see services/speech_gate.py), for brains that detect turns themselves.
+    """
     assert shared.turn_models is not None
-    vad = shared.turn_models.vad(
-        VADParams(
-            confidence=settings.vad_confidence,
-            start_secs=settings.vad_start_secs,
-            stop_secs=settings.vad_stop_secs,
-            min_volume=settings.vad_min_volume,
-        )
+    params = VADParams(
+        confidence=settings.vad_confidence,
+        start_secs=settings.vad_start_secs,
+        stop_secs=settings.vad_stop_secs,
+        min_volume=settings.vad_min_volume,
     )
+    models = shared.turn_models
+    vad = models.speech_gate(params) if batched_vad else models.vad(params)
     return LLMUserAggregatorParams(
         vad_analyzer=vad,
         user_turn_strategies=strategies,
@@ -165,7 +173,7 @@ def build_gemini_pipeline(
         start=[VADUserTurnStartStrategy()],
         stop=[SpeechTimeoutUserTurnStopStrategy(wait_for_transcript=False)],
     )
-    params = user_params(settings, shared, realtime)
+    params = user_params(settings, shared, realtime, batched_vad=True)
     aggregators = LLMContextAggregatorPair(LLMContext(), user_params=params)
     gemini = TalklineGeminiLiveService(
         gemini_options(settings), on_fatal=hooks.on_fatal, on_reconnect=hooks.on_reconnect

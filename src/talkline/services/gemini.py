@@ -18,14 +18,18 @@ subclass:
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.genai.types import Blob, HttpOptions, LiveServerMessage
+from google.genai.live import AsyncSession
+from google.genai.types import HttpOptions, LiveServerMessage
 from loguru import logger
+from pipecat.frames.frames import Frame, InputAudioRawFrame
+from pipecat.processors.frame_processor import FrameCallback, FrameDirection
 from pipecat.services.google.gemini_live.llm import (
     ContextWindowCompressionParams,
     GeminiLiveLLMService,
@@ -59,6 +63,9 @@ PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
     (GeminiLiveLLMService, "_consecutive_failures", "reads", "the retry count for backoff"),
     (GeminiLiveLLMService, "_session_resumption_handle", "reads", "dropped when Gemini forgot it"),
     (GeminiLiveLLMService, "_bot_is_responding", "reads", "goAway waits for the answer"),
+    # google-genai: the Live session's WebSocket, to send audio messages the SDK would build
+    # (tests/test_gemini_wire.py checks they are the SDK's, byte for byte).
+    (AsyncSession, "_ws", "reads", "send user audio without per-chunk pydantic models"),
 )
 
 
@@ -105,6 +112,20 @@ def http_options(options: GeminiOptions) -> HttpOptions:
         context.load_verify_locations(cafile=str(options.ca_file))
         client_args["ssl"] = context
     return HttpOptions(base_url=options.base_url, async_client_args=client_args)
+
+
+def realtime_audio_message(audio: bytes, rate: int) -> str:
+    """What ``AsyncSession.send_realtime_input(audio=Blob(...))`` sends for ``audio``.
+
+    The SDK builds it through a pydantic model, a converter and a dict walk per 32 ms chunk
+    (about a tenth of a streaming session's CPU); the message itself is this one line.
+    """
+    data = base64.urlsafe_b64encode(audio).decode("ascii")  # the SDK's alphabet
+    return (
+        '{"realtime_input": {"audio": {"data": "'
+        + data
+        + f'", "mime_type": "audio/pcm;rate={rate}"}}}}}}'
+    )
 
 
 def close_reason(error: Exception) -> tuple[int | None, str]:
@@ -171,6 +192,36 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
 
     # --- user audio: never dropped while the upstream is away -----------------------------
 
+    async def queue_frame(
+        self,
+        frame: Frame,
+        direction: FrameDirection = FrameDirection.DOWNSTREAM,
+        callback: FrameCallback | None = None,
+    ) -> None:
+        """User audio is sent upstream at once, by the processor that pushed it.
+
+        It would otherwise wait in this service's input queue for its task: one more task
+        switch per 32 ms chunk, and up to a loop iteration of inbound latency. Audio takes
+        no part in the service's frame ordering (it is sent as it comes, or kept in order
+        while the upstream is away). Every other frame is queued as usual.
+        """
+        if isinstance(frame, InputAudioRawFrame) and callback is None:
+            await self._send_user_audio(frame)
+            return
+        await super().queue_frame(frame, direction, callback)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """User audio ends here: it is sent upstream and not pushed on.
+
+        Nothing after the brain reads the user's audio, and pushing each 32 ms chunk on
+        cost three more processors' queues and tasks (output transport, assistant
+        aggregator, the worker's sink) per chunk. Every other frame takes Pipecat's path.
+        """
+        if isinstance(frame, InputAudioRawFrame):
+            await self._send_user_audio(frame)
+            return
+        await super().process_frame(frame, direction)
+
     def _can_send(self) -> bool:
         return bool(self._session and self._ready_for_realtime_input and not self._disconnecting)
 
@@ -205,9 +256,7 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
     async def _send_audio(self, audio: bytes, *, keep_on_failure: bool = True) -> bool:
         assert self._session is not None
         try:
-            await self._session.send_realtime_input(
-                audio=Blob(data=audio, mime_type=f"audio/pcm;rate={self._pending_rate}")
-            )
+            await self._session._ws.send(realtime_audio_message(audio, self._pending_rate))
             return True
         except Exception as error:
             if keep_on_failure:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -17,6 +18,9 @@ from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTu
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+
+if TYPE_CHECKING:
+    from talkline.services.speech_gate import SileroBatcher, SpeechGate
 
 SILENCE_PEAK = 200  # int16 peak below which a window cannot be speech (about -44 dBFS)
 
@@ -115,12 +119,23 @@ class TurnModels:
             _bundled("pipecat.audio.turn.smart_turn.data", "smart-turn-v3.2-cpu.onnx")
         )
         self.turn_executor = ThreadPoolExecutor(turn_threads, thread_name_prefix="smart-turn")
+        self._batcher: SileroBatcher | None = None
 
     def vad(self, params: VADParams) -> SharedSileroVADAnalyzer:
         return SharedSileroVADAnalyzer(self.vad_session, params=params)
+
+    def speech_gate(self, params: VADParams) -> SpeechGate:
+        """Silero scored in batches across sessions (the Gemini brain's VAD)."""
+        from talkline.services.speech_gate import SileroBatcher, SpeechGate
+
+        if self._batcher is None:
+            self._batcher = SileroBatcher(self.vad_session)
+        return SpeechGate(self._batcher, params=params)
 
     def smart_turn(self, stop_secs: float) -> SharedSmartTurnAnalyzer:
         return SharedSmartTurnAnalyzer(self.turn_session, self.turn_executor, stop_secs)
 
     def close(self) -> None:
         self.turn_executor.shutdown(wait=False, cancel_futures=True)
+        if self._batcher is not None:
+            self._batcher.close()
