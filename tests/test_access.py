@@ -12,7 +12,12 @@ from loguru import logger
 from talkline.auth import TokenError, mint_token, verify_token
 from talkline.client import RTVIClient
 from talkline.emulator import GeminiEmulator
-from tests.support import ServerThread, running_doors, running_gemini_server
+from tests.support import (
+    ServerThread,
+    running_doors,
+    running_gemini_server,
+    speak_and_wait_for_answer,
+)
 
 KEY = "tk-live-8c1f0e9a2b"
 SECRET = "sig-3fa9d27c51e0"
@@ -131,8 +136,7 @@ async def test_secrets_never_reach_logs_errors_or_pages(weather_pcm: bytes) -> N
                 seen.append(httpx.get(f"{server.http_url}/").text)
                 async with RTVIClient(f"{server.ws_url}?token={token}") as client:
                     await client.client_ready()
-                    await client.stream(weather_pcm)
-                    await client.wait_for("bot-stopped-speaking", timeout=30)
+                    await speak_and_wait_for_answer(client, weather_pcm)
                 seen += [str(e.data) for e in client.events]
                 await refused(server, "?token=" + token[:-3] + "xyz")
     finally:

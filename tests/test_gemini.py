@@ -84,7 +84,8 @@ async def test_close_1011_mid_reply_is_recovered(
     with running_gemini_server(emulator) as server:
         async with RTVIClient(server.ws_url) as client:
             await client.client_ready()
-            await client.stream(weather_pcm)
+            # A microphone goes on sending after the user stops: the turn's end is heard.
+            await client.stream(weather_pcm + silence(1.0))
             await emulator.wait_for_connections(2, within=15)
             await speak_until_turns(client, silence(1.0) + weather_pcm, 1)
             async with asyncio.timeout(ANSWER_TIMEOUT):
