@@ -262,23 +262,29 @@ def test_go_away_durations_are_read_in_seconds(text: str | None, seconds: float)
     assert parse_seconds(text) == seconds
 
 
-async def test_recoverable_errors_are_retried_with_backoff(
-    service: TalklineGeminiLiveService,
-    fatal: list[str],
-    monkeypatch: pytest.MonkeyPatch,
-    logged: list[str],
-) -> None:
-    slept: list[float] = []
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The backoff's sleeps, recorded instead of waited, on this test's thread only:
+    asyncio.sleep is one function for the whole process, and test servers' threads keep it."""
+    record: list[float] = []
     real_sleep, here = asyncio.sleep, threading.current_thread()
 
     async def sleep(seconds: float) -> None:
-        # asyncio.sleep is one function for the whole process: test servers' threads keep it.
         if threading.current_thread() is not here:
             await real_sleep(seconds)
             return
-        slept.append(seconds)
+        record.append(seconds)
 
     monkeypatch.setattr(gemini.asyncio, "sleep", sleep)
+    return record
+
+
+async def test_recoverable_errors_are_retried_with_backoff(
+    service: TalklineGeminiLiveService,
+    fatal: list[str],
+    slept: list[float],
+    logged: list[str],
+) -> None:
     results = [await service._handle_connection_error(Closed(1011, "x")) for _ in range(5)]
     assert results == [True] * 5 and slept == list(BACKOFF_SECS[:5]) and fatal == []
     assert logged[0] == "Gemini connection failed (1011 x); retry 1 in 0.1s"
@@ -292,23 +298,10 @@ async def test_recoverable_errors_are_retried_with_backoff(
     assert logged[-1] == f"Gemini: {fatal[0]}"
 
 
-async def test_backoff_stops_growing_at_its_longest(
-    fatal: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    slept: list[float] = []
-    real_sleep, here = asyncio.sleep, threading.current_thread()
-
-    async def sleep(seconds: float) -> None:
-        # asyncio.sleep is one function for the whole process: test servers' threads keep it.
-        if threading.current_thread() is not here:
-            await real_sleep(seconds)
-            return
-        slept.append(seconds)
-
+async def test_backoff_stops_growing_at_its_longest(fatal: list[str], slept: list[float]) -> None:
     async def on_fatal(message: str) -> None:
         fatal.append(message)
 
-    monkeypatch.setattr(gemini.asyncio, "sleep", sleep)
     patient = TalklineGeminiLiveService(
         service_options(gemini_reconnect_attempts=9), on_fatal=on_fatal
     )
