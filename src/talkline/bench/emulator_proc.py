@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from talkline.bench.speech import find_tags
 from talkline.emulator import GeminiEmulator
 from talkline.emulator.connection import LiveConnection
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     import uvloop
 
+    logger.remove()  # the bench reads the emulator's records, not its log
+    logger.add(sys.stderr, level="WARNING")
     uvloop.run(serve(args.records, options))
     return 0
 
