@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -52,6 +54,10 @@ class Settings(BaseSettings):
     )
     public_url: str | None = Field(
         None, description="Base URL clients use to reach /ws (default: derived from the request)."
+    )
+    replica: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="This server's name among replicas (in /health, session records, resumes).",
     )
 
     # Brain

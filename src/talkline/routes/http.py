@@ -58,6 +58,7 @@ async def health(state: State) -> dict[str, object]:
     """Liveness: the process answers. Also says what it runs."""
     return {
         "status": "ok",
+        "replica": state.settings.replica,
         **state.settings.about(),
         "sessions": len(state.admission),
         "max_sessions": state.admission.max_sessions,
