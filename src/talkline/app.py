@@ -19,13 +19,13 @@ from fastapi.staticfiles import StaticFiles
 from talkline.admission import Admission
 from talkline.auth import Access
 from talkline.config import Settings
+from talkline.coordinator import CoordinatorOptions, build_coordinator
 from talkline.metrics import Metrics
 from talkline.pipelines.build import PipelineFactory
 from talkline.resources import ResourceOptions, SharedResources
 from talkline.routes import http, websocket
 from talkline.routes.deps import ServerState
 from talkline.session import SessionOptions
-from talkline.slots import SlotPool
 from talkline.transport import InputLimits
 
 WEB_DIST = Path(__file__).parent / "web" / "dist"
@@ -68,6 +68,7 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         shared.start()
+        await coordinator.start()
         if settings.slots_dir:
             # A worker beside others: accept nothing until ready, so the shared port
             # sends every connection to a worker that can serve it.
@@ -75,6 +76,7 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
         try:
             yield
         finally:
+            await coordinator.stop()
             await shared.stop()
 
     app = FastAPI(title="talkline", lifespan=lifespan)
@@ -85,8 +87,8 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    slots = SlotPool(settings.slots_dir, settings.max_sessions) if settings.slots_dir else None
-    admission = Admission(shared, settings.max_sessions, settings.max_sessions_per_client, slots)
+    coordinator = build_coordinator(settings.options(CoordinatorOptions))
+    admission = Admission(shared, settings.max_sessions, coordinator=coordinator)
     app.state.talkline = ServerState(
         settings=settings,
         access=build_access(settings),

@@ -78,12 +78,14 @@ class Access:
         assert self.secret is not None
         return mint_token(self.secret, self.token_ttl, key_id)
 
-    def check(self, token: str | None) -> None:
+    def check(self, token: str | None) -> str | None:
+        """The API key id a valid token was minted for; None when access control is off."""
         if self.secret is None:
-            return
+            return None
         if not token:
             raise TokenError("missing token: POST /connect with your API key to get one")
-        verify_token(self.secret, token)
+        subject = verify_token(self.secret, token).get("sub")
+        return str(subject) if subject else None
 
 
 def bearer(header: str | None) -> str | None:

@@ -113,6 +113,20 @@ class Settings(BaseSettings):
     # Sessions
     max_sessions: int = Field(100, ge=1)
     max_sessions_per_client: int = Field(10, ge=1, description="Per client IP address.")
+    max_sessions_per_key: int | None = Field(
+        None, ge=1, description="Per API key, when access control is on (default: no own cap)."
+    )
+
+    # Cluster: one session cap across replicas (unset: this machine counts alone)
+    redis_url: SecretStr | None = Field(
+        None, description="redis://[:password@]host:port/db: the cluster-wide session cap."
+    )
+    lease_ttl: float = Field(
+        15.0, gt=0, description="Seconds a dead replica's sessions stay counted in Redis."
+    )
+    lease_renew: float = Field(
+        5.0, gt=0, description="Seconds between a replica's lease renewals (one call each)."
+    )
     session_timeout: float = Field(600.0, gt=0, description="Seconds a session may last.")
     idle_timeout: float = Field(
         300.0, gt=0, description="Seconds without speech from either side before closing."
@@ -174,6 +188,11 @@ class Settings(BaseSettings):
             raise ValueError(f"TALKLINE_GEMINI_CA_FILE: no file at {self.gemini_ca_file}")
         if self.responder == "openai" and not self.llm_base_url:
             raise ValueError("responder=openai needs TALKLINE_LLM_BASE_URL")
+        if self.lease_renew * 2 > self.lease_ttl:
+            raise ValueError(
+                "TALKLINE_LEASE_RENEW must be at most half of TALKLINE_LEASE_TTL, "
+                "so one missed renewal does not drop a live session's lease"
+            )
         self._check_stages()
         return self
 

@@ -34,7 +34,7 @@ async def connect(request: Request, state: State) -> dict[str, str] | JSONRespon
     with the admission decision's HTTP status and reason.
     """
     reply = {"ws_url": websocket_url(request, state.settings.public_url)}
-    access = state.access
+    access, key_id = state.access, None
     if access.enabled:
         key_id = access.key_id(bearer(request.headers.get("authorization")) or "")
         if key_id is None:
@@ -44,7 +44,7 @@ async def connect(request: Request, state: State) -> dict[str, str] | JSONRespon
                 headers={"WWW-Authenticate": "Bearer"},
             )
         reply["token"] = access.token_for(key_id)
-    if decision := state.admission.decide(client_address(request)):
+    if decision := state.admission.decide(client_address(request), key_id):
         return JSONResponse(
             {"error": decision.reason, "refusal": decision.refusal.label},
             status_code=decision.http_status,
@@ -62,6 +62,8 @@ async def health(state: State) -> dict[str, object]:
         **state.settings.about(),
         "sessions": len(state.admission),
         "max_sessions": state.admission.max_sessions,
+        "coordinator": state.admission.coordinator.name,
+        "sessions_counted": state.admission.coordinator.counted(),
     }
 
 
@@ -74,7 +76,7 @@ async def metrics(state: State) -> Response:
 @router.get("/ready")
 async def ready(state: State) -> JSONResponse:
     """Readiness: the answer a new session would get from admission, as HTTP."""
-    if decision := state.admission.decide():
+    if decision := state.admission.decide(probe=True):
         return JSONResponse(
             {"ready": False, "reason": decision.reason, "refusal": decision.refusal.label},
             status_code=decision.http_status,

@@ -27,17 +27,21 @@ def client_host(websocket: WebSocket) -> str:
     return websocket.client.host if websocket.client else "unknown"
 
 
-def access_refusal(websocket: WebSocket, state: ServerState) -> str | None:
-    """Why this connection may not open a session whatever the load (code 1008), or None."""
+class AccessRefused(Exception):
+    """This connection may not open a session whatever the load (code 1008)."""
+
+
+def access_check(websocket: WebSocket, state: ServerState) -> str | None:
+    """The API key id the connection's token carries (None with access off); raises
+    ``AccessRefused`` with the reason it may not connect."""
     origins, origin = state.settings.origin_list, websocket.headers.get("origin")
     # Browsers always send Origin; apps and scripts do not, and are held by the token.
     if origins and origin is not None and not is_origin_allowed(origin, origins):
-        return "origin not allowed"
+        raise AccessRefused("origin not allowed")
     try:
-        state.access.check(websocket.query_params.get("token"))
+        return state.access.check(websocket.query_params.get("token"))
     except TokenError as error:
-        return str(error)
-    return None
+        raise AccessRefused(str(error)) from None
 
 
 async def refuse(websocket: WebSocket, state: ServerState, code: int, label: str, reason: str):
@@ -50,11 +54,13 @@ async def refuse(websocket: WebSocket, state: ServerState, code: int, label: str
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state = server_state(websocket.app)
     await websocket.accept()
-    if problem := access_refusal(websocket, state):
-        await refuse(websocket, state, status.WS_1008_POLICY_VIOLATION, "access", problem)
+    try:
+        key_id = access_check(websocket, state)
+    except AccessRefused as problem:
+        await refuse(websocket, state, status.WS_1008_POLICY_VIOLATION, "access", str(problem))
         return
     try:
-        record = state.admission.admit(client_host(websocket))
+        record = await state.admission.admit(client_host(websocket), key_id)
     except AdmissionRefused as refused:
         decision = refused.decision
         await refuse(websocket, state, decision.ws_code, decision.refusal.label, decision.reason)
@@ -71,4 +77,4 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             with contextlib.suppress(RuntimeError):
                 await websocket.close(EndReason.INTERNAL_ERROR.close_code, "internal error")
         finally:
-            state.admission.release(record)
+            await state.admission.release(record)
