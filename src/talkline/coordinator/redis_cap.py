@@ -120,18 +120,26 @@ class RedisCoordinator:
 
     async def release(self, record: SessionRecord) -> None:
         """Free the lease now; if Redis is away it expires within the lease time instead."""
-        if self.held.get(record.id) is record:
-            del self.held[record.id]
+        if not self._let_go(record):
+            return
         with contextlib.suppress(*FAILURES):
             _, count = await bounded(self.store.release(record.id))
             self._seen(count)
 
     async def detach(self, record: SessionRecord, window_secs: float) -> None:
         """Stop renewing; the lease expires ``window_secs`` from now in Redis time."""
-        if self.held.get(record.id) is record:
-            del self.held[record.id]
+        if not self._let_go(record):
+            return
         with contextlib.suppress(*FAILURES):
             await bounded(self.store.detach(record.id, int(window_secs * 1000)))
+
+    def _let_go(self, record: SessionRecord) -> bool:
+        """Stop renewing ``record``; False if a newer record here took its lease over."""
+        current = self.held.get(record.id)
+        if current is not None and current is not record:
+            return False
+        self.held.pop(record.id, None)
+        return True
 
     @property
     def store(self) -> LeaseStore:
