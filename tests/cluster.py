@@ -182,8 +182,11 @@ class HAProxy(Process):
     """``haproxy`` in the foreground with ``deploy/haproxy.cfg``, replicas from the env."""
 
     def __init__(self, directory: Path, replicas: list[Replica]):
-        self.port = free_port()
-        env = {"TALKLINE_PROXY_BIND": f"127.0.0.1:{self.port}"}
+        self.port, self.stats_port = free_port(), free_port()
+        env = {
+            "TALKLINE_PROXY_BIND": f"127.0.0.1:{self.port}",
+            "TALKLINE_PROXY_STATS": f"127.0.0.1:{self.stats_port}",
+        }
         env |= {f"TALKLINE_REPLICA_{i}": r.address for i, r in enumerate(replicas, 1)}
         command = ["haproxy", "-db", "-f", str(HAPROXY_CONFIG)]
         super().__init__("haproxy", command, directory / "haproxy.log", env)
@@ -206,6 +209,12 @@ class HAProxy(Process):
         with contextlib.suppress(httpx.HTTPError):
             return httpx.get(self.http_url + "/health", timeout=5).status_code == 200
         return False
+
+    def servers_up(self) -> set[str]:
+        """The replicas HAProxy sends clients to now, from its status page."""
+        page = httpx.get(f"http://127.0.0.1:{self.stats_port}/;csv", timeout=5).text
+        rows = [line.split(",") for line in page.splitlines() if line.startswith("replicas,")]
+        return {row[1] for row in rows if row[1] != "BACKEND" and row[17] == "UP"}
 
 
 @dataclass
@@ -232,6 +241,11 @@ class Cluster:
         for replica in self.replicas:
             wait_for(replica.ready, f"{replica.name} /ready", timeout)
 
+    def wait_proxied(self, timeout: float = 30.0) -> None:
+        """Until HAProxy sends clients to every running replica."""
+        running = {r.name for r in self.replicas if r.running}
+        wait_for(lambda: self.proxy.servers_up() == running, "haproxy: every replica up", timeout)
+
     def sessions(self) -> dict[str, int]:
         """Live sessions on each running replica, from its /health."""
         return {r.name: r.health()["sessions"] for r in self.replicas if r.running}
@@ -256,6 +270,17 @@ def running_cluster(directory: Path, replicas: int = 3, **settings: Any) -> Iter
         cluster.wait_ready()
         cluster.proxy = HAProxy(directory, cluster.replicas)
         cluster.proxy.start()
+        cluster.wait_proxied()
         yield cluster
     finally:
         cluster.stop()
+
+
+def token_for(http_url: str, api_key: str) -> str:
+    """A /ws token from POST /connect with ``api_key`` (any replica's token works on all)."""
+    reply = httpx.post(
+        http_url + "/connect", json={}, headers={"Authorization": f"Bearer {api_key}"}, timeout=10
+    )
+    reply.raise_for_status()
+    token: str = reply.json()["token"]
+    return token
