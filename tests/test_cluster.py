@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Cap 4 in all, 2 per address, 2 per API key; leases of 6 s renewed every 2 s."""
-    settings = {
+    settings: dict[str, Any] = {
         "max_sessions": 4,
         "max_sessions_per_client": 2,
         "max_sessions_per_key": 2,
