@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
-# What the browser test needs from Debian; installed only when missing.
+# What the browser and cluster tests need from Debian; installed only when missing.
 system-deps:
 	@command -v chromium >/dev/null || { \
 	  echo "installing chromium (browser tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@# The cluster tests (tests/test_cluster.py): Redis and HAProxy, run as the tests' own processes.
+	@command -v redis-server >/dev/null && command -v haproxy >/dev/null || { \
+	  echo "installing redis-server and haproxy (cluster tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server haproxy >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
