@@ -141,9 +141,10 @@ async def test_local_detach_counts_until_the_window_ends_then_frees_the_slot(
     pool = SlotPool(tmp_path, 1)
     manager = Admission(StandInResources(), 1, slots=pool)
     record = await manager.admit("a")
-    await manager.detach(record, 0.2)
+    await manager.detach(record, 0.5)
+    await asyncio.sleep(0.1)
     assert await refused(manager.admit("b")) is Refusal.FULL and pool.full()
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.5)
     assert not pool.full() and (await manager.admit("b")).slot is not None
 
 
