@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from talkline.admission import Admission, AdmissionRefused, Refusal
+from talkline.config import SettingsError, load_settings
 from talkline.coordinator import CoordinatorOptions, build_coordinator
 from talkline.coordinator.local import LocalCoordinator
 from talkline.coordinator.redis_cap import RedisCoordinator, RedisOptions
@@ -170,3 +171,9 @@ async def test_local_per_key_cap() -> None:
         "too many sessions for your API key (1 at most)"
     )
     await manager.admit("b", key_id="key-1")
+
+
+def test_a_renewal_slower_than_half_the_lease_time_is_refused() -> None:
+    with pytest.raises(SettingsError, match="TALKLINE_LEASE_RENEW must be at most half"):
+        load_settings(lease_ttl=4.0, lease_renew=3.0)
+    assert load_settings(lease_ttl=4.0, lease_renew=2.0).lease_renew == 2.0

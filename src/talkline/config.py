@@ -305,6 +305,13 @@ class SettingsError(Exception):
     """A setting has a value talkline cannot use; ``str()`` is one line for the user."""
 
 
+def is_secret(field: str) -> bool:
+    """Whether a setting's value must never be shown (a URL may hold a password)."""
+    info = Settings.model_fields.get(field)
+    typed_secret = info is not None and "SecretStr" in str(info.annotation)
+    return typed_secret or any(word in field for word in ("key", "secret"))
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line per problem, naming the environment variable and what is allowed."""
     lines = []
@@ -315,7 +322,7 @@ def describe_validation_error(error: ValidationError) -> str:
             continue
         field = ".".join(str(part) for part in problem["loc"])
         given = problem.get("input")
-        secret = any(word in field for word in ("key", "secret"))
+        secret = is_secret(field)
         shown = "" if isinstance(given, dict) or secret else f" (got {given!r})"
         lines.append(f"invalid setting TALKLINE_{field.upper()}{shown}: {message}")
     return "; ".join(lines)
