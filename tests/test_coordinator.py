@@ -177,3 +177,9 @@ def test_a_renewal_slower_than_half_the_lease_time_is_refused() -> None:
     with pytest.raises(SettingsError, match="TALKLINE_LEASE_RENEW must be at most half"):
         load_settings(lease_ttl=4.0, lease_renew=3.0)
     assert load_settings(lease_ttl=4.0, lease_renew=2.0).lease_renew == 2.0
+
+
+def test_a_redis_url_of_another_scheme_is_refused_without_showing_it() -> None:
+    with pytest.raises(SettingsError, match="must start with redis://") as refused:
+        load_settings(redis_url="http://:hunter2-pw@example.org:6379")
+    assert "hunter2-pw" not in str(refused.value)

@@ -22,6 +22,7 @@ COMBINATIONS = (
     "elevenlabs (responder echo or openai)"
 )
 SECRET_MASK = "**********"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 Options = TypeVar("Options")
 
 
@@ -188,6 +189,11 @@ class Settings(BaseSettings):
             raise ValueError(f"TALKLINE_GEMINI_CA_FILE: no file at {self.gemini_ca_file}")
         if self.responder == "openai" and not self.llm_base_url:
             raise ValueError("responder=openai needs TALKLINE_LLM_BASE_URL")
+        if self.redis_url is not None and not reveal(self.redis_url).startswith(REDIS_SCHEMES):
+            raise ValueError(
+                "TALKLINE_REDIS_URL must start with redis://, rediss:// or unix:// "
+                "(its value is not shown: it may hold a password)"
+            )
         if self.lease_renew * 2 > self.lease_ttl:
             raise ValueError(
                 "TALKLINE_LEASE_RENEW must be at most half of TALKLINE_LEASE_TTL, "
