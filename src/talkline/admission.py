@@ -131,7 +131,10 @@ class Admission:
         """The session is over (a normal close, or one that cannot resume): free its lease
         now. Releasing twice, or a record another one took over, is harmless."""
         self._forget(record)
-        await self.coordinator.release(record)
+        try:
+            await self.coordinator.release(record)
+        finally:  # only now: a shutdown waiting for it then finds the lease freed
+            self._closed(record)
 
     async def detach(self, record: SessionRecord, window_secs: float) -> None:
         """The socket went away unexpectedly but the conversation may resume: the session
@@ -139,11 +142,17 @@ class Admission:
         Redis' now + ``window_secs`` and is no longer renewed), then its lease is freed.
         ``admit(..., session_id=record.id)`` within the window takes the lease over."""
         self._forget(record)
-        await self.coordinator.detach(record, window_secs)
+        try:
+            await self.coordinator.detach(record, window_secs)
+        finally:
+            self._closed(record)
 
     def _forget(self, record: SessionRecord) -> None:
         if self.live.get(record.id) is record:
             del self.live[record.id]
+
+    @staticmethod
+    def _closed(record: SessionRecord) -> None:
         record.state = SessionState.CLOSED
         record.finished.set()
 
