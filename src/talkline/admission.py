@@ -86,6 +86,9 @@ class SessionRecord:
     drain: Callable[[float], Awaitable[None]] | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     slot: int | None = None  # a global slot (file descriptor) when workers share the cap
+    key_id: str | None = None
+    fence: Callable[[], None] | None = None  # close this session: resumed on another socket
+    detached: asyncio.TimerHandle | None = None  # resumable after an unexpected close
 
     @property
     def duration(self) -> float:
@@ -147,8 +150,15 @@ class Admission:
             f"server full: all {self.max_sessions} session slots are in use, try again later",
         )
 
-    def admit(self, client: str) -> SessionRecord:
-        """A record for a new session from ``client``; raises ``AdmissionRefused``."""
+    def admit(
+        self, client: str, key_id: str | None = None, session_id: str | None = None
+    ) -> SessionRecord:
+        """A record for a new session from ``client``; raises ``AdmissionRefused``.
+
+        With ``session_id`` (a resume) a detached session of that id held here is taken
+        over: its slot passes to the new record and is not counted again."""
+        if session_id is not None and (old := self.live.get(session_id)) is not None:
+            return self._take_over(old, client, key_id)
         if decision := self._local_decision(client):
             raise AdmissionRefused(decision)
         slot = None
@@ -156,13 +166,36 @@ class Admission:
             slot = self.slots.acquire()
             if slot is None:
                 raise AdmissionRefused(self._full())
-        record = SessionRecord(id=uuid.uuid4().hex[:12], client=client, slot=slot)
+        record_id = session_id or uuid.uuid4().hex[:12]
+        record = SessionRecord(id=record_id, client=client, slot=slot, key_id=key_id)
         self.live[record.id] = record
         self.started_total += 1
         return record
 
+    def _take_over(self, old: SessionRecord, client: str, key_id: str | None) -> SessionRecord:
+        if old.detached is not None:
+            old.detached.cancel()
+        record = SessionRecord(id=old.id, client=client, slot=old.slot, key_id=key_id)
+        old.slot = None
+        self.live[record.id] = record
+        return record
+
+    def detach(self, record: SessionRecord, window_secs: float) -> None:
+        """An unexpected close: the slot stays counted until the resume window ends."""
+        record.state = SessionState.CLOSED
+        record.finished.set()
+        if self.live.get(record.id) is not record:  # already taken over
+            return
+        loop = asyncio.get_running_loop()
+        record.detached = loop.call_later(window_secs, self._expire, record)
+
+    def _expire(self, record: SessionRecord) -> None:
+        if self.live.get(record.id) is record:
+            self.release(record)
+
     def release(self, record: SessionRecord) -> None:
-        self.live.pop(record.id, None)
+        if self.live.get(record.id) is record:
+            del self.live[record.id]
         if record.slot is not None and self.slots is not None:
             self.slots.release(record.slot)
             record.slot = None

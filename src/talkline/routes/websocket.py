@@ -14,10 +14,12 @@ from loguru import logger
 from pipecat.utils.security.allowed_origins import is_origin_allowed
 from starlette import status
 
-from talkline.admission import AdmissionRefused
-from talkline.auth import TokenError
+from talkline.admission import AdmissionRefused, SessionRecord
+from talkline.auth import TokenError, verify_token
 from talkline.lifecycle import EndReason
+from talkline.resumption import Resumed, ResumeLink
 from talkline.routes.deps import ServerState, server_state
+from talkline.routes.resume import ResumeRefusedAtSocket, claim_resume
 from talkline.session import Session
 
 router = APIRouter()
@@ -54,21 +56,56 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await refuse(websocket, state, status.WS_1008_POLICY_VIOLATION, "access", problem)
         return
     try:
-        record = state.admission.admit(client_host(websocket))
+        resumed = await claim_resume(websocket, state)
+    except ResumeRefusedAtSocket as refused:
+        await refuse(websocket, state, refused.code, "resume", str(refused))
+        return
+    try:
+        record = admit(websocket, state, resumed)
     except AdmissionRefused as refused:
         decision = refused.decision
         await refuse(websocket, state, decision.ws_code, decision.refusal.label, decision.reason)
         return
     with logger.contextualize(session_id=record.id):
-        try:
-            session = Session(
-                record, websocket, state.session_options, state.pipelines, state.metrics
-            )
-            await session.run()
-        except Exception:
-            logger.exception("session failed")
-            record.end_reason = EndReason.INTERNAL_ERROR
-            with contextlib.suppress(RuntimeError):
-                await websocket.close(EndReason.INTERNAL_ERROR.close_code, "internal error")
-        finally:
+        await run_session(websocket, state, record, resumed)
+
+
+def admit(websocket: WebSocket, state: ServerState, resumed: Resumed | None) -> SessionRecord:
+    session_id = resumed.conversation.session_id if resumed else None
+    key_id = resumed.conversation.key_id if resumed else key_of(websocket, state)
+    return state.admission.admit(client_host(websocket), key_id, session_id)
+
+
+def key_of(websocket: WebSocket, state: ServerState) -> str | None:
+    """The API key id a /ws token was minted for (access on), else None."""
+    token = websocket.query_params.get("token")
+    if not state.access.enabled or not token:
+        return None
+    return str(verify_token(state.access.secret or b"", token).get("sub") or "") or None
+
+
+async def run_session(
+    websocket: WebSocket, state: ServerState, record: SessionRecord, resumed: Resumed | None
+) -> None:
+    link = None
+    if state.registry is not None:
+        owner = state.settings.replica
+        link = ResumeLink(state.registry, record.id, owner, record.key_id or "", resumed)
+    resumable = False
+    try:
+        session = Session(
+            record, websocket, state.session_options, state.pipelines, state.metrics, link
+        )
+        await session.run()
+        resumable = await session.finish_resume()
+    except Exception:
+        logger.exception("session failed")
+        record.end_reason = EndReason.INTERNAL_ERROR
+        with contextlib.suppress(RuntimeError):
+            await websocket.close(EndReason.INTERNAL_ERROR.close_code, "internal error")
+    finally:
+        if resumable and state.registry is not None:
+            logger.info(f"resumable for {state.registry.window:g} s")
+            state.admission.detach(record, state.registry.window)
+        else:
             state.admission.release(record)

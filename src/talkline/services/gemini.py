@@ -29,6 +29,7 @@ from google.genai.live import AsyncSession
 from google.genai.types import HttpOptions, LiveServerMessage
 from loguru import logger
 from pipecat.frames.frames import Frame, InputAudioRawFrame
+from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameCallback, FrameDirection
 from pipecat.services.google.gemini_live.llm import (
     ContextWindowCompressionParams,
@@ -36,11 +37,14 @@ from pipecat.services.google.gemini_live.llm import (
     GeminiModalities,
 )
 
+from talkline.resumption import transcript_of
+
 BACKOFF_SECS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 GO_AWAY_MARGIN = 0.5  # of the time left: wait at most this share for the answer to finish
 FLUSH_CHUNK_BYTES = 16000 * 2  # send buffered audio one second at a time
 
 OnFatal = Callable[[str], Awaitable[None]]
+OnHandle = Callable[[str, list[dict[str, str]]], Awaitable[None]]
 
 # --- Pipecat internals this module relies on -----------------------------------------------
 # Private names of GeminiLiveLLMService that TalklineGeminiLiveService overrides, calls or
@@ -79,6 +83,25 @@ class UpstreamStats:
     max_buffered_bytes: int = 0
     dropped_bytes: int = 0
     go_aways: int = 0
+
+
+@dataclass
+class UpstreamResume:
+    """A resumed conversation's upstream: the newest handle, and what to seed Gemini with if
+    it refuses the handle. ``settled`` is set once the first connection is up; ``resumed``
+    then says whether the handle was taken."""
+
+    handle: str = ""
+    transcript: list[dict[str, str]] = field(default_factory=list)
+    on_handle: OnHandle | None = None
+    history: LLMContext | None = None  # the pipeline's context: its words are stored
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    resumed: bool = False
+
+    def words(self) -> list[dict[str, str]]:
+        """The transcript so far: what came before this connection, then the context's."""
+        said = transcript_of(list(self.history.get_messages())) if self.history else []
+        return self.transcript + said
 
 
 @dataclass(frozen=True)
@@ -162,6 +185,7 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         *,
         on_fatal: OnFatal,
         on_reconnect: Callable[[], None] = lambda: None,
+        resume: UpstreamResume | None = None,
     ):
         super().__init__(
             api_key=options.api_key,
@@ -189,6 +213,11 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         self._go_away_task: asyncio.Task[None] | None = None
         self._reconnect_started: float | None = None
         self.stats = UpstreamStats()
+        self.resume = resume or UpstreamResume()
+        if self.resume.handle:  # the first connection's setup carries it
+            self._session_resumption_handle = self.resume.handle
+        else:
+            self.resume.settled.set()
 
     # --- user audio: never dropped while the upstream is away -----------------------------
 
@@ -286,6 +315,9 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
 
     async def _handle_session_ready(self, session) -> None:
         await super()._handle_session_ready(session)
+        if not self.resume.settled.is_set():
+            self.resume.resumed = bool(self._session_resumption_handle)
+            self.resume.settled.set()
         if self._reconnect_started is not None:
             took = time.monotonic() - self._reconnect_started
             self.stats.reconnects += 1
@@ -315,6 +347,7 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         if code == 1008 and "session not found" in reason.lower():
             logger.warning("Gemini forgot the resumption handle; starting a fresh session")
             self._session_resumption_handle = None
+            self._seed_if_resuming()
         delay = BACKOFF_SECS[min(attempts, len(BACKOFF_SECS) - 1)]
         self._consecutive_failures += 1
         logger.warning(
@@ -323,7 +356,17 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         await asyncio.sleep(delay)
         return True
 
+    def _seed_if_resuming(self) -> None:
+        """A resume whose handle Gemini refused: the fresh session hears the words so far."""
+        resume = self.resume
+        if resume.settled.is_set() or resume.history is None or not resume.transcript:
+            return
+        logger.info(f"seeding the fresh Gemini session with {len(resume.transcript)} messages")
+        resume.history.set_messages([dict(m) for m in resume.transcript])  # type: ignore[misc]
+        resume.transcript = []  # now in the context itself
+
     async def _fail(self, message: str) -> None:
+        self.resume.settled.set()
         if self._failed:
             return
         self._failed = True
@@ -344,6 +387,9 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             logger.info(f"Gemini goAway: {time_left:.1f} s left; reconnecting before then")
             self._go_away_task = self.create_task(self._leave_before(time_left), name="go-away")
         await super()._handle_server_message(message)
+        update = message.session_resumption_update
+        if update is not None and update.resumable and update.new_handle and self.resume.on_handle:
+            await self.resume.on_handle(update.new_handle, self.resume.words())
 
     async def cleanup(self) -> None:
         if self._go_away_task is not None:
