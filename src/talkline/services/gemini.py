@@ -58,6 +58,7 @@ PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
     (GeminiLiveLLMService, "_handle_session_ready", "override", "count reconnects, flush audio"),
     (GeminiLiveLLMService, "_handle_connection_error", "override", "backoff, fatal errors"),
     (GeminiLiveLLMService, "_reconnect", "override", "time reconnects; called on goAway"),
+    (GeminiLiveLLMService, "_connect", "override", "a resumed session's first setup: handle"),
     (GeminiLiveLLMService, "_handle_server_message", "override", "see goAway"),
     (GeminiLiveLLMService, "_session", "reads", "the live SDK session to send audio on"),
     (GeminiLiveLLMService, "_ready_for_realtime_input", "reads", "whether audio can be sent"),
@@ -372,6 +373,10 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         self._failed = True
         logger.error(f"Gemini: {message}")
         await self._on_fatal(message)
+
+    async def _connect(self, session_resumption_handle: str | None = None) -> None:
+        """Pipecat's first connect carries no handle; a resumed conversation's does."""
+        await super()._connect(session_resumption_handle or self._session_resumption_handle)
 
     async def _reconnect(self) -> None:
         if self._reconnect_started is None:
