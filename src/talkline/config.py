@@ -304,7 +304,7 @@ def describe_validation_error(error: ValidationError) -> str:
             continue
         field = ".".join(str(part) for part in problem["loc"])
         given = problem.get("input")
-        secret = any(word in field for word in ("key", "secret"))
+        secret = any(word in field for word in ("key", "secret", "redis_url"))
         shown = "" if isinstance(given, dict) or secret else f" (got {given!r})"
         lines.append(f"invalid setting TALKLINE_{field.upper()}{shown}: {message}")
     return "; ".join(lines)
