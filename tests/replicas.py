@@ -97,19 +97,22 @@ def replica_env(name: str, port: int, emulator: GeminiEmulator, **settings: Any)
     return env | {f"TALKLINE_{k.upper()}": str(v) for k, v in settings.items()}
 
 
-async def start_replica(
-    name: str, directory: Path, emulator: GeminiEmulator, **settings: Any
-) -> Replica:
-    port = free_port()
+def spawn(name: str, directory: Path, env: dict[str, str]) -> Replica:
     log = directory / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "talkline", "serve", "--host", "127.0.0.1"],
-            env=replica_env(name, port, emulator, **settings),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    replica = Replica(name, process, port, log)
+    return Replica(name, process, int(env["TALKLINE_PORT"]), log)
+
+
+async def start_replica(
+    name: str, directory: Path, emulator: GeminiEmulator, **settings: Any
+) -> Replica:
+    replica = spawn(name, directory, replica_env(name, free_port(), emulator, **settings))
     await wait_ready(replica)
     return replica
 

@@ -7,6 +7,7 @@ A conversation starts on replica A; A dies (`kill -9`), hangs (`SIGSTOP`) or is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -38,7 +39,9 @@ async def emulator() -> AsyncIterator[GeminiEmulator]:
         yield emu
 
 
-def pair(tmp_path: Path, emulator: GeminiEmulator, redis_url: str):  # type: ignore[no-untyped-def]
+def pair(
+    tmp_path: Path, emulator: GeminiEmulator, redis_url: str
+) -> contextlib.AbstractAsyncContextManager[list[Replica]]:
     return replicas(tmp_path, emulator, ("A", "B"), redis_url=redis_url, resume_window=WINDOW)
 
 
@@ -98,7 +101,7 @@ async def test_the_newest_handle_wins_after_a_go_away(
     the handle that new connection issued, not an older one."""
     emulator.go_away(time_left=2.0, after_turn=1)
     async with pair(tmp_path, emulator, redis_url) as (a, b):
-        first, secret = await start_on(a, weather_pcm, 1)
+        _, secret = await start_on(a, weather_pcm, 1)
         await emulator.wait_for_connections(2, within=10)
         await emulator.wait_for(lambda: bool(emulator.connections[1].handles), 10)
         await asyncio.sleep(0.3)

@@ -142,18 +142,3 @@ class ResumeLink:
         with contextlib.suppress(Exception):
             await self.registry.end(self.session_id, self.epoch)
         return False
-
-
-def transcript_of(messages: list[Any]) -> Transcript:
-    """The user's and the assistant's words from a Pipecat context's messages."""
-    transcript: Transcript = []
-    for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            continue
-        content = message.get("content")
-        if isinstance(content, list):
-            texts = [part.get("text", "") for part in content if isinstance(part, dict)]
-            content = " ".join(str(text) for text in texts)
-        if isinstance(content, str) and content.strip():
-            transcript.append({"role": message["role"], "content": content.strip()})
-    return transcript

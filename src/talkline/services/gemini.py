@@ -37,8 +37,6 @@ from pipecat.services.google.gemini_live.llm import (
     GeminiModalities,
 )
 
-from talkline.resumption import transcript_of
-
 BACKOFF_SECS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 GO_AWAY_MARGIN = 0.5  # of the time left: wait at most this share for the answer to finish
 FLUSH_CHUNK_BYTES = 16000 * 2  # send buffered audio one second at a time
@@ -90,19 +88,36 @@ class UpstreamStats:
 class UpstreamResume:
     """A resumed conversation's upstream: the newest handle, and what to seed Gemini with if
     it refuses the handle. ``settled`` is set once the first connection is up; ``resumed``
-    then says whether the handle was taken."""
+    then says whether the handle was taken. ``said`` collects this connection's words from
+    Gemini's own transcriptions, turn by turn, to be stored beside each new handle."""
 
     handle: str = ""
     transcript: list[dict[str, str]] = field(default_factory=list)
     on_handle: OnHandle | None = None
-    history: LLMContext | None = None  # the pipeline's context: its words are stored
+    history: LLMContext | None = None  # the pipeline's context: seeded when Gemini refuses
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     resumed: bool = False
+    said: list[dict[str, str]] = field(default_factory=list)
+    turn: dict[str, str] = field(default_factory=dict)  # role -> words of the turn under way
+
+    def hear(self, message: LiveServerMessage) -> None:
+        content = message.server_content
+        if content is None:
+            return
+        for role, part in (
+            ("user", content.input_transcription),
+            ("assistant", content.output_transcription),
+        ):
+            if part is not None and part.text:
+                self.turn[role] = self.turn.get(role, "") + part.text
+        if content.turn_complete or content.interrupted:
+            for role in ("user", "assistant"):
+                if words := self.turn.pop(role, "").strip():
+                    self.said.append({"role": role, "content": words})
 
     def words(self) -> list[dict[str, str]]:
-        """The transcript so far: what came before this connection, then the context's."""
-        said = transcript_of(list(self.history.get_messages())) if self.history else []
-        return self.transcript + said
+        """The transcript so far: what came before this connection, then what was said."""
+        return self.transcript + self.said
 
 
 @dataclass(frozen=True)
@@ -364,7 +379,6 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             return
         logger.info(f"seeding the fresh Gemini session with {len(resume.transcript)} messages")
         resume.history.set_messages([dict(m) for m in resume.transcript])  # type: ignore[misc]
-        resume.transcript = []  # now in the context itself
 
     async def _fail(self, message: str) -> None:
         self.resume.settled.set()
@@ -391,6 +405,7 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             self.stats.go_aways += 1
             logger.info(f"Gemini goAway: {time_left:.1f} s left; reconnecting before then")
             self._go_away_task = self.create_task(self._leave_before(time_left), name="go-away")
+        self.resume.hear(message)
         await super()._handle_server_message(message)
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle and self.resume.on_handle:
