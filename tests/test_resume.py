@@ -123,3 +123,80 @@ async def test_resume_refusals_at_connect_and_at_the_socket(
     assert offer["resume"] not in wrong.text
     assert reused.close_code == 1008
     assert over.status_code == 410, over.text
+
+
+async def test_a_dropped_session_holds_its_slot_until_the_window_ends(
+    emulator: GeminiEmulator,
+) -> None:
+    """With one slot, a dropped conversation keeps it (the server is full) until its
+    window is over; then the slot is free and the secret gets 410."""
+    with running_gemini_server(emulator, max_sessions=1, resume_window=2) as server:
+        async with RTVIClient(server.ws_url) as first:
+            await first.client_ready()
+            offer = await wait_resumable(first)
+            drop(first)
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            await asyncio.sleep(0.5)
+            during = await http.get("/ready")
+            await asyncio.sleep(2.5)
+            after = await http.get("/ready")
+            over = await http.post("/connect", json={"resume": offer["resume"]})
+
+    assert during.status_code == 503 and during.json()["refusal"] == "server-full"
+    assert after.status_code == 200
+    assert over.status_code == 410 and over.json()["refusal"] == "resume-window-over"
+
+
+async def test_another_api_key_cannot_resume(emulator: GeminiEmulator) -> None:
+    """With access on, the secret resumes only for the API key that started the session."""
+    with running_gemini_server(emulator, api_keys="key-one,key-two") as server:
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            start = await http.post("/connect", headers={"Authorization": "Bearer key-one"})
+            reply = start.json()
+            async with RTVIClient(f"{reply['ws_url']}?token={reply['token']}") as first:
+                await first.client_ready()
+                offer = await wait_resumable(first)
+                drop(first)
+            body = {"resume": offer["resume"]}
+            other = await http.post(
+                "/connect", json=body, headers={"Authorization": "Bearer key-two"}
+            )
+            none = await http.post("/connect", json=body)
+            mine = await http.post(
+                "/connect", json=body, headers={"Authorization": "Bearer key-one"}
+            )
+
+    assert other.status_code == 403 and other.json()["refusal"] == "resume-forbidden"
+    assert none.status_code == 401
+    assert mine.status_code == 200 and set(mine.json()) == {"ws_url", "token"}
+
+
+async def test_a_refused_handle_starts_fresh_seeded_with_the_transcript(
+    weather_pcm: bytes,
+) -> None:
+    """Gemini no longer knows the handle (its lifetime is over): the resumed session starts
+    a fresh upstream session seeded with the words so far, and says ``resumed: false``."""
+    async with GeminiEmulator(reply_seconds=0.8, response_delay=0.1, handle_lifetime=1.0) as emu:
+        with running_gemini_server(emu) as server:
+            async with RTVIClient(server.ws_url) as first:
+                await first.client_ready()
+                offer = await wait_resumable(first)
+                await talk_turns(first, weather_pcm, 2)
+                await asyncio.sleep(0.3)
+                drop(first)
+            await asyncio.sleep(1.5)  # the handle expires
+            second = await resume(server, offer["resume"])
+            try:
+                resumed = await second.client_ready()
+                await speak_until_turns(second, weather_pcm + silence(0.6), 1)
+            finally:
+                await second.close()
+
+    refused = [c for c in emu.connections if c.handle_refusal]
+    assert refused and refused[0].handle_refusal == "handle expired"
+    assert resumed.data["about"]["resumed"] is False
+    seeds = [m for m in emu.connections[-1].messages if "client_content" in m]
+    assert seeds, "the fresh session was not seeded"
+    seeded = str(seeds[0])
+    assert all(words in seeded for words in ("turn 1", "reply 1", "turn 2", "reply 2"))
+    assert second.of_type("bot-stopped-speaking"), "the next turn is answered"
