@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from talkline.audio import silence
-from talkline.client import RTVIClient, resumable, resume_url
+from talkline.client import RTVIClient
+from talkline.client_resume import resumable, resume_url
 from talkline.emulator import GeminiEmulator
 from tests.support import ServerThread, running_gemini_server, speak_until_turns
 

@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from talkline.audio import silence
-from talkline.client import RTVIClient, resume_url
+from talkline.client import RTVIClient
+from talkline.client_resume import resume_url
 from talkline.coordinator.resume import KEY_PREFIX
 from talkline.emulator import GeminiEmulator
 from tests.replicas import Replica, redis_server, replicas

@@ -153,7 +153,11 @@ class RTVIClient:
         finally:
             self.close_code = self.connection.close_code or 1006
             self.close_reason = self.connection.close_reason or ""
+            self._on_closed()
             await self._record(Event("closed", time.monotonic(), {"code": self.close_code}))
+
+    def _on_closed(self) -> None:
+        """Called as the connection closes, before waiters hear of it."""
 
     async def _handle(self, raw: bytes) -> None:
         frame = frame_protos.Frame.FromString(  # type: ignore[attr-defined]
@@ -208,39 +212,3 @@ class RTVIClient:
 
     def of_type(self, kind: str) -> list[Event]:
         return [event for event in self.events if event.type == kind]
-
-
-class ResumeFailed(Exception):
-    """``/connect`` would not resume: ``status`` 410 (window over), 403, or another."""
-
-    def __init__(self, status: int, error: str):
-        super().__init__(f"{status}: {error}")
-        self.status = status
-
-
-def resumable(client: RTVIClient) -> dict[str, Any] | None:
-    """The newest ``session-resumable`` message the server sent this client, if any."""
-    found = [e.data for e in client.of_type("server-message")]
-    return next((d for d in reversed(found) if d.get("type") == "session-resumable"), None)
-
-
-def http_base(ws_url: str) -> str:
-    """The server's HTTP base for a ``ws://host/ws`` URL."""
-    scheme, _, rest = ws_url.partition("://")
-    host = rest.split("/", 1)[0]
-    return f"{'https' if scheme == 'wss' else 'http'}://{host}"
-
-
-async def resume_url(http_url: str, secret: str, api_key: str | None = None) -> str:
-    """POST the resume secret to ``/connect``; the /ws URL (with its token) to resume on."""
-    import aiohttp  # a server dependency; only resuming clients need it
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"{http_url}/connect", json={"resume": secret}, headers=headers) as reply,
-    ):
-        body = await reply.json(content_type=None)
-        if reply.status != 200:
-            raise ResumeFailed(reply.status, str(body.get("error", body)))
-    return f"{body['ws_url']}?token={body['token']}"
