@@ -59,8 +59,11 @@ async def resume_url(http_url: str, secret: str, api_key: str | None = None) -> 
 
 
 def should_resume(client: RTVIClient, code: int | None) -> bool:
+    """After an unexpected close with a resume offer; not after a fatal error, nor when
+    the server ended the session on purpose (``session-ending``: timeouts, shutdown)."""
     fatal = any(e.data.get("fatal") for e in client.of_type("error"))
-    if code not in RESUME_CODES or (code == 1011 and fatal):
+    messages = [e.data.get("type") for e in client.of_type("server-message")]
+    if code not in RESUME_CODES or (code == 1011 and fatal) or "session-ending" in messages:
         return False
     return resumable(client) is not None
 
