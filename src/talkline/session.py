@@ -209,6 +209,9 @@ class Session:
             logger.warning(f"this session cannot be made resumable: {error!r}")
             return
         await self.rtvi.send_server_message(message)
+        upstream = self.upstream_resume
+        if upstream is not None and upstream.latest:  # a handle that came before the entry
+            await self.link.store(upstream.latest, upstream.words())
 
     def _taken_over(self) -> None:
         reason = EndReason.TAKEN_OVER

@@ -99,6 +99,7 @@ class UpstreamResume:
     resumed: bool = False
     said: list[dict[str, str]] = field(default_factory=list)
     turn: dict[str, str] = field(default_factory=dict)  # role -> words of the turn under way
+    latest: str = ""  # the newest handle Gemini gave
 
     def hear(self, message: LiveServerMessage) -> None:
         content = message.server_content
@@ -408,8 +409,10 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         self.resume.hear(message)
         await super()._handle_server_message(message)
         update = message.session_resumption_update
-        if update is not None and update.resumable and update.new_handle and self.resume.on_handle:
-            await self.resume.on_handle(update.new_handle, self.resume.words())
+        if update is not None and update.resumable and update.new_handle:
+            self.resume.latest = update.new_handle
+            if self.resume.on_handle:
+                await self.resume.on_handle(update.new_handle, self.resume.words())
 
     async def cleanup(self) -> None:
         if self._go_away_task is not None:

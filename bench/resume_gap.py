@@ -1,0 +1,119 @@
+"""Resume gap over repeated crashes: `kill -9` the replica a conversation is on, resume on
+another, and time from the kill to the resumed socket's `bot-ready`; also Redis calls.
+
+Two `talkline serve` replicas share a real Redis (started here, on a free port) and one
+Gemini emulator. Each round: a conversation with one answered turn on the live replica,
+`kill -9` it, resume on the other (POST /connect with the secret, the new socket,
+client-ready, bot-ready with `resumed: true`), then restart the killed one in the
+background. Redis calls are counted with `INFO commandstats` over a quiet conversation.
+
+    PYTHONPATH=src:. python bench/resume_gap.py --crashes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+from tests.replicas import Replica, redis_server, replicas, start_replica
+from tests.support import speak_until_turns
+from tests.test_resume import wait_resumable
+
+from talkline.audio import piper_speech, silence
+from talkline.client import RTVIClient
+from talkline.client_resume import resume_url
+from talkline.emulator import GeminiEmulator
+
+
+async def one_crash(owner: Replica, other: Replica, pcm: bytes) -> float:
+    """A conversation on ``owner``, `kill -9`, resumed on ``other``: the gap in seconds."""
+    client = RTVIClient(owner.ws_url)
+    await client.connect()
+    await client.client_ready()
+    secret = (await wait_resumable(client))["resume"]
+    await speak_until_turns(client, pcm + silence(0.6), 1)
+    await asyncio.sleep(0.3)
+    crashed = time.monotonic()
+    owner.process.kill()
+    resumed = RTVIClient(await resume_url(other.http_url, secret))
+    await resumed.connect()
+    ready = await resumed.client_ready()
+    gap = time.monotonic() - crashed
+    assert ready.data["about"]["resumed"] is True, ready.data
+    await resumed.close()
+    await client.close()
+    owner.process.wait()
+    return gap
+
+
+def redis_calls(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+    finally:
+        client.close()
+
+
+async def calls_per_minute(replica: Replica, url: str, pcm: bytes, seconds: float) -> float:
+    """Redis calls of one conversation with a turn every ~5 s, per minute."""
+    before = redis_calls(url)
+    client = RTVIClient(replica.ws_url)
+    await client.connect()
+    await client.client_ready()
+    start = time.monotonic()
+    turns = 0
+    while time.monotonic() - start < seconds:
+        turns += 1
+        await speak_until_turns(client, pcm + silence(0.6), turns)
+        await client.silence(2.0)
+    await client.close()
+    await asyncio.sleep(0.5)
+    return (redis_calls(url) - before - 1) * 60 / (time.monotonic() - start)  # minus INFO
+
+
+async def crash_rounds(
+    pair: list[Replica], emulator: GeminiEmulator, crashes: int, pcm: bytes, **settings: object
+) -> list[float]:
+    gaps = []
+    for round_ in range(crashes):
+        owner, other = pair[round_ % 2], pair[(round_ + 1) % 2]
+        gaps.append(await one_crash(owner, other, pcm))
+        print(f"crash {round_ + 1}: resumed in {gaps[-1] * 1000:.0f} ms", flush=True)
+        pair[round_ % 2] = await start_replica(owner.name, owner.log.parent, emulator, **settings)
+    return gaps
+
+
+async def run(crashes: int, minute: float, directory: Path) -> None:
+    pcm = piper_speech("What is the weather like?", save=directory / "q.wav")
+    with redis_server(directory) as url:
+        settings = {"resume_window": 60, "redis_url": url}
+        async with (
+            GeminiEmulator(reply_seconds=0.5, response_delay=0.1) as emulator,
+            replicas(directory, emulator, ("A", "B"), **settings) as pair,
+        ):
+            gaps = await crash_rounds(pair, emulator, crashes, pcm, **settings)
+            per_minute = await calls_per_minute(pair[0], url, pcm, minute)
+    gaps.sort()
+    p95 = gaps[min(len(gaps) - 1, round(0.95 * (len(gaps) - 1)))]
+    print(f"resume gap over {len(gaps)} crashes: p50 {statistics.median(gaps) * 1000:.0f} ms, "
+          f"p95 {p95 * 1000:.0f} ms, max {gaps[-1] * 1000:.0f} ms")  # fmt: skip
+    print(f"Redis calls per minute for one conversation (a turn every ~5 s): {per_minute:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--crashes", type=int, default=20)
+    parser.add_argument("--minute", type=float, default=60.0, help="seconds of the Redis count")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="resume-gap-") as directory:
+        asyncio.run(run(args.crashes, args.minute, Path(directory)))
+
+
+if __name__ == "__main__":
+    main()
