@@ -30,14 +30,19 @@ from talkline.client_resume import resume_url
 from talkline.emulator import GeminiEmulator
 
 
-async def one_crash(owner: Replica, other: Replica, pcm: bytes) -> float:
-    """A conversation on ``owner``, `kill -9`, resumed on ``other``: the gap in seconds."""
+async def converse(owner: Replica, pcm: bytes) -> tuple[RTVIClient, str]:
+    """A conversation with one answered turn on ``owner``; its client and resume secret."""
     client = RTVIClient(owner.ws_url)
     await client.connect()
     await client.client_ready()
     secret = (await wait_resumable(client))["resume"]
     await speak_until_turns(client, pcm + silence(0.6), 1)
     await asyncio.sleep(0.3)
+    return client, secret
+
+
+async def crash(owner: Replica, other: Replica, client: RTVIClient, secret: str) -> float:
+    """`kill -9` ``owner``, resume on ``other``: seconds from the kill to ``bot-ready``."""
     crashed = time.monotonic()
     owner.process.kill()
     resumed = RTVIClient(await resume_url(other.http_url, secret))
@@ -80,12 +85,23 @@ async def calls_per_minute(replica: Replica, url: str, pcm: bytes, seconds: floa
 async def crash_rounds(
     pair: list[Replica], emulator: GeminiEmulator, crashes: int, pcm: bytes, **settings: object
 ) -> list[float]:
+    """Each round crashes the replica the last one resumed on; the killed one restarts
+    meanwhile, ready to take the next round's conversation."""
     gaps = []
+    restart: asyncio.Task[Replica] | None = None
     for round_ in range(crashes):
-        owner, other = pair[round_ % 2], pair[(round_ + 1) % 2]
-        gaps.append(await one_crash(owner, other, pcm))
+        owner, spare = round_ % 2, (round_ + 1) % 2
+        client, secret = await converse(pair[owner], pcm)
+        if restart is not None:
+            pair[spare] = await restart
+        gaps.append(await crash(pair[owner], pair[spare], client, secret))
         print(f"crash {round_ + 1}: resumed in {gaps[-1] * 1000:.0f} ms", flush=True)
-        pair[round_ % 2] = await start_replica(owner.name, owner.log.parent, emulator, **settings)
+        dead = pair[owner]
+        restart = asyncio.create_task(
+            start_replica(dead.name, dead.log.parent, emulator, **settings)
+        )
+    if restart is not None:
+        pair[crashes % 2] = await restart
     return gaps
 
 

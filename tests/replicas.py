@@ -134,12 +134,15 @@ async def wait_ready(replica: Replica) -> None:
 async def replicas(
     directory: Path, emulator: GeminiEmulator, names: tuple[str, ...], **settings: Any
 ) -> AsyncIterator[list[Replica]]:
-    """Replicas started together; each one still running at the end is killed."""
-    started = await asyncio.gather(
-        *(start_replica(name, directory, emulator, **settings) for name in names)
+    """Replicas started together; each one in the list (the caller may put restarted ones
+    in it) still running at the end is killed."""
+    started = list(
+        await asyncio.gather(
+            *(start_replica(name, directory, emulator, **settings) for name in names)
+        )
     )
     try:
-        yield list(started)
+        yield started
     finally:
         for replica in started:
             if replica.process.poll() is None:
