@@ -20,6 +20,7 @@ from talkline.admission import Admission
 from talkline.auth import Access
 from talkline.config import Settings
 from talkline.coordinator import CoordinatorOptions, build_coordinator
+from talkline.coordinator.resume import build_registry
 from talkline.metrics import Metrics
 from talkline.pipelines.build import PipelineFactory
 from talkline.resources import ResourceOptions, SharedResources
@@ -36,7 +37,9 @@ def build_access(settings: Settings) -> Access:
     secret = settings.token_secret.get_secret_value().encode() if settings.token_secret else None
     if secret is None and settings.api_key_list:
         secret = secrets.token_bytes(32)
-    return Access(settings.api_key_list, secret, settings.token_ttl)
+    if secret is None:  # access off: resume tokens still need a signature
+        return Access(settings.api_key_list, None, settings.token_ttl)
+    return Access(settings.api_key_list, secret, settings.token_ttl, resume_secret=secret)
 
 
 def resource_options(settings: Settings) -> ResourceOptions:
@@ -53,6 +56,7 @@ def session_options(settings: Settings) -> SessionOptions:
         SessionOptions,
         about=settings.about(),
         run_on_client_ready=settings.effective_brain == "gemini",
+        replica=settings.replica,
         limits=settings.options(InputLimits, sample_rate=settings.audio_in_rate),
     )
 
@@ -78,6 +82,8 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
         finally:
             await coordinator.stop()
             await shared.stop()
+            if registry is not None:
+                await registry.close()
 
     app = FastAPI(title="talkline", lifespan=lifespan)
     if settings.origin_list:
@@ -89,6 +95,10 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
         )
     coordinator = build_coordinator(settings.options(CoordinatorOptions))
     admission = Admission(shared, settings.max_sessions, coordinator=coordinator)
+    registry = None
+    if settings.resume_window > 0:
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        registry = build_registry(redis_url, settings.resume_window)
     app.state.talkline = ServerState(
         settings=settings,
         access=build_access(settings),
@@ -97,6 +107,7 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
         metrics=Metrics(lambda: len(admission)),
         session_options=session_options(settings),
         pipelines=PipelineFactory(settings, shared),
+        registry=registry,
     )
     app.include_router(http.router)
     app.include_router(websocket.router)

@@ -157,7 +157,11 @@ class RTVIClient:
         finally:
             self.close_code = self.connection.close_code or 1006
             self.close_reason = self.connection.close_reason or ""
+            self._on_closed()
             await self._record(Event("closed", time.monotonic(), {"code": self.close_code}))
+
+    def _on_closed(self) -> None:
+        """Called as the connection closes, before waiters hear of it."""
 
     async def _handle(self, raw: bytes) -> None:
         frame = frame_protos.Frame.FromString(  # type: ignore[attr-defined]

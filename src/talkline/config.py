@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds a send to a client may block before it is dropped."
     )
 
+    # Cluster: resume (a conversation outlives its socket and its replica)
+    resume_window: float = Field(
+        60.0, ge=0, description="Seconds a dropped conversation can be resumed; 0 turns it off."
+    )
+
     # Audio
     audio_in_rate: Literal[8000, 16000] = 16000
     audio_out_rate: int = Field(24000, ge=8000, le=48000)

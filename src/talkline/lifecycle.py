@@ -53,6 +53,17 @@ class EndReason(Enum):
         "The server is shutting down; this session ends after the current answer.",
     )
     INTERNAL_ERROR = ("internal-error", status.WS_1011_INTERNAL_ERROR, "internal error")
+    # Resume: the conversation goes on elsewhere.
+    SESSION_MOVING = (
+        "session-moving",
+        status.WS_1012_SERVICE_RESTART,
+        "The server is restarting; resume the conversation on another server.",
+    )
+    TAKEN_OVER = (
+        "taken-over",
+        status.WS_1008_POLICY_VIOLATION,
+        "This conversation was resumed on another connection.",
+    )
 
     def __init__(self, label: str, close_code: int, words: str):
         self.label = label

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pipecat.audio.vad.vad_analyzer import VADParams
@@ -31,7 +31,7 @@ from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder, phrase_by_phrase
 
 if TYPE_CHECKING:
-    from talkline.services.gemini import GeminiOptions, UpstreamStats
+    from talkline.services.gemini import GeminiOptions, UpstreamResume, UpstreamStats
 
 TRANSCRIPT_WAIT_SECS = 12.0
 
@@ -138,12 +138,17 @@ class SessionHooks:
 
     on_fatal: Callable[[str], Awaitable[None]]
     on_reconnect: Callable[[], None] = lambda: None
+    # resume: the newest Gemini handle, the words so far, where each new handle goes
+    handle: str = ""
+    transcript: list[dict[str, str]] = field(default_factory=list)
+    on_handle: Callable[[str, list[dict[str, str]]], Awaitable[None]] | None = None
 
 
 @dataclass
 class BuiltPipeline:
     pipeline: Pipeline
     upstream: UpstreamStats | None = None
+    resume: UpstreamResume | None = None  # Gemini: whether the handle was taken
 
 
 def gemini_options(settings: Settings) -> GeminiOptions:
@@ -167,16 +172,21 @@ def build_gemini_pipeline(
     plain Pipecat bot) is not run; the local VAD still reports who is speaking and lets
     the user barge in.
     """
-    from talkline.services.gemini import TalklineGeminiLiveService  # only when used
+    from talkline.services.gemini import TalklineGeminiLiveService, UpstreamResume
 
     realtime = UserTurnStrategies(
         start=[VADUserTurnStartStrategy()],
         stop=[SpeechTimeoutUserTurnStopStrategy(wait_for_transcript=False)],
     )
     params = user_params(settings, shared, realtime, batched_vad=True)
-    aggregators = LLMContextAggregatorPair(LLMContext(), user_params=params)
+    context = LLMContext()
+    aggregators = LLMContextAggregatorPair(context, user_params=params)
+    resume = UpstreamResume(hooks.handle, list(hooks.transcript), hooks.on_handle, context)
     gemini = TalklineGeminiLiveService(
-        gemini_options(settings), on_fatal=hooks.on_fatal, on_reconnect=hooks.on_reconnect
+        gemini_options(settings),
+        on_fatal=hooks.on_fatal,
+        on_reconnect=hooks.on_reconnect,
+        resume=resume,
     )
     voice = [] if settings.effective_tts == "gemini" else [build_tts(settings, shared)]
     pipeline = Pipeline(
@@ -189,7 +199,7 @@ def build_gemini_pipeline(
             aggregators.assistant(),
         ]
     )
-    return BuiltPipeline(pipeline, gemini.stats)
+    return BuiltPipeline(pipeline, gemini.stats, resume)
 
 
 class PipelineFactory:

@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from talkline.auth import bearer
 from talkline.routes.deps import State
+from talkline.routes.resume import connect_resume, resume_of
 
 router = APIRouter()
 RETRY_AFTER_SECS = "5"
@@ -29,6 +30,9 @@ def client_address(request: Request) -> str:
 async def connect(request: Request, state: State) -> dict[str, str] | JSONResponse:
     """The reply ``PipecatClient.startBotAndConnect`` expects: only ``ws_url`` (and a token).
 
+    With ``{"resume": "<secret>"}`` as JSON body, the token carries a resume claim (see
+    ``routes/resume.py``): 410 when the window is over, 403 for a wrong secret or key.
+
     With access control on, it takes ``Authorization: Bearer <API key>`` and returns a
     short-lived token for /ws. A server that would refuse the session says so here already,
     with the admission decision's HTTP status and reason.
@@ -44,6 +48,8 @@ async def connect(request: Request, state: State) -> dict[str, str] | JSONRespon
                 headers={"WWW-Authenticate": "Bearer"},
             )
         reply["token"] = access.token_for(key_id)
+    if secret := await resume_of(request):
+        return await connect_resume(state, secret, key_id or "", reply["ws_url"])
     if decision := state.admission.decide(client_address(request), key_id):
         return JSONResponse(
             {"error": decision.reason, "refusal": decision.refusal.label},
@@ -64,6 +70,7 @@ async def health(state: State) -> dict[str, object]:
         "max_sessions": state.admission.max_sessions,
         "coordinator": state.admission.coordinator.name,
         "sessions_counted": state.admission.coordinator.counted(),
+        "resume": "off" if state.registry is None else state.registry.name,
     }
 
 

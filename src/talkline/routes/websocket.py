@@ -14,10 +14,12 @@ from loguru import logger
 from pipecat.utils.security.allowed_origins import is_origin_allowed
 from starlette import status
 
-from talkline.admission import AdmissionRefused
+from talkline.admission import AdmissionRefused, SessionRecord
 from talkline.auth import TokenError
 from talkline.lifecycle import EndReason
+from talkline.resumption import Resumed, ResumeLink
 from talkline.routes.deps import ServerState, server_state
+from talkline.routes.resume import ResumeRefusedAtSocket, claim_resume
 from talkline.session import Session
 
 router = APIRouter()
@@ -60,21 +62,52 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await refuse(websocket, state, status.WS_1008_POLICY_VIOLATION, "access", str(problem))
         return
     try:
-        record = await state.admission.admit(client_host(websocket), key_id)
+        resumed = await claim_resume(websocket, state)
+    except ResumeRefusedAtSocket as refused:
+        await refuse(websocket, state, refused.code, "resume", str(refused))
+        return
+    try:
+        record = await admit(websocket, state, key_id, resumed)
     except AdmissionRefused as refused:
         decision = refused.decision
         await refuse(websocket, state, decision.ws_code, decision.refusal.label, decision.reason)
         return
     with logger.contextualize(session_id=record.id):
-        try:
-            session = Session(
-                record, websocket, state.session_options, state.pipelines, state.metrics
-            )
-            await session.run()
-        except Exception:
-            logger.exception("session failed")
-            record.end_reason = EndReason.INTERNAL_ERROR
-            with contextlib.suppress(RuntimeError):
-                await websocket.close(EndReason.INTERNAL_ERROR.close_code, "internal error")
-        finally:
+        await run_session(websocket, state, record, resumed)
+
+
+async def admit(
+    websocket: WebSocket, state: ServerState, key_id: str | None, resumed: Resumed | None
+) -> SessionRecord:
+    """A record for this socket's session; a resume keeps its conversation's id and key."""
+    session_id = resumed.conversation.session_id if resumed else None
+    if resumed:
+        key_id = resumed.conversation.key_id or None
+    return await state.admission.admit(client_host(websocket), key_id, session_id)
+
+
+async def run_session(
+    websocket: WebSocket, state: ServerState, record: SessionRecord, resumed: Resumed | None
+) -> None:
+    link = None
+    if state.registry is not None:
+        owner = state.settings.replica
+        link = ResumeLink(state.registry, record.id, owner, record.key_id or "", resumed)
+    resumable = False
+    try:
+        session = Session(
+            record, websocket, state.session_options, state.pipelines, state.metrics, link
+        )
+        await session.run()
+        resumable = await session.finish_resume()
+    except Exception:
+        logger.exception("session failed")
+        record.end_reason = EndReason.INTERNAL_ERROR
+        with contextlib.suppress(RuntimeError):
+            await websocket.close(EndReason.INTERNAL_ERROR.close_code, "internal error")
+    finally:
+        if resumable and state.registry is not None:
+            logger.info(f"resumable for {state.registry.window:g} s")
+            await state.admission.detach(record, state.registry.window)
+        else:
             await state.admission.release(record)
