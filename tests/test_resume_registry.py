@@ -10,6 +10,7 @@ import pytest
 from talkline.coordinator.resume import (
     TRANSCRIPT_MESSAGES,
     Conversation,
+    Hold,
     LocalResumeRegistry,
     RedisResumeRegistry,
     ResumeProblem,
@@ -18,6 +19,8 @@ from talkline.coordinator.resume import (
     new_secret,
     secret_hash,
 )
+from talkline.lifecycle import EndReason
+from talkline.resumption import ResumeLink
 from tests.replicas import redis_server
 from tests.support import Clock
 
@@ -65,15 +68,17 @@ async def test_a_claim_bumps_the_epoch_once_and_fences_the_old_owner(
 ) -> None:
     """claim at epoch 1 gives epoch 2 to B; the same claim again is stale; A's writes fail."""
     await started(registry, "s-claim")
-    assert await registry.store("s-claim", 1, "h1", [{"role": "user", "content": "hi"}])
+    assert (
+        await registry.store("s-claim", 1, "h1", [{"role": "user", "content": "hi"}]) is Hold.KEPT
+    )
     claimed = await registry.claim("s-claim", 1, "B", secret_hash("new"))
     assert (claimed.epoch, claimed.owner, claimed.handle) == (2, "B", "h1")
     assert claimed.transcript == [{"role": "user", "content": "hi"}]
     assert await refusal(registry.claim("s-claim", 1, "C", "x")) is ResumeProblem.STALE
-    assert not await registry.store("s-claim", 1, "late", [])
-    assert not await registry.keep_alive("s-claim", 1)
+    assert await registry.store("s-claim", 1, "late", []) is Hold.FENCED
+    assert await registry.keep_alive("s-claim", 1) is Hold.FENCED
     await registry.end("s-claim", 1)  # the old owner cannot end it either
-    assert await registry.keep_alive("s-claim", 2)
+    assert await registry.keep_alive("s-claim", 2) is Hold.KEPT
 
 
 async def test_the_transcript_is_bounded_and_an_ended_conversation_is_gone(
@@ -82,7 +87,7 @@ async def test_the_transcript_is_bounded_and_an_ended_conversation_is_gone(
     """Only the newest messages are kept; after end() a claim finds nothing."""
     await started(registry, "s-end")
     words = [{"role": "user", "content": str(n)} for n in range(TRANSCRIPT_MESSAGES + 5)]
-    assert await registry.store("s-end", 1, "h", words)
+    assert await registry.store("s-end", 1, "h", words) is Hold.KEPT
     claimed = await registry.claim("s-end", 1, "B", "x")
     assert claimed.transcript == words[-TRANSCRIPT_MESSAGES:]
     await registry.end("s-end", 2)
@@ -95,7 +100,7 @@ async def test_a_local_entry_lives_for_the_window_after_its_last_keep_alive() ->
     registry = LocalResumeRegistry(10, clock)
     secret = await started(registry, "s-window")
     clock.advance(8)
-    assert await registry.keep_alive("s-window", 1)
+    assert await registry.keep_alive("s-window", 1) is Hold.KEPT
     clock.advance(8)
     assert (await registry.check(secret, "key-0")).epoch == 1
     clock.advance(3)
@@ -107,7 +112,7 @@ async def test_a_redis_entry_expires_with_the_window(redis_url: str) -> None:
     registry = RedisResumeRegistry(redis_url, 0.3)
     try:
         secret = await started(registry, "s-ttl")
-        assert await registry.keep_alive("s-ttl", 1)
+        assert await registry.keep_alive("s-ttl", 1) is Hold.KEPT
         await asyncio.sleep(0.5)
         assert await refusal(registry.check(secret, "key-0")) is ResumeProblem.GONE
     finally:
@@ -119,3 +124,38 @@ def test_only_a_hash_of_the_secret_is_stored() -> None:
     secret = new_secret("s-hash")
     conversation = Conversation("s-hash", "A", secret_hash(secret))
     assert secret not in repr(conversation) and secret.split(".")[1] not in str(vars(conversation))
+
+
+async def forget_everything(registry: ResumeRegistry, redis_url: str) -> None:
+    """What a Redis restart without persistence does to the registry."""
+    if isinstance(registry, LocalResumeRegistry):
+        registry._entries.clear()
+        return
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+
+
+async def test_a_live_owner_writes_its_conversation_again_after_the_registry_lost_it(
+    registry: ResumeRegistry, redis_url: str
+) -> None:
+    """Redis restarted empty: the owner is not fenced (nobody took over); its next write
+    finds the entry lost and writes it anew, so the client can still resume."""
+    link = ResumeLink(registry, "s-lost", "A", "key-0")
+    message = await link.open()
+    try:
+        await forget_everything(registry, redis_url)
+        fenced: list[bool] = []
+        link.on_fenced = lambda: fenced.append(True)
+        assert await registry.keep_alive("s-lost", link.epoch) is Hold.LOST
+        await link.store("h-after", [{"role": "user", "content": "still here"}])
+        assert not fenced
+        found = await registry.check(message["resume"], "key-0")
+        assert (found.handle, found.epoch, found.owner) == ("h-after", link.epoch, "A")
+        assert found.transcript == [{"role": "user", "content": "still here"}]
+    finally:
+        await link.finish(EndReason.CLIENT_DISCONNECTED, 1000)

@@ -51,6 +51,7 @@ class SessionRecord:
     drain: Callable[[float], Awaitable[None]] | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     slot: int | None = None  # a global slot (file descriptor) when workers share the cap
+    fence: Callable[[], None] | None = None  # close this session: resumed on another socket
 
     @property
     def duration(self) -> float:

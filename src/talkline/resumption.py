@@ -23,6 +23,7 @@ from starlette import status
 
 from talkline.coordinator.resume import (
     Conversation,
+    Hold,
     ResumeRegistry,
     Transcript,
     new_secret,
@@ -66,6 +67,8 @@ class ResumeLink:
         self.started = conversation.started if conversation else time.time()
         self.epoch = conversation.epoch if conversation else 0
         self.registered = resumed is not None
+        self.secret_hash = conversation.secret_hash if conversation else ""
+        self._handle, self._transcript = self.handle, list(self.transcript)
         self.on_fenced: Callable[[], None] = lambda: None
         self._beat: asyncio.Task[None] | None = None
 
@@ -89,6 +92,7 @@ class ResumeLink:
             )
             await self.registry.create(conversation)
             self.epoch, self.registered = conversation.epoch, True
+            self.secret_hash = conversation.secret_hash
         self._beat = asyncio.create_task(self._keep_alive(), name=f"resume-{self.session_id}")
         return {
             "type": "session-resumable",
@@ -102,11 +106,13 @@ class ResumeLink:
         while True:
             await asyncio.sleep(interval)
             try:
-                alive = await self.registry.keep_alive(self.session_id, self.epoch)
+                hold = await self.registry.keep_alive(self.session_id, self.epoch)
+                if hold is Hold.LOST:
+                    await self._write_anew()
             except Exception as error:  # the registry's trouble must not end the session
                 logger.warning(f"resume registry unreachable: {error!r}")
                 continue
-            if not alive:
+            if hold is Hold.FENCED:
                 self._fenced()
                 return
 
@@ -114,13 +120,32 @@ class ResumeLink:
         """The newest Gemini handle; a refused write means another owner took over."""
         if not self.registered:
             return
+        self._handle, self._transcript = handle, list(transcript)
         try:
-            stored = await self.registry.store(self.session_id, self.epoch, handle, transcript)
+            hold = await self.registry.store(self.session_id, self.epoch, handle, transcript)
+            if hold is Hold.LOST:
+                await self._write_anew()
         except Exception as error:
             logger.warning(f"could not store the resumption handle: {error!r}")
             return
-        if not stored:
+        if hold is Hold.FENCED:
             self._fenced()
+
+    async def _write_anew(self) -> None:
+        """The registry forgot this live conversation (Redis restarted empty): this owner,
+        at its epoch, writes it again, so it stays resumable."""
+        logger.warning("the resume registry lost this conversation; writing it again")
+        conversation = Conversation(
+            self.session_id,
+            self.owner,
+            self.secret_hash,
+            self.key_id,
+            self.started,
+            self.epoch,
+            self._handle,
+            self._transcript,
+        )
+        await self.registry.create(conversation)
 
     def _fenced(self) -> None:
         logger.warning("this conversation was resumed elsewhere; closing this connection")

@@ -42,6 +42,14 @@ class ResumeProblem(Enum):
         self.words = words
 
 
+class Hold(Enum):
+    """What an owner's fenced write found."""
+
+    KEPT = "kept"  # the epoch still owns the conversation: written
+    FENCED = "fenced"  # another owner took over: this one must let go
+    LOST = "lost"  # the registry forgot it (Redis restarted empty): the owner writes it anew
+
+
 class ResumeRefused(Exception):
     """A claim or check that failed; ``problem`` says why (never with the secret)."""
 
@@ -98,12 +106,12 @@ class ResumeRegistry(Protocol):
         """Take over at ``epoch`` (bumped by one, secret rotated); raises ``ResumeRefused``."""
         ...
 
-    async def store(self, session_id: str, epoch: int, handle: str, transcript: Transcript) -> bool:
-        """The newest handle and transcript; False when ``epoch`` no longer owns it."""
+    async def store(self, session_id: str, epoch: int, handle: str, transcript: Transcript) -> Hold:
+        """The newest handle and transcript, if ``epoch`` still owns the conversation."""
         ...
 
-    async def keep_alive(self, session_id: str, epoch: int) -> bool:
-        """The owner is alive: the window starts again. False when fenced."""
+    async def keep_alive(self, session_id: str, epoch: int) -> Hold:
+        """The owner is alive: the window starts again, if ``epoch`` still owns it."""
         ...
 
     async def end(self, session_id: str, epoch: int) -> None:
@@ -148,6 +156,14 @@ class LocalResumeRegistry:
         conversation = self._get(session_id)
         return conversation if conversation and conversation.epoch == epoch else None
 
+    def _hold(self, session_id: str, epoch: int) -> tuple[Hold, Conversation | None]:
+        conversation = self._get(session_id)
+        if conversation is None:
+            return Hold.LOST, None
+        if conversation.epoch != epoch:
+            return Hold.FENCED, None
+        return Hold.KEPT, conversation
+
     async def create(self, conversation: Conversation) -> None:
         self._put(conversation)
 
@@ -165,18 +181,18 @@ class LocalResumeRegistry:
         self._put(conversation)
         return Conversation(**vars(conversation) | {"transcript": list(conversation.transcript)})
 
-    async def store(self, session_id: str, epoch: int, handle: str, transcript: Transcript) -> bool:
-        if (conversation := self._owned(session_id, epoch)) is None:
-            return False
-        conversation.handle, conversation.transcript = handle, bounded(transcript)
-        self._put(conversation)
-        return True
+    async def store(self, session_id: str, epoch: int, handle: str, transcript: Transcript) -> Hold:
+        hold, conversation = self._hold(session_id, epoch)
+        if conversation is not None:
+            conversation.handle, conversation.transcript = handle, bounded(transcript)
+            self._put(conversation)
+        return hold
 
-    async def keep_alive(self, session_id: str, epoch: int) -> bool:
-        if (conversation := self._owned(session_id, epoch)) is None:
-            return False
-        self._put(conversation)
-        return True
+    async def keep_alive(self, session_id: str, epoch: int) -> Hold:
+        hold, conversation = self._hold(session_id, epoch)
+        if conversation is not None:
+            self._put(conversation)
+        return hold
 
     async def end(self, session_id: str, epoch: int) -> None:
         if self._owned(session_id, epoch) is not None:
@@ -196,16 +212,23 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'secret_hash', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return redis.call('HGETALL', KEYS[1])
 """
+# The fenced writes answer 1 (kept), 0 (fenced: another epoch) or -1 (lost: no entry).
 STORE = """
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return -1 end
+if epoch ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'handle', ARGV[2], 'transcript', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 KEEP_ALIVE = """
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return -1 end
+if epoch ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 """
+HOLDS = {1: Hold.KEPT, 0: Hold.FENCED, -1: Hold.LOST}
 END = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
@@ -275,15 +298,15 @@ class RedisResumeRegistry:
             raise ResumeRefused(ResumeProblem.STALE)
         return from_hash(dict(zip(reply[::2], reply[1::2], strict=True)))
 
-    async def store(self, session_id: str, epoch: int, handle: str, transcript: Transcript) -> bool:
+    async def store(self, session_id: str, epoch: int, handle: str, transcript: Transcript) -> Hold:
         self.calls += 1
         args: list[str | int] = [epoch, handle, json.dumps(bounded(transcript)), self._ttl_ms]
-        return bool(await self._store(keys=[KEY_PREFIX + session_id], args=args))
+        return HOLDS[int(await self._store(keys=[KEY_PREFIX + session_id], args=args))]
 
-    async def keep_alive(self, session_id: str, epoch: int) -> bool:
+    async def keep_alive(self, session_id: str, epoch: int) -> Hold:
         self.calls += 1
         args = [epoch, self._ttl_ms]
-        return bool(await self._keep_alive(keys=[KEY_PREFIX + session_id], args=args))
+        return HOLDS[int(await self._keep_alive(keys=[KEY_PREFIX + session_id], args=args))]
 
     async def end(self, session_id: str, epoch: int) -> None:
         self.calls += 1

@@ -98,8 +98,8 @@ async def claim_resume(websocket: WebSocket, state: ServerState) -> Resumed | No
 async def fence_here(state: ServerState, session_id: str) -> None:
     """Close this conversation's old connection if it is still open in this process, and
     wait until it has let go of its upstream: never two upstream connections for one."""
-    record = state.admission.live.get(session_id)
-    if record is None or record.detached is not None or record.fence is None:
+    record = state.admission.live.get(session_id)  # detached sessions are not live
+    if record is None or record.fence is None:
         return
     record.fence()
     try:
