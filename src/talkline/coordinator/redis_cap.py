@@ -156,6 +156,8 @@ class RedisCoordinator:
         self._client = connect(self.options.url)
         self._store = LeaseStore(self._client, self.owner)
         await self.renew()
+        if not self.available:
+            logger.warning("session coordinator (Redis) unreachable at start: new sessions wait")
         self._renewing = asyncio.create_task(self._renew_forever(), name="lease-renewal")
 
     async def stop(self) -> None:
