@@ -123,6 +123,8 @@ async def test_four_talk_the_fifth_is_refused_and_a_killed_replica_frees_its_slo
 
 async def test_per_address_and_per_key_caps_hold_across_replicas(cluster: Cluster) -> None:
     """Two sessions of one address (or API key) on two replicas use its whole share."""
+    health = await asyncio.to_thread(cluster.replicas[0].health)
+    assert (health["coordinator"], health["replica"]) == ("redis", "replica1")
     same_address = [await admitted(cluster, key, "127.0.0.30") for key in ("k1", "k2")]
     async with closing(same_address):
         assert len([n for n in (await asyncio.to_thread(cluster.sessions)).values() if n]) == 2

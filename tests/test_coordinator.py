@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from talkline.admission import Admission, AdmissionRefused, Refusal
+from talkline.app import create_app
 from talkline.config import SettingsError, load_settings
 from talkline.coordinator import CoordinatorOptions, build_coordinator
 from talkline.coordinator.local import LocalCoordinator
@@ -16,7 +17,7 @@ from talkline.coordinator.redis_cap import RedisCoordinator, RedisOptions
 from talkline.refusals import Caps
 from talkline.slots import SlotPool
 from tests.cluster import RedisServer, wait_for
-from tests.support import StandInResources
+from tests.support import StandInResources, in_process, local_settings
 
 LEASE_TTL, LEASE_RENEW = 2.0, 0.2
 
@@ -183,3 +184,27 @@ def test_a_redis_url_of_another_scheme_is_refused_without_showing_it() -> None:
     with pytest.raises(SettingsError, match="must start with redis://") as refused:
         load_settings(redis_url="http://:hunter2-pw@example.org:6379")
     assert "hunter2-pw" not in str(refused.value)
+
+
+async def test_an_unreachable_redis_is_logged_without_its_password(
+    redis_server: RedisServer, logged: list[str]
+) -> None:
+    """Redis goes away: one warning naming the trouble; the URL's password appears nowhere."""
+    url = redis_server.url.replace("redis://", "redis://:pw-7c1e9a@")
+    coordinator = RedisCoordinator(Caps(2, 2, 2), RedisOptions(url, 2.0, 0.2), "replica-test")
+    redis_server.stop()
+    await coordinator.start()
+    try:
+        with pytest.raises(AdmissionRefused):
+            await Admission(StandInResources(), 2, coordinator=coordinator).admit("10.0.0.1")
+        await asyncio.sleep(1.5)  # retries meanwhile
+    finally:
+        await coordinator.stop()
+    assert logged and not any("pw-7c1e9a" in line for line in logged)
+
+
+async def test_health_names_the_coordinator() -> None:
+    app = create_app(local_settings(max_sessions=3), StandInResources())
+    async with in_process(app) as http:
+        health = (await http.get("/health")).json()
+    assert health["coordinator"] == "local" and health["sessions_counted"] == 0

@@ -78,6 +78,9 @@ class RedisCoordinator:
         self._client: Redis | None = None
         self._store: LeaseStore | None = None
         self._renewing: asyncio.Task[None] | None = None
+        # A renewal runs apart from releases and detaches: one landing in Redis after a
+        # release would put the freed lease back (or stretch a detached one's window).
+        self._leases_changing = asyncio.Lock()
 
     @property
     def ttl_ms(self) -> int:
@@ -122,16 +125,18 @@ class RedisCoordinator:
         """Free the lease now; if Redis is away it expires within the lease time instead."""
         if not self._let_go(record):
             return
-        with contextlib.suppress(*FAILURES):
-            _, count = await bounded(self.store.release(record.id))
-            self._seen(count)
+        async with self._leases_changing:
+            with contextlib.suppress(*FAILURES):
+                _, count = await bounded(self.store.release(record.id))
+                self._seen(count)
 
     async def detach(self, record: SessionRecord, window_secs: float) -> None:
         """Stop renewing; the lease expires ``window_secs`` from now in Redis time."""
         if not self._let_go(record):
             return
-        with contextlib.suppress(*FAILURES):
-            await bounded(self.store.detach(record.id, int(window_secs * 1000)))
+        async with self._leases_changing:
+            with contextlib.suppress(*FAILURES):
+                await bounded(self.store.detach(record.id, int(window_secs * 1000)))
 
     def _let_go(self, record: SessionRecord) -> bool:
         """Stop renewing ``record``; False if a newer record here took its lease over."""
@@ -151,6 +156,8 @@ class RedisCoordinator:
         self._client = connect(self.options.url)
         self._store = LeaseStore(self._client, self.owner)
         await self.renew()
+        if not self.available:
+            logger.warning("session coordinator (Redis) unreachable at start: new sessions wait")
         self._renewing = asyncio.create_task(self._renew_forever(), name="lease-renewal")
 
     async def stop(self) -> None:
@@ -169,12 +176,13 @@ class RedisCoordinator:
 
     async def renew(self) -> None:
         """One call: extend every live lease here, re-adding any that Redis lost."""
-        leases = [self._lease(record) for record in self.held.values()]
-        try:
-            count, readded = await bounded(self.store.renew(leases, self.ttl_ms))
-        except FAILURES as error:
-            self._lost(error)
-            return
+        async with self._leases_changing:
+            leases = [self._lease(record) for record in self.held.values()]
+            try:
+                count, readded = await bounded(self.store.renew(leases, self.ttl_ms))
+            except FAILURES as error:
+                self._lost(error)
+                return
         if readded:
             logger.info(f"re-asserted {readded} session lease(s) in Redis")
         if not self.available:
