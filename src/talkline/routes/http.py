@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from talkline.auth import bearer
-from talkline.routes.deps import State
+from talkline.routes.deps import ServerState, State
 from talkline.routes.resume import connect_resume, resume_of
 
 router = APIRouter()
@@ -68,8 +68,15 @@ async def health(state: State) -> dict[str, object]:
         **state.settings.about(),
         "sessions": len(state.admission),
         "max_sessions": state.admission.max_sessions,
-        "resume": "off" if state.registry is None else type(state.registry).__name__,
+        "resume": resume_kind(state),
     }
+
+
+def resume_kind(state: ServerState) -> str:
+    """Where resumable conversations live: ``off``, ``local`` (this process) or ``redis``."""
+    if state.registry is None:
+        return "off"
+    return "redis" if state.registry.shared else "local"
 
 
 @router.get("/metrics")
