@@ -24,6 +24,9 @@ system-deps:
 	@command -v chromium >/dev/null || { \
 	  echo "installing chromium (browser tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (resume tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
