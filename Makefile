@@ -26,7 +26,7 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@# The cluster tests (tests/test_cluster.py): Redis and HAProxy, run as the tests' own processes.
 	@command -v redis-server >/dev/null && command -v haproxy >/dev/null || { \
-	  echo "installing redis-server and haproxy (cluster tests)"; \
+	  echo "installing redis-server and haproxy (cluster and resume tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server haproxy >/dev/null; }
 
 lint: $(STAMP)

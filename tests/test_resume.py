@@ -62,10 +62,10 @@ async def resume(server: ServerThread, secret: str) -> RTVIClient:
 
 
 async def test_dropped_socket_resumes_the_same_gemini_conversation(
-    emulator: GeminiEmulator, weather_pcm: bytes
+    emulator: GeminiEmulator, weather_pcm: bytes, logged: list[str]
 ) -> None:
     """Two turns, the socket drops, resume: turn 3 is answered as turn 3 of the same
-    Gemini conversation, whose new setup carried the newest handle."""
+    Gemini conversation, whose new setup carried the newest handle. No secret is logged."""
     with running_gemini_server(emulator) as server:
         async with RTVIClient(server.ws_url) as first:
             ready = await first.client_ready()
@@ -95,6 +95,9 @@ async def test_dropped_socket_resumes_the_same_gemini_conversation(
     assert upstream.resumed_handle == newest
     assert upstream.conversation == emulator.connections[0].conversation
     assert not [m for m in upstream.messages if "client_content" in m], "not re-seeded"
+    log = "\n".join(logged)
+    assert offer["resume"] not in log and again["resume"] not in log
+    assert offer["resume"].split(".")[1] not in log
 
 
 async def test_resume_refusals_at_connect_and_at_the_socket(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -76,15 +75,13 @@ async def test_kill_9_resumes_on_another_replica(
     tmp_path: Path, emulator: GeminiEmulator, redis_url: str, weather_pcm: bytes
 ) -> None:
     """Two turns on A, `kill -9` A, the client resumes on B: turn 3 of the same Gemini
-    conversation, from the newest handle, well under 3 s after the crash."""
+    conversation, from the newest handle. (How long the gap is: bench/resume_gap.py.)"""
     async with pair(tmp_path, emulator, redis_url) as (a, b):
         first, secret = await start_on(a, weather_pcm, 2)
         newest = emulator.connections[0].handles[-1]
-        crashed = time.monotonic()
         a.process.kill()
         await first.wait_for("closed", timeout=10)
         second, about = await resume_on(b, secret)
-        gap = time.monotonic() - crashed
         await speak_until_turns(second, weather_pcm + silence(0.6), 1)
         await second.close()
 
@@ -92,7 +89,6 @@ async def test_kill_9_resumes_on_another_replica(
     assert about["resumed"] is True and about["replica"] == "B"
     assert bot_texts(second) == ["reply 3"]
     assert emulator.connections[-1].resumed_handle == newest
-    assert gap < 3.0, gap
 
 
 async def test_the_newest_handle_wins_after_a_go_away(

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from talkline.app import create_app
 from talkline.coordinator.resume import (
     TRANSCRIPT_MESSAGES,
     Conversation,
@@ -22,7 +23,7 @@ from talkline.coordinator.resume import (
 from talkline.lifecycle import EndReason
 from talkline.resumption import ResumeLink
 from tests.replicas import redis_server
-from tests.support import Clock
+from tests.support import Clock, StandInResources, in_process, local_settings
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,17 @@ async def test_a_local_entry_lives_for_the_window_after_its_last_keep_alive() ->
     assert (await registry.check(secret, "key-0")).epoch == 1
     clock.advance(3)
     assert await refusal(registry.check(secret, "key-0")) is ResumeProblem.GONE
+
+
+async def test_the_health_check_says_where_conversations_live() -> None:
+    """``/health`` names the registry: local by default, off with a zero window."""
+
+    answers = []
+    for window in (60, 0):
+        app = create_app(local_settings(resume_window=window), StandInResources())
+        async with in_process(app) as http:
+            answers.append((await http.get("/health")).json()["resume"])
+    assert answers == ["local", "off"]
 
 
 async def test_a_redis_entry_expires_with_the_window(redis_url: str) -> None:

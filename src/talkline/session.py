@@ -222,7 +222,11 @@ class Session:
         if self.link is None:
             return False
         reason = self.record.end_reason
-        return await self.link.finish(reason, self.socket.client_close_code)
+        resumable = await self.link.finish(reason, self.socket.client_close_code)
+        upstream = self.upstream_resume
+        if resumable and upstream is not None and upstream.latest:  # the last answer's words
+            await self.link.store(upstream.latest, upstream.words())
+        return resumable
 
     async def _session_timer(self) -> None:
         # A resumed conversation keeps counting from its first connection.

@@ -165,6 +165,9 @@ class LocalResumeRegistry:
         return Hold.KEPT, conversation
 
     async def create(self, conversation: Conversation) -> None:
+        now = self._clock()  # forget conversations whose window is over, nobody asked
+        for session_id in [k for k, (_, ends) in self._entries.items() if now >= ends]:
+            del self._entries[session_id]
         self._put(conversation)
 
     async def check(self, secret: str, key_id: str) -> Conversation:
