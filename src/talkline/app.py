@@ -19,6 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from talkline.admission import Admission
 from talkline.auth import Access
 from talkline.config import Settings
+from talkline.history import History, HistoryOptions
+from talkline.history import api as history_api
 from talkline.metrics import Metrics
 from talkline.pipelines.build import PipelineFactory
 from talkline.resources import ResourceOptions, SharedResources
@@ -57,6 +59,18 @@ def session_options(settings: Settings) -> SessionOptions:
     )
 
 
+def build_history(settings: Settings, metrics: Metrics) -> History | None:
+    if not settings.history:
+        return None
+    options = settings.options(
+        HistoryOptions,
+        prefix="history_",
+        url=settings.history_url,
+        replica=settings.replica,
+    )
+    return History(options, metrics.registry)
+
+
 def create_app(settings: Settings, shared: SharedResources | None = None) -> FastAPI:
     """Build the app; models load in the background once it starts (see ``/ready``).
 
@@ -64,9 +78,15 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
     no models).
     """
     shared = shared or SharedResources(resource_options(settings))
+    slots = SlotPool(settings.slots_dir, settings.max_sessions) if settings.slots_dir else None
+    admission = Admission(shared, settings.max_sessions, settings.max_sessions_per_client, slots)
+    metrics = Metrics(lambda: len(admission))
+    history = build_history(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if history is not None:
+            history.start()
         shared.start()
         if settings.slots_dir:
             # A worker beside others: accept nothing until ready, so the shared port
@@ -76,6 +96,8 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
             yield
         finally:
             await shared.stop()
+            if history is not None:
+                await history.stop()
 
     app = FastAPI(title="talkline", lifespan=lifespan)
     if settings.origin_list:
@@ -85,19 +107,19 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    slots = SlotPool(settings.slots_dir, settings.max_sessions) if settings.slots_dir else None
-    admission = Admission(shared, settings.max_sessions, settings.max_sessions_per_client, slots)
     app.state.talkline = ServerState(
         settings=settings,
         access=build_access(settings),
         admission=admission,
         shared=shared,
-        metrics=Metrics(lambda: len(admission)),
+        metrics=metrics,
         session_options=session_options(settings),
         pipelines=PipelineFactory(settings, shared),
+        history=history,
     )
     app.include_router(http.router)
     app.include_router(websocket.router)
+    app.include_router(history_api.router)
     if (WEB_DIST / "index.html").is_file():
         app.mount("/", StaticFiles(directory=WEB_DIST, html=True), name="web")
     else:

@@ -16,6 +16,7 @@ from starlette import status
 
 from talkline.admission import AdmissionRefused
 from talkline.auth import TokenError
+from talkline.history import SessionHistory
 from talkline.lifecycle import EndReason
 from talkline.routes.deps import ServerState, server_state
 from talkline.session import Session
@@ -46,6 +47,18 @@ async def refuse(websocket: WebSocket, state: ServerState, code: int, label: str
     await websocket.close(code, reason)
 
 
+def recorder(websocket: WebSocket, state: ServerState, session_id: str) -> SessionHistory | None:
+    """The session's history recorder, if history is on."""
+    if state.history is None:
+        return None
+    return state.history.recorder(
+        session_id,
+        client_host(websocket),
+        state.session_options.about,
+        state.access.subject(websocket.query_params.get("token")),
+    )
+
+
 @router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state = server_state(websocket.app)
@@ -59,15 +72,23 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         decision = refused.decision
         await refuse(websocket, state, decision.ws_code, decision.refusal.label, decision.reason)
         return
+    history = recorder(websocket, state, record.id)
     with logger.contextualize(session_id=record.id):
         try:
             session = Session(
-                record, websocket, state.session_options, state.pipelines, state.metrics
+                record,
+                websocket,
+                state.session_options,
+                state.pipelines,
+                state.metrics,
+                history=history,
             )
             await session.run()
         except Exception:
             logger.exception("session failed")
             record.end_reason = EndReason.INTERNAL_ERROR
+            if history is not None:
+                history.ended(record.end_reason.label, record.duration)
             with contextlib.suppress(RuntimeError):
                 await websocket.close(EndReason.INTERNAL_ERROR.close_code, "internal error")
         finally:

@@ -1,0 +1,48 @@
+"""Test support for the session history: reading it over HTTP and waiting for its rows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+WRITE_TIMEOUT = 60.0  # generous: the writer batches, and the machine may be busy
+
+
+async def read_session(
+    base_url: str, session_id: str, *, headers: dict[str, str] | None = None
+) -> dict[str, Any] | None:
+    async with httpx.AsyncClient(base_url=base_url, headers=headers) as http:
+        reply = await http.get(f"/sessions/{session_id}")
+    if reply.status_code == 404:
+        return None
+    reply.raise_for_status()
+    found: dict[str, Any] = reply.json()
+    return found
+
+
+async def wait_for_session(
+    base_url: str,
+    session_id: str,
+    *,
+    ended: bool = True,
+    turns: int = 0,
+    headers: dict[str, str] | None = None,
+    timeout: float = WRITE_TIMEOUT,
+) -> dict[str, Any]:
+    """The session as /sessions/{id} shows it, once it has ended (if ``ended``) and holds
+    ``turns`` transcript turns."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        found = await read_session(base_url, session_id, headers=headers)
+        if (
+            found is not None
+            and (found["ended_at"] is not None or not ended)
+            and len(found["transcript"]) >= turns
+        ):
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"session {session_id} not written as expected: {found}")

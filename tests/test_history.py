@@ -1,0 +1,39 @@
+"""Session history end to end over real sockets: spoken sessions land in SQLite, readable
+through /sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from talkline.client import RTVIClient
+from tests.history_support import wait_for_session
+from tests.support import running_server, speak_and_wait_for_answer, words
+
+
+async def test_spoken_conversation_is_recorded_with_words_latency_and_end_reason(
+    tmp_path: Path, weather_pcm: bytes
+) -> None:
+    """A conversation on /ws shows up in /sessions with its transcript, latency and reason."""
+    with running_server(data_dir=tmp_path, replica="replica-a") as server:
+        async with RTVIClient(server.ws_url) as client:
+            ready = await client.client_ready()
+            session_id = ready.data["about"]["session_id"]
+            await speak_and_wait_for_answer(client, weather_pcm)
+        record = await wait_for_session(server.http_url, session_id, turns=2)
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            listing = (await http.get("/sessions")).json()
+
+    assert (tmp_path / "history.db").is_file()
+    assert record["end_reason"] == "client-disconnected"
+    assert record["replica"] == "replica-a" and record["brain"] == "local"
+    assert record["about"]["stt"] == "whisper" and record["client"] == "127.0.0.1"
+    assert record["api_key_id"] is None
+    assert record["turns"] == 1 and record["duration_secs"] > 0
+    assert record["latency_p50_ms"] is not None and record["latency_p50_ms"] > 0
+    user, bot = record["transcript"][:2]
+    assert user["role"] == "user" and {"weather", "paris"} <= words(user["text"])
+    assert bot["role"] == "bot" and "You said" in bot["text"] and "weather" in bot["text"]
+    assert bot["latency_ms"] == record["latency_p50_ms"] and not bot["interrupted"]
+    assert listing["sessions"][0]["id"] == session_id and listing["total"] == 1
