@@ -48,7 +48,14 @@ def serve(args: argparse.Namespace) -> int:
     if args.fd is None:
         brain = settings.effective_brain
         logger.info(f"talkline on http://{settings.host}:{settings.port} (brain: {brain})")
-    serve_app(create_app(settings), settings, fd=args.fd)
+    from talkline.history.store import DatabaseUrlError
+
+    try:
+        app = create_app(settings)
+    except DatabaseUrlError as error:
+        print(f"talkline: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    serve_app(app, settings, fd=args.fd)
     return 0
 
 

@@ -20,7 +20,8 @@ from typing import IO, Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, delete, func, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from talkline.history.tables import sessions, turns
@@ -42,11 +43,31 @@ def alembic_config(connection: Connection) -> Config:
     return config
 
 
+DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+class DatabaseUrlError(ValueError):
+    """TALKLINE_DATABASE_URL cannot be used; ``str()`` says why without the URL (a secret)."""
+
+
+def database_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseUrlError("TALKLINE_DATABASE_URL is not a database URL") from None
+    if parsed.drivername not in DRIVERS:
+        raise DatabaseUrlError(
+            f"TALKLINE_DATABASE_URL: the history needs one of {', '.join(DRIVERS)}, "
+            f"not {parsed.drivername}"
+        )
+    return parsed
+
+
 class HistoryStore:
     """One database of session records and turns."""
 
     def __init__(self, url: str):
-        self.url = make_url(url)
+        self.url = database_url(url)
         self.engine: AsyncEngine = create_async_engine(
             self.url, hide_parameters=True, pool_pre_ping=True, **self._engine_options()
         )
