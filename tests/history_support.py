@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from talkline.history.store import utcnow
+
 WRITE_TIMEOUT = 60.0  # generous: the writer batches, and the machine may be busy
 
 
@@ -46,3 +48,19 @@ async def wait_for_session(
             return found
         await asyncio.sleep(0.2)
     raise AssertionError(f"session {session_id} not written as expected: {found}")
+
+
+def session_row(session_id: str, replica: str = "r1", **changes: Any) -> dict[str, Any]:
+    row = {
+        "id": session_id, "replica": replica, "started_at": utcnow(), "ended_at": None,
+        "duration_secs": None, "end_reason": None, "brain": "local", "about": {"brain": "local"},
+        "api_key_id": None, "client": "127.0.0.1", "turns": 0, "latency_p50_ms": None,
+        "latency_p95_ms": None, "upstream_reconnects": 0, "resumes": 0, "llm_tokens": 0,
+        "bad_inputs": 0,
+    }  # fmt: skip
+    return row | changes
+
+
+def turn_row(session_id: str, seq: int, text: str) -> dict[str, Any]:
+    return {"session_id": session_id, "seq": seq, "role": "user", "at": utcnow(),
+            "text": text, "interrupted": False, "latency_ms": None}  # fmt: skip

@@ -7,7 +7,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from loguru import logger
@@ -17,6 +16,7 @@ from sqlalchemy import inspect, text
 from talkline.history.store import DatabaseUrlError, HistoryStore, lost_replicas, utcnow
 from talkline.history.writer import HistoryMetrics, HistoryWriter, WriterOptions
 from talkline.lifecycle import SERVER_LOST
+from tests.history_support import session_row, turn_row
 from tests.postgres import PostgresServer, running_postgres
 
 
@@ -46,22 +46,6 @@ async def store(url: str) -> AsyncIterator[HistoryStore]:
             await connection.execute(text("DROP SCHEMA public CASCADE"))
             await connection.execute(text("CREATE SCHEMA public"))
     await history.close()
-
-
-def session_row(session_id: str, replica: str = "r1", **changes: Any) -> dict[str, Any]:
-    row = {
-        "id": session_id, "replica": replica, "started_at": utcnow(), "ended_at": None,
-        "duration_secs": None, "end_reason": None, "brain": "local", "about": {"brain": "local"},
-        "api_key_id": None, "client": "127.0.0.1", "turns": 0, "latency_p50_ms": None,
-        "latency_p95_ms": None, "upstream_reconnects": 0, "resumes": 0, "llm_tokens": 0,
-        "bad_inputs": 0,
-    }  # fmt: skip
-    return row | changes
-
-
-def turn_row(session_id: str, seq: int, text: str) -> dict[str, Any]:
-    return {"session_id": session_id, "seq": seq, "role": "user", "at": utcnow(),
-            "text": text, "interrupted": False, "latency_ms": None}  # fmt: skip
 
 
 async def tables(store: HistoryStore) -> set[str]:
