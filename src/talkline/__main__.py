@@ -1,4 +1,4 @@
-"""The command line: serve, config, talk, emulate-gemini, bench."""
+"""The command line: serve, config, talk, sessions, emulate-gemini, bench."""
 
 from __future__ import annotations
 
@@ -91,6 +91,12 @@ def run_talk(args: argparse.Namespace) -> int:
     return 1 if result.errors else 0
 
 
+def show_sessions(args: argparse.Namespace) -> int:
+    from talkline.history import cli
+
+    return cli.run(load_or_exit().history_url, args)
+
+
 EXTRAS = {
     "emulator": ("cryptography",),
     "bench": ("cryptography", "psutil", "matplotlib", "uvloop"),
@@ -152,6 +158,14 @@ def parser() -> argparse.ArgumentParser:
     )
     talk_cmd.add_argument("--wait", type=float, default=30.0, help="seconds to wait for answers")
     talk_cmd.set_defaults(run=run_talk)
+
+    sessions_cmd = commands.add_parser(
+        "sessions", help="past sessions, newest first; with an ID, its record and transcript"
+    )
+    from talkline.history.cli import add_arguments
+
+    add_arguments(sessions_cmd)
+    sessions_cmd.set_defaults(run=show_sessions)
 
     emulator_cmd = commands.add_parser(
         "emulate-gemini",

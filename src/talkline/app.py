@@ -19,8 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from talkline.admission import Admission
 from talkline.auth import Access
 from talkline.config import Settings
-from talkline.history import History, HistoryOptions
 from talkline.history import api as history_api
+from talkline.history.service import History, HistoryOptions
 from talkline.metrics import Metrics
 from talkline.pipelines.build import PipelineFactory
 from talkline.resources import ResourceOptions, SharedResources

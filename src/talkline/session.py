@@ -19,7 +19,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from talkline import __version__
 from talkline.admission import SessionRecord
-from talkline.history import SessionHistory
+from talkline.history.recorder import SessionHistory
 from talkline.lean_transport import LeanWebsocketTransport
 from talkline.lifecycle import EndReason, SessionState
 from talkline.metrics import Metrics

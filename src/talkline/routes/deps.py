@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from talkline.admission import Admission
 from talkline.auth import Access
 from talkline.config import Settings
-from talkline.history import History
+from talkline.history.service import History
 from talkline.metrics import Metrics
 from talkline.pipelines.build import PipelineFactory
 from talkline.resources import SharedResources

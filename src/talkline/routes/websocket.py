@@ -16,7 +16,7 @@ from starlette import status
 
 from talkline.admission import AdmissionRefused
 from talkline.auth import TokenError
-from talkline.history import SessionHistory
+from talkline.history.recorder import SessionHistory
 from talkline.lifecycle import EndReason
 from talkline.routes.deps import ServerState, server_state
 from talkline.session import Session
