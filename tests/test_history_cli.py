@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from talkline.history.store import HistoryStore, utcnow
 from tests.history_support import session_row, turn_row
@@ -15,7 +16,12 @@ async def fill(data_dir: Path) -> None:
     store = HistoryStore(f"sqlite+aiosqlite:///{data_dir / 'history.db'}")
     await store.migrate()
     now = utcnow()
-    ended = {"ended_at": now, "duration_secs": 42.5, "turns": 1, "latency_p50_ms": 612.0}
+    ended: dict[str, Any] = {
+        "ended_at": now,
+        "duration_secs": 42.5,
+        "turns": 1,
+        "latency_p50_ms": 612.0,
+    }
     bot = turn_row("cut-off", 2, "It is sunny in") | {"role": "bot", "interrupted": True}
     await store.write(
         [
