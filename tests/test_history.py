@@ -9,6 +9,7 @@ import httpx
 
 from talkline.client import RTVIClient
 from tests.history_support import wait_for_session
+from tests.postgres import running_postgres
 from tests.support import running_server, speak_and_wait_for_answer, words
 
 
@@ -37,3 +38,26 @@ async def test_spoken_conversation_is_recorded_with_words_latency_and_end_reason
     assert bot["role"] == "bot" and "You said" in bot["text"] and "weather" in bot["text"]
     assert bot["latency_ms"] == record["latency_p50_ms"] and not bot["interrupted"]
     assert listing["sessions"][0]["id"] == session_id and listing["total"] == 1
+
+
+async def test_on_postgresql_an_authenticated_conversation_names_its_key_id(
+    weather_pcm: bytes,
+) -> None:
+    """Through PostgreSQL, with access on: the record has the key's id, never the key."""
+    key = "hk-pg-5e1b7c"
+    with (
+        running_postgres() as postgres,
+        running_server(
+            database_url=postgres.url, api_keys=f"first,{key}", token_secret="sig"
+        ) as server,
+    ):
+        auth = {"Authorization": f"Bearer {key}"}
+        token = httpx.post(f"{server.http_url}/connect", headers=auth).json()["token"]
+        async with RTVIClient(f"{server.ws_url}?token={token}") as client:
+            session_id = (await client.client_ready()).data["about"]["session_id"]
+            await speak_and_wait_for_answer(client, weather_pcm)
+        record = await wait_for_session(server.http_url, session_id, turns=2, headers=auth)
+
+    assert record["api_key_id"] == "key-1" and key not in str(record)
+    assert record["end_reason"] == "client-disconnected" and record["latency_p50_ms"] > 0
+    assert "weather" in words(record["transcript"][0]["text"])

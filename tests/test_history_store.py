@@ -172,3 +172,20 @@ async def test_rows_wait_while_the_database_is_locked_and_overflow_is_counted(
     assert row["turns"] == 5 and [t["seq"] for t in said] == [1, 2, 3]
     assert sum("queue full" in w for w in warnings) == 1
     assert sum("unavailable" in w for w in warnings) == 1
+
+
+async def test_the_writer_purges_expired_sessions_itself(tmp_path: Path) -> None:
+    """Started with a retention, the writer deletes what is older, unasked."""
+    store = HistoryStore(f"sqlite+aiosqlite:///{tmp_path / 'history.db'}")
+    await store.migrate()
+    await store.write([session_row("old", started_at=utcnow() - timedelta(days=8))], [])
+    writer = HistoryWriter(
+        store, WriterOptions("r1", retention_days=7), HistoryMetrics(CollectorRegistry())
+    )
+    writer.start()
+    try:
+        async with asyncio.timeout(30):
+            while await store.get_session("old") is not None:
+                await asyncio.sleep(0.1)
+    finally:
+        await writer.stop()
