@@ -39,7 +39,7 @@ def spoken(text: str) -> FramePushed:
     """``text`` as the output transport passes it on while the bot speaks."""
     output = BaseOutputTransport(TransportParams())
     frame = TTSTextFrame(text, text_type="sentence")
-    return FramePushed(output, None, frame, FrameDirection.DOWNSTREAM, 0, False)
+    return FramePushed(output, None, frame, FrameDirection.DOWNSTREAM, 0, False)  # type: ignore[arg-type]
 
 
 def recorder(rows: Rows, transcripts: bool = True) -> SessionHistory:
