@@ -313,6 +313,12 @@ class SettingsError(Exception):
     """A setting has a value talkline cannot use; ``str()`` is one line for the user."""
 
 
+def is_secret(name: str) -> bool:
+    """Whether setting ``name`` is typed as a secret (a database URL may hold a password)."""
+    info = Settings.model_fields.get(name)
+    return info is not None and "SecretStr" in str(info.annotation)
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line per problem, naming the environment variable and what is allowed."""
     lines = []
@@ -323,7 +329,7 @@ def describe_validation_error(error: ValidationError) -> str:
             continue
         field = ".".join(str(part) for part in problem["loc"])
         given = problem.get("input")
-        secret = any(word in field for word in ("key", "secret"))
+        secret = any(word in field for word in ("key", "secret")) or is_secret(field)
         shown = "" if isinstance(given, dict) or secret else f" (got {given!r})"
         lines.append(f"invalid setting TALKLINE_{field.upper()}{shown}: {message}")
     return "; ".join(lines)
