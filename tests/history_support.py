@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from talkline.history.store import utcnow
+from tests.support import ServerThread
 
 WRITE_TIMEOUT = 60.0  # generous: the writer batches, and the machine may be busy
 
@@ -64,3 +65,21 @@ def session_row(session_id: str, replica: str = "r1", **changes: Any) -> dict[st
 def turn_row(session_id: str, seq: int, text: str) -> dict[str, Any]:
     return {"session_id": session_id, "seq": seq, "role": "user", "at": utcnow(),
             "text": text, "interrupted": False, "latency_ms": None}  # fmt: skip
+
+
+def write(
+    server: ServerThread, *rows: dict[str, Any], turns: tuple[dict[str, Any], ...] = ()
+) -> None:
+    """Rows through the server's own writer, waiting until they are in the database."""
+    history = server.state.history
+    assert history is not None
+
+    async def put() -> None:
+        await history.writer.ready.wait()
+        for row in rows:
+            history.writer.put_session(row)
+        for turn in turns:
+            history.writer.put_turn(turn)
+        await history.writer.flushed()
+
+    server.call(put())

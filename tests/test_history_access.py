@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from talkline.app import create_app
-from tests.history_support import session_row
+from tests.history_support import session_row, write
 from tests.postgres import PostgresServer, running_postgres
 from tests.support import ServerThread, StandInResources, local_settings, running_doors
 
@@ -21,20 +21,6 @@ KEY = "hk-4d2c9e7a1f"
 def postgres() -> Iterator[PostgresServer]:
     with running_postgres() as server:
         yield server
-
-
-def write(server: ServerThread, *rows: dict[str, Any]) -> None:
-    """Rows through the server's own writer, waiting until they are in the database."""
-    history = server.state.history
-    assert history is not None
-
-    async def put() -> None:
-        await history.writer.ready.wait()
-        for row in rows:
-            history.writer.put_session(row)
-        await history.writer.flushed()
-
-    server.call(put())
 
 
 def get(server: ServerThread, path: str, key: str | None = None) -> httpx.Response:
