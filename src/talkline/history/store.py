@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, delete, func, select, text, update
+from sqlalchemy import Connection, delete, event, func, select, text, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -63,6 +63,14 @@ def database_url(url: str) -> URL:
     return parsed
 
 
+def write_ahead_log(connection: Any, _record: Any) -> None:
+    """SQLite in WAL mode: readers (the API, the CLI) never wait for the writer."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 class HistoryStore:
     """One database of session records and turns."""
 
@@ -71,6 +79,8 @@ class HistoryStore:
         self.engine: AsyncEngine = create_async_engine(
             self.url, hide_parameters=True, pool_pre_ping=True, **self._engine_options()
         )
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", write_ahead_log)
 
     def _engine_options(self) -> dict[str, Any]:
         if self.is_sqlite:

@@ -120,6 +120,13 @@ class HistoryWriter:
     _writing = False
 
     async def _run(self) -> None:
+        try:
+            await self._serve()
+        except Exception:  # a bug, or a schema newer than this talkline: say so, once
+            logger.exception("history writer stopped: sessions go on, but are not recorded")
+            raise
+
+    async def _serve(self) -> None:
         await self._retry(self._prepare)
         self.ready.set()
         next_purge = time.monotonic()
