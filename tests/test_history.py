@@ -21,12 +21,14 @@ async def test_spoken_conversation_is_recorded_with_words_latency_and_end_reason
         async with RTVIClient(server.ws_url) as client:
             ready = await client.client_ready()
             session_id = ready.data["about"]["session_id"]
+            live = await wait_for_session(server.http_url, session_id, ended=False)
             await speak_and_wait_for_answer(client, weather_pcm)
         record = await wait_for_session(server.http_url, session_id, turns=2)
         async with httpx.AsyncClient(base_url=server.http_url) as http:
             listing = (await http.get("/sessions")).json()
 
     assert (tmp_path / "history.db").is_file()
+    assert live["end_reason"] is None and live["transcript"] == []  # written at its start
     assert record["end_reason"] == "client-disconnected"
     assert record["replica"] == "replica-a" and record["brain"] == "local"
     assert record["about"]["stt"] == "whisper" and record["client"] == "127.0.0.1"
