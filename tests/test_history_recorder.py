@@ -10,6 +10,7 @@ from pipecat.frames.frames import (
     InterruptionFrame,
     TranscriptionFrame,
     TTSTextFrame,
+    UserStartedSpeakingFrame,
 )
 from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.frame_processor import FrameDirection
@@ -93,3 +94,20 @@ async def test_a_turn_in_flight_is_written_when_the_session_ends() -> None:
 def test_the_recorder_keeps_audio_frames_away_from_observers() -> None:
     """Its presence must not send every audio frame through the observers' queues."""
     assert not reads_audio(recorder(Rows()))
+
+
+async def test_words_transcribed_after_the_answer_keep_their_place() -> None:
+    """Gemini transcribes the user after it starts answering: the user's turn still comes
+    first, at the time the user started speaking; speech without words leaves no turn."""
+    rows = Rows()
+    history = recorder(rows)
+    await history.on_push_frame(pushed(UserStartedSpeakingFrame()))
+    await history.on_push_frame(pushed(BotStartedSpeakingFrame()))
+    await history.on_push_frame(spoken("reply 1"))
+    await history.on_push_frame(pushed(TranscriptionFrame("turn 1", "u", "t")))
+    await history.on_push_frame(pushed(BotStoppedSpeakingFrame()))
+    await history.on_push_frame(pushed(UserStartedSpeakingFrame()))  # a cough: no words
+    history.ended("client-disconnected", 5.0)
+    ordered = sorted(rows.turns, key=lambda turn: turn["seq"])
+    assert [(t["role"], t["text"]) for t in ordered] == [("user", "turn 1"), ("bot", "reply 1")]
+    assert ordered[0]["at"] < ordered[1]["at"]

@@ -22,6 +22,7 @@ from pipecat.frames.frames import (
     TextFrame,
     TranscriptionFrame,
     TTSTextFrame,
+    UserStartedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
@@ -54,6 +55,7 @@ class Counters:
 class OpenTurn:
     role: str
     at: datetime
+    seq: int
     text: str = ""
     interrupted: bool = False
     latency: float | None = None
@@ -138,34 +140,56 @@ class SessionHistory(BaseObserver):
         upstream_copy = frame.broadcast_sibling_id is not None and data.direction != DOWNSTREAM
         if not data.first_push or upstream_copy:  # speaking frames go both ways: count once
             return
-        if isinstance(frame, TranscriptionFrame):
+        if isinstance(frame, UserStartedSpeakingFrame):
+            self._user_started()
+        elif isinstance(frame, TranscriptionFrame):
             self._user_said(frame)
         elif isinstance(frame, BotStartedSpeakingFrame):
-            self._close_user()
+            self._close_user(heard_only=True)
             self._bot_started()
         elif isinstance(frame, InterruptionFrame) and self._bot is not None:
             self._bot.interrupted = True
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._close_bot()
+            self._close_user(heard_only=True)
+
+    def _user_started(self) -> None:
+        """A user turn opens when the user starts speaking: its place in the transcript is
+        then, even when its words come later (Gemini transcribes after answering)."""
+        if self._user is not None and self._user.text:
+            self._close_user()
+        self._open_user()
+
+    def _open_user(self) -> OpenTurn:
+        if self._user is None:
+            self._user = OpenTurn("user", utcnow(), seq=self._next_seq())
+        return self._user
 
     def _user_said(self, frame: TextFrame) -> None:
         if frame.text.strip():
-            self._user = self._user or OpenTurn("user", utcnow())
-            self._user.add(frame.text, frame.includes_inter_frame_spaces)
+            self._open_user().add(frame.text, frame.includes_inter_frame_spaces)
 
     def _bot_started(self) -> OpenTurn:
         if self._bot is None:
-            self._bot = OpenTurn("bot", utcnow())
+            self._bot = OpenTurn("bot", utcnow(), seq=self._next_seq())
             self._bot_turns += 1
         return self._bot
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
 
     def _bot_said(self, frame: TextFrame) -> None:
         if frame.text.strip():
             self._bot_started().add(frame.text, frame.includes_inter_frame_spaces)
 
-    def _close_user(self) -> None:
-        turn, self._user = self._user, None
-        if turn is not None:
+    def _close_user(self, *, heard_only: bool = False) -> None:
+        """Write the user's turn; with ``heard_only``, only once its words have come."""
+        turn = self._user
+        if turn is None or (heard_only and not turn.text):
+            return
+        self._user = None
+        if turn.text:
             self._write_turn(turn)
 
     def _close_bot(self) -> None:
@@ -176,12 +200,11 @@ class SessionHistory(BaseObserver):
         self._write_turn(turn)
 
     def _write_turn(self, turn: OpenTurn) -> None:
-        self._seq += 1
         if self._transcripts:
             self._writer.put_turn(
                 {
                     "session_id": self.session_id,
-                    "seq": self._seq,
+                    "seq": turn.seq,
                     "role": turn.role,
                     "at": turn.at,
                     "text": turn.text.strip(),
