@@ -111,3 +111,11 @@ async def test_words_transcribed_after_the_answer_keep_their_place() -> None:
     ordered = sorted(rows.turns, key=lambda turn: turn["seq"])
     assert [(t["role"], t["text"]) for t in ordered] == [("user", "turn 1"), ("bot", "reply 1")]
     assert ordered[0]["at"] < ordered[1]["at"]
+
+
+def test_a_resume_is_counted_in_the_record() -> None:
+    rows = Rows()
+    history = recorder(rows)
+    history.started()
+    history.resumed()
+    assert rows.sessions[-1]["resumes"] == 1

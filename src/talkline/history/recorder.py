@@ -89,7 +89,7 @@ class SessionHistory(BaseObserver):
         self._identity = dict(identity) | {"started_at": utcnow()}
         self._transcripts = transcripts
         self.counters = Counters()
-        self.resumes = 0  # bumped by the cluster's resume when a client comes back
+        self.resumes = 0  # see resumed()
         self._seq = 0
         self._user: OpenTurn | None = None
         self._bot: OpenTurn | None = None
@@ -103,6 +103,11 @@ class SessionHistory(BaseObserver):
 
     # --- hooks the session calls -----------------------------------------------------------
     def started(self) -> None:
+        self._writer.put_session(self.snapshot())
+
+    def resumed(self) -> None:
+        """The client came back to this conversation (cluster resume): count it."""
+        self.resumes += 1
         self._writer.put_session(self.snapshot())
 
     def answered(self, latency: float | None) -> None:
