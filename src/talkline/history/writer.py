@@ -67,6 +67,7 @@ class HistoryWriter:
         self._task: asyncio.Task[None] | None = None
         self._outage = False  # logged once per outage, dropping too
         self._dropping = False
+        self._writing = False  # a batch is on its way to the database
         self.ready = asyncio.Event()  # migrated and ready to be read
         self.metrics.waiting.set_function(self.waiting)
 
@@ -116,8 +117,6 @@ class HistoryWriter:
         """Return once nothing waits (tests, shutdown)."""
         while self.waiting() or self._writing:
             await asyncio.sleep(0.05)
-
-    _writing = False
 
     async def _run(self) -> None:
         try:
