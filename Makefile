@@ -28,6 +28,10 @@ system-deps:
 	@command -v redis-server >/dev/null && command -v haproxy >/dev/null || { \
 	  echo "installing redis-server and haproxy (cluster and resume tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server haproxy >/dev/null; }
+	@# The history tests start a real PostgreSQL server (Debian's binaries).
+	@test -x /usr/lib/postgresql/15/bin/postgres || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  echo "installing postgresql (history tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

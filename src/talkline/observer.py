@@ -118,7 +118,7 @@ class SessionObserver(BaseObserver):
 
 def reads_audio(observer: BaseObserver) -> bool:
     """Whether ``observer`` may act on audio frames (unknown observers: assume so)."""
-    if isinstance(observer, SessionObserver):
+    if isinstance(observer, SessionObserver) or getattr(observer, "ignores_audio", False):
         return False
     if isinstance(observer, RTVIObserver):
         params = observer._params

@@ -20,6 +20,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from talkline import __version__
 from talkline.admission import SessionRecord
+from talkline.history.recorder import SessionHistory
 from talkline.lean_transport import LeanWebsocketTransport
 from talkline.lifecycle import EndReason, SessionState
 from talkline.metrics import Metrics
@@ -84,8 +85,10 @@ class Session:
         pipelines: PipelineFactory,
         metrics: Metrics,
         link: ResumeLink | None = None,
+        history: SessionHistory | None = None,
     ):
         self.record = record
+        self.history = history
         self.options = options
         self.metrics = metrics
         self.link = link
@@ -93,7 +96,7 @@ class Session:
         self.about |= dict(options.about) | {"session_id": record.id}
         self.rtvi = TalklineRTVIProcessor(self.about, self._before_ready, self._after_ready)
         self.observer = SessionObserver(options.vad_stop_secs)
-        self.observer.on_turn = metrics.turn
+        self.observer.on_turn = self._turn
         self.socket = SessionSocket(
             websocket, write_timeout=options.write_timeout, on_stalled=self._client_stalled
         )
@@ -120,6 +123,10 @@ class Session:
         built = pipelines.build(self.transport, hooks)
         self.upstream = built.upstream
         self.upstream_resume = built.resume
+        observers: list[Any] = [self.observer]
+        if history is not None:
+            self._follow(history)
+            observers.append(history)
         self.worker = LeanPipelineWorker(
             built.pipeline,
             params=PipelineParams(
@@ -129,7 +136,7 @@ class Session:
                 enable_usage_metrics=True,
             ),
             rtvi_processor=self.rtvi,
-            observers=[self.observer],
+            observers=observers,
             idle_timeout_secs=options.idle_timeout,
             cancel_on_idle_timeout=False,
             conversation_id=record.id,
@@ -158,6 +165,20 @@ class Session:
             reason = EndReason.IDLE_TIMEOUT
             self.end(reason, reason.message(minutes=self.options.idle_timeout / 60))
 
+    def _turn(self, latency: float | None) -> None:
+        self.metrics.turn(latency)
+        if self.history is not None:
+            self.history.answered(latency)
+
+    def _follow(self, history: SessionHistory) -> None:
+        """Where the history reads this session's numbers."""
+        observer, serializer, upstream = self.observer, self.serializer, self.upstream
+        counters = history.counters
+        counters.latencies = lambda: observer.latencies
+        counters.tokens = lambda: observer.tokens
+        counters.bad_inputs = lambda: serializer.bad_inputs
+        counters.reconnects = lambda: upstream.reconnects if upstream else 0
+
     async def run(self) -> None:
         brain = " ".join(f"{k}={v}" for k, v in self.options.about.items())
         logger.info(f"session started from {self.record.client} ({brain})")
@@ -166,6 +187,8 @@ class Session:
             asyncio.create_task(self._ready_timer(), name=f"ready-{self.record.id}"),
         ]
         runner = WorkerRunner(handle_sigint=False)
+        if self.history is not None:
+            self.history.started()
         try:
             await runner.add_workers(self.worker)
             await runner.run()
@@ -310,6 +333,8 @@ class Session:
             f"bad_inputs={serializer.bad_inputs}"
         )
         metrics.ended.labels(self.record.end_reason.label).inc()
+        if self.history is not None:
+            self.history.ended(self.record.end_reason.label, self.record.duration)
         metrics.audio_frames.labels("in").inc(serializer.audio_in)
         metrics.audio_frames.labels("out").inc(serializer.audio_out)
         metrics.tokens.inc(observer.tokens)

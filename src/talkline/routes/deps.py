@@ -11,6 +11,7 @@ from talkline.admission import Admission
 from talkline.auth import Access
 from talkline.config import Settings
 from talkline.coordinator.resume import ResumeRegistry
+from talkline.history.service import History
 from talkline.metrics import Metrics
 from talkline.pipelines.build import PipelineFactory
 from talkline.resources import SharedResources
@@ -29,6 +30,7 @@ class ServerState:
     session_options: SessionOptions
     pipelines: PipelineFactory
     registry: ResumeRegistry | None = None  # None: resume is off
+    history: History | None = None  # None: TALKLINE_HISTORY=false
 
 
 def server_state(app: FastAPI) -> ServerState:

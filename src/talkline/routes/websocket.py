@@ -16,6 +16,7 @@ from starlette import status
 
 from talkline.admission import AdmissionRefused, SessionRecord
 from talkline.auth import TokenError
+from talkline.history.recorder import SessionHistory
 from talkline.lifecycle import EndReason
 from talkline.resumption import Resumed, ResumeLink
 from talkline.routes.deps import ServerState, server_state
@@ -52,6 +53,18 @@ async def refuse(websocket: WebSocket, state: ServerState, code: int, label: str
     await websocket.close(code, reason)
 
 
+def recorder(websocket: WebSocket, state: ServerState, session_id: str) -> SessionHistory | None:
+    """The session's history recorder, if history is on."""
+    if state.history is None:
+        return None
+    return state.history.recorder(
+        session_id,
+        client_host(websocket),
+        state.session_options.about,
+        state.access.subject(websocket.query_params.get("token")),
+    )
+
+
 @router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state = server_state(websocket.app)
@@ -72,8 +85,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         decision = refused.decision
         await refuse(websocket, state, decision.ws_code, decision.refusal.label, decision.reason)
         return
+    history = recorder(websocket, state, record.id)
     with logger.contextualize(session_id=record.id):
-        await run_session(websocket, state, record, resumed)
+        await run_session(websocket, state, record, resumed, history)
 
 
 async def admit(
@@ -87,7 +101,11 @@ async def admit(
 
 
 async def run_session(
-    websocket: WebSocket, state: ServerState, record: SessionRecord, resumed: Resumed | None
+    websocket: WebSocket,
+    state: ServerState,
+    record: SessionRecord,
+    resumed: Resumed | None,
+    history: SessionHistory | None,
 ) -> None:
     link = None
     if state.registry is not None:
@@ -96,13 +114,15 @@ async def run_session(
     resumable = False
     try:
         session = Session(
-            record, websocket, state.session_options, state.pipelines, state.metrics, link
+            record, websocket, state.session_options, state.pipelines, state.metrics, link, history
         )
         await session.run()
         resumable = await session.finish_resume()
     except Exception:
         logger.exception("session failed")
         record.end_reason = EndReason.INTERNAL_ERROR
+        if history is not None:
+            history.ended(record.end_reason.label, record.duration)
         with contextlib.suppress(RuntimeError):
             await websocket.close(EndReason.INTERNAL_ERROR.close_code, "internal error")
     finally:

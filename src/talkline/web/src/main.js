@@ -11,6 +11,7 @@ import {
   explainMic,
   unreachable,
 } from "./errors.js";
+import { HistoryView } from "./history.js";
 import { TurnClock } from "./latency.js";
 import { TalklineTransport, meterLevel } from "./transport.js";
 
@@ -40,6 +41,7 @@ const ui = {
   latencySummary: byTestId("latency-summary"),
 };
 const conversation = new Conversation(byTestId("conversation"), document.getElementById("hint"));
+const historyView = new HistoryView(byTestId("history"));
 
 // --- diagnostics -----------------------------------------------------------------------
 
@@ -318,6 +320,7 @@ function sessionOver(s) {
     showBanner(ended ? s.ending : explainClose(closed.code, closed.reason), ended ? "notice" : "error");
   }
   setState("idle", closed ? "Disconnected by the server." : "Disconnected.");
+  historyView.sessionEnded();
 }
 
 function fail(s, text) {
@@ -419,6 +422,7 @@ async function disconnect() {
   } catch (e) {
     console.info("[talkline] disconnect:", e);
   }
+  historyView.sessionEnded();
 }
 
 ui.connect.addEventListener("click", connect);
