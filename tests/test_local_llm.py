@@ -28,6 +28,7 @@ from tests.support import (
     final_transcript,
     running_server,
     speak_and_wait_for_answer,
+    speak_until_turns,
     words,
 )
 
@@ -70,23 +71,27 @@ def test_health_names_the_local_responder_and_its_model(llm_server: ServerThread
 
 
 async def test_next_turn_is_answered_after_the_llm_server_is_killed(
-    llm_server: ServerThread, dragon_pcm: bytes
+    llm_server: ServerThread, weather_pcm: bytes, dragon_pcm: bytes
 ) -> None:
-    """llama.cpp's server is killed; it is restarted and the next spoken turn is answered."""
+    """llama.cpp's server dies after an answer; it is restarted and the session's next turn
+    is answered by the model."""
     llm = llm_server.shared.llm
     assert llm is not None
-    first_pid, restarts = llm.pid, llm.restarts
-    assert first_pid is not None
-    os.kill(first_pid, signal.SIGKILL)
-    async with asyncio.timeout(120):
-        while llm.pid == first_pid or not await llm.healthy():
-            await asyncio.sleep(0.1)
-    assert llm.restarts == restarts + 1
     async with RTVIClient(llm_server.ws_url) as client:
         await client.client_ready()
-        await speak_and_wait_for_answer(client, dragon_pcm)
-    assert "dragon" in words(final_transcript(client))
+        await speak_and_wait_for_answer(client, weather_pcm)
+        first_pid, restarts = llm.pid, llm.restarts
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGKILL)
+        async with asyncio.timeout(120):
+            while llm.pid == first_pid or not await llm.healthy():
+                await asyncio.sleep(0.1)
+        await speak_until_turns(client, dragon_pcm, answered=2)
+    assert llm.restarts == restarts + 1
     assert_answered_by_the_model(client)
+    heard = [e for e in client.of_type("user-transcription") if "dragon" in e.data["text"]]
+    answer = " ".join(e.data["text"] for e in client.of_type("bot-tts-text") if e.at > heard[-1].at)
+    assert words(answer) and APOLOGY not in answer
 
 
 def test_a_missing_model_file_is_refused_by_name(tmp_path: Path) -> None:

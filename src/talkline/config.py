@@ -114,8 +114,10 @@ class Settings(BaseSettings):
     gemini_buffer_secs: float = Field(
         30.0, ge=0, description="User audio kept while the upstream reconnects."
     )
+    # Tuned for speech and for small local models, which otherwise answer with lists.
     system_instruction: str = (
-        "You are a friendly voice assistant. Answer briefly, in one or two spoken sentences."
+        "You are a friendly voice assistant speaking out loud. Reply in one or two short "
+        "sentences of plain words: no lists, no markdown, no emoji."
     )
 
     # Access (off unless keys or a signing secret are set)
