@@ -200,7 +200,9 @@ class Settings(BaseSettings):
     local_llm_model: str = Field(
         "", description="GGUF model file (default: bundled SmolLM2-135M-Instruct Q4_1)."
     )
-    local_llm_threads: int = Field(2, ge=1, le=64, description="CPU threads llama.cpp uses.")
+    local_llm_threads: int = Field(
+        1, ge=1, le=64, description="CPU threads llama.cpp uses (more only on idle cores)."
+    )
     local_llm_context: int = Field(
         2048, ge=256, le=131072, description="Context window in tokens (the whole chat)."
     )

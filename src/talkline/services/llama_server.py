@@ -25,7 +25,7 @@ class LocalLLMOptions:
     """Which GGUF model llama.cpp serves, with how many threads and how much context."""
 
     model: Path
-    threads: int = 2
+    threads: int = 1
     context: int = 2048
     port: int = 0  # 0 picks a free port
 
