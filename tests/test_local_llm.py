@@ -21,7 +21,8 @@ from talkline.services.llama_server import (
     LocalLLMOptions,
     LocalLLMUnavailableError,
 )
-from talkline.services.openai_llm import APOLOGY
+from talkline.services.openai_llm import APOLOGY, GuardedOpenAILLMService
+from talkline.services.responder import build_responder
 from tests.support import (
     ServerThread,
     bot_text,
@@ -144,3 +145,28 @@ def test_responder_local_needs_the_offline_brain() -> None:
     """responder=local with the Gemini brain is refused: only the offline brain uses it."""
     with pytest.raises(SettingsError, match="responder=local answers for the offline brain"):
         load_settings(_env_file=None, brain="gemini", gemini_api_key="k", responder="local")
+
+
+def chat(exchanges: int) -> list[dict[str, str]]:
+    """A system message, then ``exchanges`` user/assistant pairs, numbered."""
+    messages = [{"role": "system", "content": "be brief"}]
+    for n in range(exchanges):
+        messages += [
+            {"role": "user", "content": f"q{n}"},
+            {"role": "assistant", "content": f"a{n}"},
+        ]
+    return messages
+
+
+def test_the_local_responder_sends_only_the_newest_messages() -> None:
+    """A long session's request carries the system message and the newest turns only, starting
+    with a user message, so it fits llama.cpp's context window."""
+    settings = load_settings(_env_file=None, responder="local", local_llm_history=3)
+    service = build_responder(settings, "http://127.0.0.1:9/v1")
+    assert isinstance(service, GuardedOpenAILLMService)
+    sent = service.build_chat_completion_params({"messages": chat(30)})
+    assert [m["content"] for m in sent["messages"]] == ["be brief", "q29", "a29"]
+    assert sent["max_tokens"] == settings.local_llm_max_tokens
+    assert sent["extra_body"] == {"repeat_penalty": settings.local_llm_repeat_penalty}
+    short = service.build_chat_completion_params({"messages": chat(1)})
+    assert short["messages"] == chat(1)

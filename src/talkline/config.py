@@ -212,6 +212,9 @@ class Settings(BaseSettings):
     local_llm_repeat_penalty: float = Field(
         1.2, ge=1.0, le=2.0, description="llama.cpp's repeat penalty (1.0: none)."
     )
+    local_llm_history: int = Field(
+        16, ge=1, le=1000, description="Past messages sent with each turn (fits the context)."
+    )
     local_llm_port: int = Field(0, ge=0, le=65535, description="0 picks a free port.")
 
     # Offline brain: text to speech (Piper runs in its own process: GPL-3.0)

@@ -84,7 +84,8 @@ def build_local_llm(settings: Settings, api_url: str) -> FrameProcessor:
 
     ``max_tokens`` caps an answer's length (a small model may ramble on), and llama.cpp's
     own ``repeat_penalty`` (not an OpenAI field, so it travels in the request's extra body)
-    stops it from saying the same phrase over and over.
+    stops it from saying the same phrase over and over. Only the newest messages are sent, so
+    a long session stays inside the model's context window.
     """
     from talkline.services.openai_llm import GuardedOpenAILLMService  # only when used
 
@@ -98,4 +99,5 @@ def build_local_llm(settings: Settings, api_url: str) -> FrameProcessor:
             extra={"extra_body": {"repeat_penalty": settings.local_llm_repeat_penalty}},
         ),
         first_response_secs=settings.llm_timeout,
+        max_history=settings.local_llm_history,
     )
