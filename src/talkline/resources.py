@@ -1,4 +1,4 @@
-"""What all sessions of one process share: models, the Piper process, an HTTP client."""
+"""What all sessions of one process share: models, the Piper and llama.cpp processes, HTTP."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 from loguru import logger
 
+from talkline.services.llama_server import LlamaServerProcess, LocalLLMOptions
 from talkline.services.local_stt import SharedWhisper
 from talkline.services.piper_process import PiperProcess
 from talkline.services.turn_models import TurnModels
@@ -26,6 +27,7 @@ class ResourceOptions:
     piper_voice: Path | None = None  # a Piper .onnx voice; None: no Piper
     piper_url: str | None = None  # an external Piper server instead of starting one
     piper_port: int = 0
+    local_llm: LocalLLMOptions | None = None  # llama.cpp's server; None: no local LLM
 
 
 class SharedResources:
@@ -38,6 +40,7 @@ class SharedResources:
         self.turn_models: TurnModels | None = None
         self.whisper: SharedWhisper | None = None
         self.piper: PiperProcess | None = None
+        self.llm: LlamaServerProcess | None = None
         self.http: aiohttp.ClientSession | None = None
         self._loading: asyncio.Task[None] | None = None
 
@@ -77,6 +80,9 @@ class SharedResources:
             if options.piper_voice is not None and not options.piper_url:
                 self.piper = PiperProcess(options.piper_voice, port=options.piper_port)
                 loads.append(self.piper.start())
+            if options.local_llm is not None:
+                self.llm = LlamaServerProcess(options.local_llm)
+                loads.append(self.llm.start())
             await asyncio.gather(*loads)
             self.ready.set()
             logger.info("ready")
@@ -104,6 +110,8 @@ class SharedResources:
                 await self._loading
         if self.piper:
             await self.piper.stop()
+        if self.llm:
+            await self.llm.stop()
         if self.http:
             await self.http.close()
         if self.turn_models:

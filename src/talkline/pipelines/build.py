@@ -124,7 +124,7 @@ def build_cascade_pipeline(
             transport.input(),
             build_stt(settings, shared),
             aggregators.user(),
-            build_responder(settings),
+            build_responder(settings, shared.llm.api_url if shared.llm else None),
             build_tts(settings, shared),
             transport.output(),
             aggregators.assistant(),
