@@ -24,7 +24,15 @@ from typing import Any
 import pytest
 
 from talkline import lean_transport, observer
-from talkline.services import gemini, local_stt, openai_llm, piper_tts, speech_gate, turn_models
+from talkline.services import (
+    gemini,
+    local_stt,
+    moonshine_stt,
+    openai_llm,
+    piper_tts,
+    speech_gate,
+    turn_models,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -35,6 +43,7 @@ FENCED = (
     gemini,
     turn_models,
     local_stt,
+    moonshine_stt,
     piper_tts,
     openai_llm,
     observer,

