@@ -2,7 +2,7 @@
 
 moonshine-cpp ships the model in ONNX Runtime's ORT format with int8 weights that the graph
 de-quantizes on every run, and a merged decoder whose ``If`` hides the weights from ONNX
-Runtime's constant folding (the 32768×416 output matrix is transposed at every step). Here
+Runtime's constant folding (the 32768 x 416 output matrix is transposed at every step). Here
 ONNX Runtime's own ORT reader loads each file and saves it as standard ONNX; the weight
 arithmetic is folded into plain float weights; the merged decoder is split into its two
 branches (the first step, and the steps with a key/value cache); each model is then
@@ -220,9 +220,7 @@ def _branch_model(
     nodes = _needed_nodes(list(branch.node), wanted)
     used = _names_used(nodes)
     inputs = [value for value in outer.input if value.name in used]
-    initializers = [
-        init for init in [*outer.initializer, *branch.initializer] if init.name in used
-    ]
+    initializers = [init for init in [*outer.initializer, *branch.initializer] if init.name in used]
     graph = helper.make_graph(nodes, name, inputs, outputs, initializers)
     model = helper.make_model(graph, opset_imports=list(merged.opset_import))
     model.ir_version = merged.ir_version

@@ -123,10 +123,10 @@ def _to_model_rate(samples: np.ndarray, rate: int) -> np.ndarray:
     audio = samples.astype(np.float32) / 32768.0
     if rate == MODEL_RATE or audio.size == 0:
         return audio
-    count = int(round(audio.size * MODEL_RATE / rate))
-    return np.interp(
-        np.linspace(0, audio.size - 1, count), np.arange(audio.size), audio
-    ).astype(np.float32)
+    count = round(audio.size * MODEL_RATE / rate)
+    return np.interp(np.linspace(0, audio.size - 1, count), np.arange(audio.size), audio).astype(
+        np.float32
+    )
 
 
 class MoonshineSTTService(SegmentedSTTService):
