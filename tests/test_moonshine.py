@@ -97,3 +97,13 @@ async def test_moonshine_answers_through_ws(server: ServerThread, weather_pcm: b
         assert ready.data["about"]["stt"] == "moonshine"
         await speak_and_wait_for_answer(client, weather_pcm)
     assert {"weather", "paris", "today"} <= words(final_transcript(client))
+
+
+def test_8khz_audio_is_resampled_to_16khz() -> None:
+    """A second at 8 kHz becomes a second at 16 kHz, its tone at the same pitch."""
+    from talkline.services.moonshine_stt import _to_model_rate
+
+    tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)).astype(np.int16)
+    audio = _to_model_rate(tone, 8000)
+    assert audio.size == 16000
+    assert abs(int(np.abs(np.fft.rfft(audio)).argmax()) - 440) <= 1

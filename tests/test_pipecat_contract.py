@@ -32,6 +32,7 @@ from talkline.services import (
     piper_tts,
     speech_gate,
     turn_models,
+    turn_taking,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,7 @@ FENCED = (
     observer,
     speech_gate,
     lean_transport,
+    turn_taking,
 )
 KINDS = {"override", "calls", "reads", "replaces-init"}
 THIRD_PARTY = ("pipecat", "google")

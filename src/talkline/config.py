@@ -16,6 +16,7 @@ Brain = Literal["local", "gemini"]
 Responder = Literal["echo", "openai"]
 Stt = Literal["gemini", "moonshine", "whisper", "deepgram"]
 Tts = Literal["gemini", "piper", "elevenlabs"]
+TurnStrategy = Literal["transcript", "smart_turn", "silence"]
 COMBINATIONS = (
     "brain=gemini with stt=gemini and tts=gemini (native audio), piper or elevenlabs "
     "(Gemini in text mode); brain=local with stt=moonshine, whisper or deepgram and "
@@ -145,6 +146,20 @@ class Settings(BaseSettings):
     smart_turn_stop_secs: float = Field(
         3.0, gt=0, description="Silence after which a turn Smart Turn calls unfinished ends."
     )
+    turn_strategy: Literal["auto", "transcript", "smart_turn", "silence"] = Field(
+        "auto",
+        description="How the offline brain ends a turn (auto: transcript, or silence when "
+        "TALKLINE_SMART_TURN=false).",
+    )
+    turn_complete_pause_secs: float = Field(
+        0.3, ge=0, description="Silence after a complete sentence that ends the turn."
+    )
+    turn_unfinished_pause_secs: float = Field(
+        1.5, ge=0, description="Silence an unfinished clause or a filler waits for at least."
+    )
+    turn_min_probability: float = Field(
+        0.05, ge=0, le=1, description="Smart Turn probability below which a sentence waits."
+    )
 
     # Offline brain: speech to text (Moonshine by default, Whisper as a setting)
     moonshine_model: str = Field(
@@ -215,6 +230,12 @@ class Settings(BaseSettings):
         if self.tts == "auto":
             return "gemini" if self.effective_brain == "gemini" else "piper"
         return self.tts
+
+    @property
+    def effective_turn_strategy(self) -> TurnStrategy:
+        if self.turn_strategy == "auto":
+            return "transcript" if self.smart_turn else "silence"
+        return self.turn_strategy
 
     @property
     def effective_responder(self) -> Responder:
@@ -303,6 +324,7 @@ class Settings(BaseSettings):
         values["effective_responder"] = self.effective_responder
         values["effective_stt"] = self.effective_stt
         values["effective_tts"] = self.effective_tts
+        values["effective_turn_strategy"] = self.effective_turn_strategy
         return values
 
 

@@ -30,6 +30,7 @@ from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.moonshine_stt import MoonshineSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder, phrase_by_phrase
+from talkline.services.turn_taking import TranscriptTurnStopStrategy, TurnWaits
 
 if TYPE_CHECKING:
     from talkline.services.gemini import GeminiOptions, UpstreamStats
@@ -68,14 +69,19 @@ def user_params(
 
 
 def local_turn_strategies(settings: Settings, shared: SharedResources) -> UserTurnStrategies:
-    """Smart Turn v3 (shared model) decides when the user has finished, or a silence timeout."""
+    """When the user has finished: Smart Turn v3 (shared model) with the transcript's say
+    (services/turn_taking.py), Smart Turn alone, or a silence timeout."""
     assert shared.turn_models is not None
+    strategy = settings.effective_turn_strategy
     stop: BaseUserTurnStopStrategy
-    if settings.smart_turn:
-        analyzer = shared.turn_models.smart_turn(settings.smart_turn_stop_secs)
-        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
+    if strategy == "silence":
+        return UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy()])
+    analyzer = shared.turn_models.smart_turn(settings.smart_turn_stop_secs)
+    if strategy == "transcript":
+        waits = settings.options(TurnWaits, prefix="turn_")
+        stop = TranscriptTurnStopStrategy(turn_analyzer=analyzer, waits=waits)
     else:
-        stop = SpeechTimeoutUserTurnStopStrategy()
+        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
     return UserTurnStrategies(stop=[stop])
 
 
