@@ -62,6 +62,15 @@ def test_no_sign_is_unsure(text: str) -> None:
     assert judge(text) is Verdict.UNSURE
 
 
+def processor_setup() -> FrameProcessorSetup:
+    """What a pipeline gives a strategy, less the clock and worker it does not use."""
+    return FrameProcessorSetup(
+        clock=None,  # type: ignore[arg-type]
+        task_manager=TaskManager(),
+        pipeline_worker=None,  # type: ignore[arg-type]
+    )
+
+
 class StandInSmartTurn(BaseTurnAnalyzer):
     """Says "complete" or not, with a probability, when the VAD reports a pause."""
 
@@ -109,9 +118,7 @@ async def turn_end_after(
     async def stopped(_strategy: object, _params: object) -> None:
         ended.append(time.time())
 
-    await strategy.setup(
-        FrameProcessorSetup(clock=None, task_manager=TaskManager(), pipeline_worker=None)
-    )  # type: ignore[arg-type]
+    await strategy.setup(processor_setup())
     await strategy.handle_user_turn_started()
     await strategy.process_frame(VADUserStartedSpeakingFrame())
     speech_end = time.time()
@@ -168,9 +175,7 @@ async def test_speech_resuming_cancels_the_early_end() -> None:
     async def stopped(_strategy: object, _params: object) -> None:
         ended.append(time.time())
 
-    await strategy.setup(
-        FrameProcessorSetup(clock=None, task_manager=TaskManager(), pipeline_worker=None)
-    )  # type: ignore[arg-type]
+    await strategy.setup(processor_setup())
     await strategy.handle_user_turn_started()
     await strategy.process_frame(VADUserStartedSpeakingFrame())
     await strategy.process_frame(VADUserStoppedSpeakingFrame(stop_secs=VAD_STOP))
