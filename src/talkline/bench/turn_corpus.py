@@ -7,6 +7,7 @@ every other utterance gets background noise. Nothing is downloaded.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,26 +118,36 @@ def add_noise(pcm: bytes, snr_db: float, seed: int) -> bytes:
     return np.clip(samples + noise, -32768, 32767).astype(np.int16).tobytes()
 
 
-def build_corpus(noise_snr_db: float = 20.0) -> list[Utterance]:
-    """Every sentence in one voice each (rotating), every other one with noise."""
+def build_corpus(snr_db: float = 20.0) -> list[Utterance]:
+    """Every sentence in a Piper and an espeak-ng voice, every other utterance with noise."""
+    if shutil.which("espeak-ng") is None:
+        raise SystemExit("the turn-taking benchmark needs espeak-ng: apt-get install espeak-ng")
     utterances = []
     for index, text in enumerate(COMPLETE):
-        voice = VOICES[index % len(VOICES)]
-        speech = speak(text, voice)
-        utterances.append(_utterance("complete", text, voice, speech, index))
+        for turn, voice in enumerate(_two_voices(index)):
+            speech = speak(text, voice)
+            utterances.append(_utterance("complete", text, voice, speech, index + turn, snr_db))
     for index, (first, second) in enumerate(PAUSED):
-        voice = VOICES[(index + 1) % len(VOICES)]
-        pause = silence(PAUSES[index % len(PAUSES)])
-        speech = speak(first, voice) + pause + speak(second, voice)
-        utterances.append(_utterance("paused", f"{first} … {second}", voice, speech, index))
+        for turn, voice in enumerate(_two_voices(index + 1)):
+            pause = silence(PAUSES[(index + turn) % len(PAUSES)])
+            speech = speak(first, voice) + pause + speak(second, voice)
+            text = f"{first} … {second}"
+            utterances.append(_utterance("paused", text, voice, speech, index + turn, snr_db))
     return utterances
 
 
-def _utterance(kind: str, text: str, voice: Voice, speech: bytes, index: int) -> Utterance:
+def _two_voices(index: int) -> tuple[Voice, Voice]:
+    """A Piper voice and an espeak-ng voice, rotating through each kind's variants."""
+    return VOICES[index % 2], VOICES[2 + (index // 2) % 2]
+
+
+def _utterance(
+    kind: str, text: str, voice: Voice, speech: bytes, index: int, snr_db: float
+) -> Utterance:
     pcm = silence(0.5) + speech + silence(TAIL_SECS)
     noisy = index % 2 == 1
     if noisy:
-        pcm = add_noise(pcm, 20.0, seed=index)
+        pcm = add_noise(pcm, snr_db, seed=index)
     return Utterance(kind, text, voice.name, noisy, pcm)
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +34,15 @@ MODEL_FILES = ("encoder.onnx", "decoder_first.onnx", "decoder_cached.onnx", "tok
 
 
 def bundled_source() -> Path:
-    """moonshine-cpp's English base model directory."""
-    return Path(str(resources.files("moonshine_cpp").joinpath("models", "base-en")))
+    """moonshine-cpp's English base model directory.
+
+    Found without importing the package: its ``__init__`` loads its own ONNX Runtime and
+    C++ library into the process, which talkline does not use.
+    """
+    spec = importlib.util.find_spec("moonshine_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("moonshine-cpp is not installed (pip install moonshine-cpp)")
+    return Path(spec.submodule_search_locations[0], "models", "base-en")
 
 
 def default_cache_dir() -> Path:
