@@ -108,7 +108,12 @@ async def turn_end_after(
 ) -> float | None:
     """Seconds from the end of speech to the strategy's end of turn (None: not within
     ``wait``), when the user says ``text`` and then stays quiet."""
-    waits = TurnWaits(complete_pause_secs=0.3, unfinished_pause_secs=1.5, min_probability=0.05)
+    waits = TurnWaits(
+        complete_pause_secs=0.3,
+        unsure_pause_secs=1.5,
+        unfinished_pause_secs=1.5,
+        min_probability=0.05,
+    )
     strategy = TranscriptTurnStopStrategy(
         turn_analyzer=StandInSmartTurn(complete, probability), waits=waits
     )
@@ -141,10 +146,10 @@ async def test_a_complete_sentence_and_a_short_pause_end_the_turn() -> None:
     assert after is not None and 0.25 <= after < 1.0, after
 
 
-async def test_smart_turn_nearly_sure_of_more_keeps_waiting() -> None:
-    """A finished-looking sentence that Smart Turn is nearly sure is unfinished waits."""
+async def test_smart_turn_nearly_sure_of_more_waits_the_longer_pause() -> None:
+    """A finished-looking sentence that Smart Turn is nearly sure is unfinished waits 1.5 s."""
     after = await turn_end_after("I'd like to book a table.", complete=False, probability=0.01)
-    assert after is None
+    assert after is not None and after >= 1.45, after
 
 
 async def test_an_unfinished_clause_waits_although_smart_turn_says_done() -> None:
@@ -158,11 +163,17 @@ async def test_a_filler_waits_although_smart_turn_says_done() -> None:
     assert after is not None and after >= 1.45, after
 
 
-async def test_unsure_words_leave_it_to_smart_turn() -> None:
-    """No sign in the words: Smart Turn's 'unfinished' keeps the turn open, its 'done' ends it."""
-    assert await turn_end_after("okay", complete=False, wait=1.5) is None
+async def test_unsure_words_wait_the_longer_pause_unless_smart_turn_says_done() -> None:
+    """No sign in the words: Smart Turn's 'unfinished' waits 1.5 s, its 'done' ends it."""
+    after = await turn_end_after("okay", complete=False)
+    assert after is not None and after >= 1.45, after
     after = await turn_end_after("okay", complete=True)
     assert after is not None and after < 1.0, after
+
+
+async def test_unfinished_words_and_smart_turn_agreeing_wait_for_smart_turn() -> None:
+    """Both say more is coming: only Smart Turn's own stop_secs (3 s) ends the turn."""
+    assert await turn_end_after("Set an alarm for", complete=False, wait=2.0) is None
 
 
 async def test_speech_resuming_cancels_the_early_end() -> None:

@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     turn_complete_pause_secs: float = Field(
         0.3, ge=0, description="Silence after a complete sentence that ends the turn."
     )
+    turn_unsure_pause_secs: float = Field(
+        1.5, ge=0, description="Silence that ends a turn neither Smart Turn nor the words settle."
+    )
     turn_unfinished_pause_secs: float = Field(
         1.5, ge=0, description="Silence an unfinished clause or a filler waits for at least."
     )

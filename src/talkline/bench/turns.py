@@ -129,14 +129,17 @@ def turn_end(strategy: str, pause: Pause, waits: TurnWaits) -> float:
     timeout = pause.speech_end + SMART_TURN_STOP_SECS
     if strategy == "smart_turn":
         return max(scored, heard) if complete else max(timeout, heard)
-    verdict = judge(pause.text)
+    verdict = judge(pause.text) if pause.text else None
     if complete:
         if verdict is Verdict.UNFINISHED:
             return max(heard, pause.speech_end + waits.unfinished_pause_secs)
         return max(scored, heard)
-    if verdict is Verdict.COMPLETE and pause.probability >= waits.min_probability:
+    if verdict is None or verdict is Verdict.UNFINISHED:
+        return max(timeout, heard)
+    plausible = pause.probability >= waits.min_probability
+    if verdict is Verdict.COMPLETE and plausible:
         return max(heard, scored, pause.speech_end + waits.complete_pause_secs)
-    return max(timeout, heard)
+    return max(heard, scored, pause.speech_end + waits.unsure_pause_secs)
 
 
 def outcome(

@@ -111,17 +111,17 @@ def write_report(
 
 def _per_utterance(outcomes: list[Outcome]) -> list[str]:
     lines = []
-    keys = []
+    keys: list[tuple[int, str]] = []
     for o in outcomes:
-        if (o.utterance.text, o.stt) not in keys:
-            keys.append((o.utterance.text, o.stt))
-    for text, stt in keys:
-        mine = {o.strategy: o for o in outcomes if o.utterance.text == text and o.stt == stt}
+        if (id(o.utterance), o.stt) not in keys:
+            keys.append((id(o.utterance), o.stt))
+    for key, stt in keys:
+        mine = {o.strategy: o for o in outcomes if id(o.utterance) == key and o.stt == stt}
         first = next(iter(mine.values())).utterance
         cells = [_cell(mine[s]) for s in STRATEGIES]
         noise = "yes" if first.noisy else ""
         lines.append(
-            f"| {first.kind} | {first.voice} | {noise} | {text} | {stt} | "
+            f"| {first.kind} | {first.voice} | {noise} | {first.text} | {stt} | "
             + " | ".join(cells)
             + " |"
         )

@@ -10,7 +10,10 @@ of a second after the pause, so it can settle those cases:
   ``min_probability``);
 - an unfinished clause ("a table for", "and", "um", a trailing comma) keeps listening until
   ``unfinished_pause_secs`` of silence, even when Smart Turn calls it complete;
-- anything else is Smart Turn's call, as before.
+- words that give no sign either way (no final punctuation), or a sentence Smart Turn is
+  nearly certain is unfinished, end the turn after ``unsure_pause_secs``;
+- an unfinished clause that Smart Turn also calls unfinished waits for Smart Turn's
+  ``stop_secs``, as before.
 """
 
 from __future__ import annotations
@@ -43,15 +46,18 @@ PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
 )
 
 FILLERS = frozenset(["um", "uh", "er", "erm", "uhm", "hmm", "mm", "ah", "eh"])
-# Words an English sentence almost never ends on (a question may: "Where are you from?"):
-# conjunctions, articles, possessives, subject pronouns and prepositions. Words that often
-# end one ("it", "that", "can", "up", "please") are left out on purpose.
+# Words an English sentence rarely ends on (a question may: "Where are you from?"):
+# conjunctions, articles, possessives, subject pronouns, prepositions, linking and modal
+# verbs. Words that often end one ("it", "that", "me", "can", "will", "up", "please") are
+# left out on purpose.
 CONTINUATIONS = frozenset(
     [
         *["and", "or", "but", "because", "although", "though", "whereas", "if", "than"],
         *["a", "an", "the", "my", "your", "our", "their", "every", "each"],
         *["i", "we", "they", "he", "she", "i'm", "i'd", "i'll", "i've", "we're", "they're"],
         *["let's", "of", "to", "for", "with", "from", "at", "by", "into", "onto", "about"],
+        *["is", "are", "was", "were", "whether", "could", "would", "should", "might", "must"],
+        *["want", "need", "maybe", "just", "really", "very"],
     ]
 )
 _WORD = re.compile(r"[a-z']+")
@@ -62,7 +68,7 @@ class Verdict(enum.Enum):
 
     COMPLETE = "complete"  # a finished sentence
     UNFINISHED = "unfinished"  # a clause or a filler that wants more
-    UNSURE = "unsure"  # no sign either way: Smart Turn decides
+    UNSURE = "unsure"  # no sign either way
 
 
 def judge(text: str) -> Verdict:
@@ -86,6 +92,7 @@ class TurnWaits:
     """How long the transcript-aware strategy waits (seconds of silence after speech)."""
 
     complete_pause_secs: float = 0.3
+    unsure_pause_secs: float = 1.5
     unfinished_pause_secs: float = 1.5
     min_probability: float = 0.05
 
@@ -131,23 +138,25 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         if verdict is Verdict.UNFINISHED:
             if self._turn_complete and not self._waited(self._waits.unfinished_pause_secs):
                 return  # Smart Turn says done, the words say more is coming: hold on
-        elif verdict is Verdict.COMPLETE and not self._turn_complete and self._plausible():
-            if self._waited(self._waits.complete_pause_secs):
+        elif verdict is not None and not self._turn_complete:
+            if self._waited(self._pause_for(verdict)):
                 await self.trigger_user_turn_stopped()
             return
         await super()._maybe_trigger_user_turn_stopped()
 
-    def _verdict(self) -> Verdict:
+    def _verdict(self) -> Verdict | None:
         """The transcript's verdict once it covers everything said and the user is quiet."""
         if self._vad_user_speaking or self._speech_ended_at is None:
-            return Verdict.UNSURE
+            return None
         if not (self._text and self._transcript_finalized):
-            return Verdict.UNSURE
+            return None
         return judge(self._text)
 
-    def _plausible(self) -> bool:
-        """Whether Smart Turn leaves room for the turn being over."""
-        return self._probability >= self._waits.min_probability
+    def _pause_for(self, verdict: Verdict) -> float:
+        """The silence that ends a turn Smart Turn calls unfinished, given its words."""
+        if verdict is Verdict.COMPLETE and self._probability >= self._waits.min_probability:
+            return self._waits.complete_pause_secs
+        return self._waits.unsure_pause_secs
 
     def _waited(self, pause: float) -> bool:
         """Whether the silence has lasted ``pause``; if not, look again when it has."""
