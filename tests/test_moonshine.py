@@ -71,6 +71,13 @@ def test_tokenizer_reads_pieces_and_bytes() -> None:
     assert tokenizer.decode([1, the, dog, 2]) == "the dog"
 
 
+def test_old_spellings_are_modernised() -> None:
+    """Moonshine's "to-day" and "To-morrow" read as users write them."""
+    tokenizer = Tokenizer(bundled_source() / "tokenizer.bin")
+    pieces = [tokenizer.pieces.index(p.encode()) for p in ("\u2581to", "-", "day")]
+    assert tokenizer.decode(pieces) == "today"
+
+
 def test_transcribes_a_piper_sentence(moonshine: SharedMoonshine, weather_pcm: bytes) -> None:
     """The shared model hears Piper's question word for word."""
     text = moonshine.transcribe(weather_pcm)
