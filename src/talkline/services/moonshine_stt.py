@@ -10,6 +10,7 @@ transcriptions run at once so a burst of sessions queues instead of oversubscrib
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -26,6 +27,8 @@ START_TOKEN, END_TOKEN = 1, 2  # <s>, </s>
 TOKENS_PER_SECOND = 6.5  # Moonshine's own bound on tokens per second of audio
 MIN_SAMPLES = MODEL_RATE // 10  # the encoder's convolutions need about 0.1 s
 TRAILING_SILENCE_SECS = 0.1  # Moonshine needs little padding to finish the last word
+# Moonshine learnt some words from old books: "to-day", "to-morrow", "to-night".
+OLD_SPELLINGS = re.compile(r"\b([Tt]o)-(day|morrow|night)\b")
 TTFS_P99_SECS = 0.5  # speech end → transcript on two busy cores
 
 # --- Pipecat internals this module relies on -----------------------------------------------
@@ -59,7 +62,8 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         special = (0, START_TOKEN, END_TOKEN)
         raw = b"".join(self.pieces[i] for i in ids if i < len(self.pieces) and i not in special)
-        return raw.decode("utf-8", errors="replace").replace("\u2581", " ").strip()
+        text = raw.decode("utf-8", errors="replace").replace("\u2581", " ").strip()
+        return OLD_SPELLINGS.sub(r"\1\2", text)
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
