@@ -97,13 +97,17 @@ def test_silence_and_a_click_transcribe_to_nothing(moonshine: SharedMoonshine) -
     assert moonshine.transcribe(np.full(400, 3000, dtype=np.int16).tobytes()) == ""
 
 
-async def test_moonshine_answers_through_ws(server: ServerThread, weather_pcm: bytes) -> None:
-    """The offline default hears a spoken question with Moonshine and answers it."""
+async def test_moonshine_answers_through_ws(
+    server: ServerThread, weather_pcm: bytes, logged: list[str]
+) -> None:
+    """The offline default hears a spoken question with Moonshine and answers it, and
+    Pipecat has nothing to complain about in the service's set-up."""
     async with RTVIClient(server.ws_url) as client:
         ready = await client.client_ready()
         assert ready.data["about"]["stt"] == "moonshine"
         await speak_and_wait_for_answer(client, weather_pcm)
     assert {"weather", "paris", "today"} <= words(final_transcript(client))
+    assert not [line for line in logged if "NOT_GIVEN" in line]
 
 
 def test_8khz_audio_is_resampled_to_16khz() -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from loguru import logger
 from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
+from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import SegmentedSTTService, STTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
@@ -139,7 +140,10 @@ class MoonshineSTTService(SegmentedSTTService):
     def __init__(self, shared: SharedMoonshine, **kwargs):
         self._shared = shared
         super().__init__(
-            trailing_silence_secs=TRAILING_SILENCE_SECS, ttfs_p99_latency=TTFS_P99_SECS, **kwargs
+            settings=STTSettings(model="moonshine-base-en", language=Language.EN),
+            trailing_silence_secs=TRAILING_SILENCE_SECS,
+            ttfs_p99_latency=TTFS_P99_SECS,
+            **kwargs,
         )
 
     @property
