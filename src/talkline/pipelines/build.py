@@ -27,8 +27,10 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from talkline.config import Settings, reveal
 from talkline.resources import SharedResources
 from talkline.services.local_stt import SharedWhisperSTTService
+from talkline.services.moonshine_stt import MoonshineSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder, phrase_by_phrase
+from talkline.services.turn_taking import TranscriptTurnStopStrategy, TurnWaits
 
 if TYPE_CHECKING:
     from talkline.services.gemini import GeminiOptions, UpstreamResume, UpstreamStats
@@ -67,14 +69,19 @@ def user_params(
 
 
 def local_turn_strategies(settings: Settings, shared: SharedResources) -> UserTurnStrategies:
-    """Smart Turn v3 (shared model) decides when the user has finished, or a silence timeout."""
+    """When the user has finished: Smart Turn v3 (shared model) with the transcript's say
+    (services/turn_taking.py), Smart Turn alone, or a silence timeout."""
     assert shared.turn_models is not None
+    strategy = settings.effective_turn_strategy
     stop: BaseUserTurnStopStrategy
-    if settings.smart_turn:
-        analyzer = shared.turn_models.smart_turn(settings.smart_turn_stop_secs)
-        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
+    if strategy == "silence":
+        return UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy()])
+    analyzer = shared.turn_models.smart_turn(settings.smart_turn_stop_secs)
+    if strategy == "transcript":
+        waits = settings.options(TurnWaits, prefix="turn_")
+        stop = TranscriptTurnStopStrategy(turn_analyzer=analyzer, waits=waits)
     else:
-        stop = SpeechTimeoutUserTurnStopStrategy()
+        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
     return UserTurnStrategies(stop=[stop])
 
 
@@ -87,6 +94,9 @@ def build_stt(settings: Settings, shared: SharedResources) -> FrameProcessor:
             base_url=settings.deepgram_base_url or "",
             settings=DeepgramSTTService.Settings(model=settings.deepgram_model),
         )
+    if settings.effective_stt == "moonshine":
+        assert shared.moonshine is not None
+        return MoonshineSTTService(shared.moonshine)
     assert shared.whisper is not None
     return SharedWhisperSTTService(shared.whisper)
 
@@ -115,7 +125,8 @@ def build_tts(settings: Settings, shared: SharedResources) -> FrameProcessor:
 def build_cascade_pipeline(
     settings: Settings, transport: BaseTransport, shared: SharedResources
 ) -> Pipeline:
-    """Speech to text → responder → text to speech (Whisper or Deepgram; Piper or ElevenLabs)."""
+    """Speech to text → responder → text to speech (Moonshine, Whisper or Deepgram; Piper or
+    ElevenLabs)."""
     context = LLMContext()  # the responder carries the system instruction
     params = user_params(settings, shared, local_turn_strategies(settings, shared))
     aggregators = LLMContextAggregatorPair(context, user_params=params)
