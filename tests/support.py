@@ -204,9 +204,16 @@ def secret_fields() -> list[str]:
     ]
 
 
+URL_SCHEMES = {"redis_url": "redis://", "database_url": "postgresql+asyncpg://"}
+
+
 def distinctive(name: str) -> str:
-    """A value for secret setting ``name`` that cannot appear anywhere by chance."""
-    return f"s3cr3t-{name.replace('_', '-')}-value"
+    """A value for secret setting ``name`` that cannot appear anywhere by chance (a URL
+    setting gets it as the password of a URL its validation accepts)."""
+    value = f"s3cr3t-{name.replace('_', '-')}-value"
+    if scheme := URL_SCHEMES.get(name):
+        return f"{scheme}talkline:{value}@127.0.0.1:9/0"
+    return value
 
 
 def words(text: str) -> set[str]:
