@@ -190,9 +190,11 @@ async def speak_until_turns(client: RTVIClient, pcm: bytes, answered: int) -> No
             await client.silence(0.128)
 
 
-def pushed(frame: Frame, *, first: bool = True) -> FramePushed:
-    """An observer's view of ``frame`` pushed downstream (``first``: the first time)."""
-    return FramePushed(None, None, frame, FrameDirection.DOWNSTREAM, 0, first)  # type: ignore[arg-type]
+def pushed(
+    frame: Frame, *, first: bool = True, direction: FrameDirection = FrameDirection.DOWNSTREAM
+) -> FramePushed:
+    """An observer's view of ``frame`` pushed (``first``: the first time)."""
+    return FramePushed(None, None, frame, direction, 0, first)  # type: ignore[arg-type]
 
 
 def secret_fields() -> list[str]:

@@ -27,6 +27,7 @@ from pipecat.metrics.metrics import LLMUsageMetricsData
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
 from pipecat.pipeline.worker import IdleFrameObserver, PipelineWorker
 from pipecat.pipeline.worker_observer import WorkerObserver
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.processors.frameworks.rtvi import RTVIObserver
 
 # --- Pipecat internals this module relies on -----------------------------------------------
@@ -79,7 +80,9 @@ class SessionObserver(BaseObserver):
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self.user_speaking = False
         elif isinstance(frame, BotStartedSpeakingFrame):
-            self._bot_started(now)
+            # The output transport sends one each way; the downstream one is the turn.
+            if data.direction is FrameDirection.DOWNSTREAM:
+                self._bot_started(now)
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self.bot_speaking = False
         elif isinstance(frame, ErrorFrame):
