@@ -22,7 +22,7 @@ from talkline.coordinator.resume import KEY_PREFIX
 from talkline.emulator import GeminiEmulator
 from tests.replicas import Replica, redis_server, replicas
 from tests.support import speak_until_turns
-from tests.test_resume import bot_texts, talk_turns, wait_resumable
+from tests.test_resume import bot_texts, drop, talk_turns, wait_resumable
 
 WINDOW = 8  # seconds: a keep-alive every 2 s, so a woken owner learns of a takeover soon
 
@@ -160,3 +160,24 @@ async def test_a_half_open_owner_is_fenced(
     assert seeds and "reply 1" in str(seeds[0])
     assert entry["owner"] == "B" and entry["epoch"] == "2"
     assert entry["handle"] in emulator.connections[-1].handles
+
+
+async def test_a_resume_token_from_one_replica_opens_another(
+    tmp_path: Path, emulator: GeminiEmulator, redis_url: str, weather_pcm: bytes
+) -> None:
+    """No TALKLINE_TOKEN_SECRET: replicas sign resume tokens with the key their Redis keeps,
+    so a proxy may send /connect to one replica and /ws to another."""
+    async with pair(tmp_path, emulator, redis_url) as (a, b):
+        first, secret = await start_on(a, weather_pcm, 1)
+        a_url = await resume_url(a.http_url, secret)  # minted by A...
+        b_url = b.ws_url + a_url[a_url.index("?") :]  # ...presented to B
+        drop(first)
+        await first.wait_for("closed", timeout=10)
+        second = RTVIClient(b_url)
+        await second.connect()
+        ready = await second.client_ready()
+        await second.close()
+
+    assert ready.data["about"]["replica"] == "B"
+    started = first.of_type("bot-ready")[0].data["about"]["session_id"]
+    assert ready.data["about"]["session_id"] == started

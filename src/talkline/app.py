@@ -6,6 +6,7 @@ takes those options, not ``Settings``.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,12 +21,13 @@ from talkline.admission import Admission
 from talkline.auth import Access
 from talkline.config import Settings
 from talkline.coordinator import CoordinatorOptions, build_coordinator
-from talkline.coordinator.resume import build_registry
+from talkline.coordinator.resume import RedisResumeRegistry, build_registry
 from talkline.history import api as history_api
 from talkline.history.service import History, HistoryOptions
 from talkline.metrics import Metrics
 from talkline.pipelines.build import PipelineFactory
 from talkline.resources import ResourceOptions, SharedResources
+from talkline.resumption import share_signing_key
 from talkline.routes import http, websocket
 from talkline.routes.deps import ServerState
 from talkline.services.llama_server import LocalLLMOptions
@@ -104,6 +106,7 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
         registry = build_registry(redis_url, settings.resume_window)
     metrics = Metrics(lambda: len(admission))
     history = build_history(settings, metrics)
+    access = build_access(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,6 +114,9 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
             history.start()
         shared.start()
         await coordinator.start()
+        signing = None
+        if isinstance(registry, RedisResumeRegistry) and access.secret is None:
+            signing = asyncio.create_task(share_signing_key(registry, access))
         if settings.slots_dir:
             # A worker beside others: accept nothing until ready, so the shared port
             # sends every connection to a worker that can serve it.
@@ -118,6 +124,8 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
         try:
             yield
         finally:
+            if signing is not None:
+                signing.cancel()
             await coordinator.stop()
             await shared.stop()
             if registry is not None:
@@ -135,7 +143,7 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
         )
     app.state.talkline = ServerState(
         settings=settings,
-        access=build_access(settings),
+        access=access,
         admission=admission,
         shared=shared,
         metrics=metrics,

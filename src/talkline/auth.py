@@ -62,14 +62,15 @@ def verify_token(secret: bytes, token: str, now: float | None = None) -> dict[st
     return dict(claims)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Access:
     """Who may connect. With no keys and no secret, everyone (local use)."""
 
     api_keys: tuple[str, ...]
     secret: bytes | None
     token_ttl: float
-    # Signs resume tokens even with access off; replicas share TALKLINE_TOKEN_SECRET.
+    # Signs resume tokens even with access off; replicas share TALKLINE_TOKEN_SECRET, or
+    # without it the key their Redis keeps (``resumption.share_signing_key`` sets it).
     resume_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     @property

@@ -21,9 +21,11 @@ from typing import Any
 from loguru import logger
 from starlette import status
 
+from talkline.auth import Access
 from talkline.coordinator.resume import (
     Conversation,
     Hold,
+    RedisResumeRegistry,
     ResumeRegistry,
     Transcript,
     new_secret,
@@ -167,3 +169,19 @@ class ResumeLink:
         with contextlib.suppress(Exception):
             await self.registry.end(self.session_id, self.epoch)
         return False
+
+
+SIGNING_KEY_REFRESH_SECS = 10.0  # a Redis restarted empty gets one key again this soon
+
+
+async def share_signing_key(registry: RedisResumeRegistry, access: Access) -> None:
+    """Keep ``access`` signing resume tokens with the key all replicas on ``registry``'s
+    Redis share (when no ``TALKLINE_TOKEN_SECRET`` does it). Runs until cancelled."""
+    while True:
+        try:
+            access.resume_secret = await registry.signing_key()
+            delay = SIGNING_KEY_REFRESH_SECS
+        except Exception as error:  # Redis away: keep the key we have, ask again soon
+            logger.warning(f"resume signing key unavailable: {error!r}")
+            delay = 1.0
+        await asyncio.sleep(delay)

@@ -25,6 +25,7 @@ from typing import Any, Protocol, cast
 
 TRANSCRIPT_MESSAGES = 40  # the newest messages kept to seed a fresh upstream session
 KEY_PREFIX = "talkline:resume:"
+SIGNING_KEY = "talkline:resume-signing-key"  # signs resume tokens when no token secret is set
 
 Transcript = list[dict[str, str]]
 
@@ -314,6 +315,13 @@ class RedisResumeRegistry:
     async def end(self, session_id: str, epoch: int) -> None:
         self.calls += 1
         await self._end(keys=[KEY_PREFIX + session_id], args=[epoch])
+
+    async def signing_key(self) -> bytes:
+        """The key every replica on this Redis signs resume tokens with, so a token minted
+        by one replica's /connect opens /ws on another. The first replica to ask makes it."""
+        self.calls += 1
+        await self._redis.set(SIGNING_KEY, secrets.token_hex(32), nx=True)
+        return bytes.fromhex(str(await self._redis.get(SIGNING_KEY)))
 
     async def close(self) -> None:
         await self._redis.aclose()
