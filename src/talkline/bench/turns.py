@@ -25,12 +25,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 
 from talkline.audio import RATE
 from talkline.bench.turn_corpus import Utterance
 from talkline.services.turn_models import TurnModels
 from talkline.services.turn_taking import TurnWaits, Verdict, judge
+
+# --- Pipecat internals this module relies on -----------------------------------------------
+# (owner, name, kind, why), checked by tests/test_pipecat_contract.py. Both are methods
+# called on analyzers made here ("calls" means self/super calls there, so: "reads").
+PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
+    (VADAnalyzer, "_run_analyzer", "reads", "score frames in step, without an event loop"),
+    (LocalSmartTurnAnalyzerV3, "_predict_endpoint", "reads", "score the audio of one pause"),
+)
 
 FRAME = 320  # 20 ms at 16 kHz, as clients send
 SMART_TURN_STOP_SECS = 3.0
