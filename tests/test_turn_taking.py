@@ -104,7 +104,12 @@ class StandInSmartTurn(BaseTurnAnalyzer):
 
 
 async def turn_end_after(
-    text: str, *, complete: bool, probability: float = 0.3, wait: float = 2.5
+    text: str,
+    *,
+    complete: bool,
+    probability: float = 0.3,
+    wait: float = 2.5,
+    min_pause: float = 0.0,
 ) -> float | None:
     """Seconds from the end of speech to the strategy's end of turn (None: not within
     ``wait``), when the user says ``text`` and then stays quiet."""
@@ -113,6 +118,7 @@ async def turn_end_after(
         unsure_pause_secs=1.5,
         unfinished_pause_secs=1.5,
         min_probability=0.05,
+        min_pause_secs=min_pause,
     )
     strategy = TranscriptTurnStopStrategy(
         turn_analyzer=StandInSmartTurn(complete, probability), waits=waits
@@ -174,6 +180,20 @@ async def test_unsure_words_wait_the_longer_pause_unless_smart_turn_says_done() 
 async def test_unfinished_words_and_smart_turn_agreeing_wait_for_smart_turn() -> None:
     """Both say more is coming: only Smart Turn's own stop_secs (3 s) ends the turn."""
     assert await turn_end_after("Set an alarm for", complete=False, wait=2.0) is None
+
+
+@pytest.mark.parametrize("complete", [True, False])
+async def test_no_turn_ends_below_the_floor(complete: bool) -> None:
+    """A finished sentence, Smart Turn saying done (or unsure): with a 0.9 s floor the turn
+    ends only after 0.9 s of silence, not at the VAD's stop or the 0.3 s pause."""
+    after = await turn_end_after("I'd like a table.", complete=complete, min_pause=0.9)
+    assert after is not None and 0.88 <= after < 1.4, after
+
+
+async def test_a_floor_below_the_rules_waits_changes_nothing() -> None:
+    """A floor shorter than the longer pause leaves that pause in charge."""
+    after = await turn_end_after("okay", complete=False, min_pause=0.6)
+    assert after is not None and after >= 1.45, after
 
 
 async def test_speech_resuming_cancels_the_early_end() -> None:
