@@ -88,8 +88,14 @@ def test_the_chosen_floor_is_the_smallest_that_does_no_worse_than_today() -> Non
         {"stt": "whisper", "strategy": "smart_turn", "cut_off_paused": "3/20"}
     ]
     for floor, (paused, complete) in cuts.items():
-        row = {"stt": "moonshine", "strategy": floor_label(floor)}
-        rows.append(row | {"cut_off_paused": paused, "cut_off_complete": complete})
+        rows.append(
+            {
+                "stt": "moonshine",
+                "strategy": floor_label(floor),
+                "cut_off_paused": paused,
+                "cut_off_complete": complete,
+            }
+        )
     assert chosen_floor(rows) == 0.9
     rows[0]["cut_off_paused"] = "0/20"
     assert chosen_floor(rows) is None

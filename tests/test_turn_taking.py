@@ -21,6 +21,7 @@ from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.utils.asyncio.task_manager import TaskManager
 from pipecat.utils.time import time_now_iso8601
 
+from talkline.config import Settings
 from talkline.services.turn_taking import TranscriptTurnStopStrategy, TurnWaits, Verdict, judge
 
 VAD_STOP = 0.2
@@ -217,3 +218,11 @@ async def test_speech_resuming_cancels_the_early_end() -> None:
     await asyncio.sleep(0.8)
     await strategy.cleanup()
     assert ended == []
+
+
+def test_the_floor_setting_reaches_the_strategys_waits() -> None:
+    """TALKLINE_TURN_MIN_PAUSE_SECS is the waits' floor; unset, it is the waits' default."""
+    given = Settings(_env_file=None, turn_min_pause_secs=1.2)  # type: ignore[call-arg]
+    assert given.options(TurnWaits, prefix="turn_").min_pause_secs == 1.2
+    default = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert default.options(TurnWaits, prefix="turn_") == TurnWaits()
