@@ -18,7 +18,7 @@ from talkline.bench.turns import (
 )
 from talkline.services.turn_taking import TurnWaits
 
-WAITS = TurnWaits()
+WAITS = TurnWaits(min_pause_secs=0.0)  # the rules themselves, floor aside
 
 
 def pause(text: str, probability: float, resumed: float | None = None) -> Pause:
@@ -81,8 +81,9 @@ def test_the_floor_holds_the_transcript_strategy_and_only_it() -> None:
 def test_the_chosen_floor_is_the_smallest_that_does_no_worse_than_today() -> None:
     """Today's default cuts off 3 paused utterances; the 0.6 s floor cuts off 3 but also a
     complete one, so the rule picks 0.9 s; with no qualifying floor it picks none."""
-    cuts = {0.0: ("10/20", "1/20"), 0.3: ("6/20", "0/20"), 0.6: ("3/20", "1/20")}
-    cuts |= {0.9: ("3/20", "0/20"), 1.2: ("1/20", "0/20")}
+    cuts = {floor: ("1/20", "0/20") for floor in FLOORS}
+    cuts |= {0.0: ("10/20", "1/20"), 0.3: ("6/20", "0/20"), 0.6: ("3/20", "1/20")}
+    cuts |= {0.9: ("3/20", "0/20")}
     assert set(cuts) == set(FLOORS)
     rows: list[dict[str, object]] = [
         {"stt": "whisper", "strategy": "smart_turn", "cut_off_paused": "3/20"}

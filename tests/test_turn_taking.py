@@ -199,7 +199,7 @@ async def test_a_floor_below_the_rules_waits_changes_nothing() -> None:
 
 async def test_speech_resuming_cancels_the_early_end() -> None:
     """The user speaks again within the short pause: no end of turn from the first part."""
-    waits = TurnWaits(complete_pause_secs=0.5)
+    waits = TurnWaits(complete_pause_secs=0.5, min_pause_secs=0.0)
     strategy = TranscriptTurnStopStrategy(turn_analyzer=StandInSmartTurn(False, 0.3), waits=waits)
     ended: list[float] = []
 

@@ -164,7 +164,7 @@ class Settings(BaseSettings):
         0.05, ge=0, le=1, description="Smart Turn probability below which a sentence waits."
     )
     turn_min_pause_secs: float = Field(
-        0.0,
+        1.2,
         ge=0,
         description="Silence after speech before which the transcript strategy never ends a turn.",
     )

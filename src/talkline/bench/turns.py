@@ -47,7 +47,7 @@ SMART_TURN_STOP_SECS = 3.0
 SMART_TURN_PRE_SPEECH_SECS = 0.5 + 0.2  # Smart Turn's pre-speech audio, plus VAD start_secs
 SPEECH_TIMEOUT_SECS = 0.6  # Pipecat's SpeechTimeoutUserTurnStopStrategy default
 STRATEGIES = ("silence", "smart_turn", "transcript")
-FLOORS = (0.0, 0.3, 0.6, 0.9, 1.2)  # the transcript strategy's floors the bench sweeps
+FLOORS = (0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.1)  # the transcript strategy's floors swept
 
 
 @dataclass(frozen=True)
