@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: run test install lint typecheck web-check pytest system-deps bench clean mutate
+.PHONY: run test install lint typecheck web-check pytest system-deps bench clean mutate image image-test
 
 run: $(STAMP)
 	$(BIN)/talkline serve
@@ -48,6 +48,13 @@ mutate: $(STAMP)
 	$(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results
 	$(BIN)/mutmut results --all true | $(BIN)/python tests/mutation_scores.py
+
+# The container image (podman, or docker with an engine): deploy/container/image.sh.
+image:
+	deploy/container/image.sh build
+
+image-test: $(STAMP)
+	deploy/container/image.sh test
 
 clean:
 	rm -rf mutants $(VENV) .pytest_cache .mypy_cache .ruff_cache
