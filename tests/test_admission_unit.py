@@ -52,83 +52,83 @@ def test_a_pool_of_n_gives_n_distinct_slots(tmp_path: Path) -> None:
     assert {p.stat().st_mode & 0o777 for p in directory.iterdir()} == {0o600}
 
 
-def test_admits_up_to_the_cap_then_refuses_full() -> None:
+async def test_admits_up_to_the_cap_then_refuses_full() -> None:
     manager = Admission(StandInResources(), 2)
     assert manager.draining is False and manager.started_total == 0
-    first, second = manager.admit("a"), manager.admit("b")
+    first, second = await manager.admit("a"), await manager.admit("b")
     assert first.slot is None and len(first.id) == 12 and manager.live[first.id] is first
     assert first.id != second.id and len(manager) == 2 and manager.started_total == 2
     with pytest.raises(AdmissionRefused) as refused:
-        manager.admit("c")
+        await manager.admit("c")
     assert refused.value.decision.reason == FULL.format(2) == str(refused.value)
     assert refusal(manager) == FULL.format(2)
-    manager.release(first)
+    await manager.release(first)
     assert refusal(manager) is None and len(manager) == 1
     assert first.finished.is_set()
-    assert manager.admit("c").client == "c"
+    assert (await manager.admit("c")).client == "c"
 
 
-def test_the_per_client_cap_counts_only_that_client() -> None:
+async def test_the_per_client_cap_counts_only_that_client() -> None:
     manager = Admission(StandInResources(), 10, max_per_client=2)
-    manager.admit("a")
-    manager.admit("a")
+    await manager.admit("a")
+    await manager.admit("a")
     expected = "too many sessions from your address (2 at most)"
     assert refusal(manager, "a") == expected
     assert refusal(manager, "b") is None
     assert refusal(manager) is None  # no client given: only the server-wide rules
     with pytest.raises(AdmissionRefused, match=r"too many sessions"):
-        manager.admit("a")
-    manager.admit("b")
+        await manager.admit("a")
+    await manager.admit("b")
 
 
-def test_the_per_client_cap_defaults_to_the_server_cap() -> None:
+async def test_the_per_client_cap_defaults_to_the_server_cap() -> None:
     manager = Admission(StandInResources(), 3)
     for _ in range(3):
-        manager.admit("a")
+        await manager.admit("a")
     assert refusal(manager, "a") == FULL.format(3)
 
 
-def test_a_draining_manager_refuses_with_shutting_down() -> None:
+async def test_a_draining_manager_refuses_with_shutting_down() -> None:
     manager = Admission(StandInResources(), 5)
     manager.draining = True
     assert refusal(manager, "a") == "server shutting down: try another server or again later"
     with pytest.raises(AdmissionRefused, match="shutting down"):
-        manager.admit("a")
+        await manager.admit("a")
     assert manager.started_total == 0
 
 
-def test_a_session_holds_a_slot_until_released(tmp_path: Path) -> None:
+async def test_a_session_holds_a_slot_until_released(tmp_path: Path) -> None:
     pool = SlotPool(tmp_path, 1)
     manager = Admission(StandInResources(), 5, slots=pool)
     assert refusal(manager) is None
-    record = manager.admit("a")
+    record = await manager.admit("a")
     assert record.slot is not None and pool.full()
-    manager.release(record)
+    await manager.release(record)
     assert record.slot is None and not pool.full()
     assert record.state is SessionState.CLOSED and record.finished.is_set()
-    manager.release(record)  # twice is harmless
+    await manager.release(record)  # twice is harmless
 
 
-def test_slots_taken_elsewhere_make_the_server_full(tmp_path: Path) -> None:
+async def test_slots_taken_elsewhere_make_the_server_full(tmp_path: Path) -> None:
     """Another worker holding every slot: this one refuses though it has no session."""
     other = SlotPool(tmp_path, 2)
     held = [other.acquire(), other.acquire()]
     manager = Admission(StandInResources(), 2, slots=SlotPool(tmp_path, 2))
     assert refusal(manager, "a") == FULL.format(2)
     with pytest.raises(AdmissionRefused, match="server full"):
-        manager.admit("a")
+        await manager.admit("a")
     assert len(manager) == 0 and manager.started_total == 0
     for fd in held:
         assert fd is not None
         other.release(fd)
-    assert manager.admit("a").slot is not None
+    assert (await manager.admit("a")).slot is not None
 
 
-def test_asking_for_a_refusal_many_times_leaks_no_slot(tmp_path: Path) -> None:
+async def test_asking_for_a_refusal_many_times_leaks_no_slot(tmp_path: Path) -> None:
     manager = Admission(StandInResources(), 3, slots=SlotPool(tmp_path, 3))
     for _ in range(30):
         assert refusal(manager, "a") is None
-    records = [manager.admit("a") for _ in range(3)]
+    records = [await manager.admit("a") for _ in range(3)]
     assert all(record.slot is not None for record in records)
 
 
@@ -140,7 +140,7 @@ def test_a_record_measures_its_duration() -> None:
 async def test_drain_waits_for_each_session_to_finish_its_turn() -> None:
     """drain() hands each session the deadline, then returns only once every one is released."""
     manager = Admission(StandInResources(), 5)
-    records = [manager.admit("a"), manager.admit("b")]
+    records = [await manager.admit("a"), await manager.admit("b")]
     seen: list[tuple[str, float]] = []
     turn_over = asyncio.Event()
 
@@ -148,7 +148,7 @@ async def test_drain_waits_for_each_session_to_finish_its_turn() -> None:
         async def drain(deadline: float) -> None:
             seen.append((record.id, deadline))
             await turn_over.wait()  # the answer under way
-            manager.release(record)
+            await manager.release(record)
 
         return drain
 
@@ -170,7 +170,7 @@ async def test_drain_waits_for_each_session_to_finish_its_turn() -> None:
 async def test_drain_waits_for_release_after_the_session_drain_returns() -> None:
     """The session's drain only starts its close; drain() waits for the release too."""
     manager = Admission(StandInResources(), 5)
-    record = manager.admit("a")
+    record = await manager.admit("a")
 
     async def drain(_deadline: float) -> None:
         return None
@@ -179,7 +179,7 @@ async def test_drain_waits_for_release_after_the_session_drain_returns() -> None
     draining = asyncio.create_task(manager.drain(30.0))
     await asyncio.sleep(0.05)
     assert not draining.done()
-    manager.release(record)
+    await manager.release(record)
     async with asyncio.timeout(2):
         await draining
 
@@ -190,7 +190,7 @@ async def test_drain_gives_up_after_the_timeout_and_the_close_grace(
     """A session that never finishes does not hold the shutdown forever."""
     monkeypatch.setattr(talkline.admission, "CLOSE_GRACE_SECS", 0.2)
     manager = Admission(StandInResources(), 5)
-    manager.admit("a")
+    await manager.admit("a")
     loop = asyncio.get_running_loop()
     started = loop.time()
     async with asyncio.timeout(5):

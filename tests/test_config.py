@@ -34,6 +34,8 @@ def test_defaults_are_the_offline_brain_with_echo() -> None:
     assert settings.effective_responder == "echo"
     assert settings.max_sessions == 100 and settings.session_timeout == 600
     assert settings.whisper_model_path.endswith("model")
+    assert settings.effective_stt == "moonshine"
+    assert (settings.moonshine_model_path / "encoder_model.ort").is_file()
     assert settings.piper_voice_path.name == "en_US-joe-medium.onnx"
 
 

@@ -45,6 +45,7 @@ class StandIn:
 
     def __init__(self, observer: BusyFor):
         self.record = SessionRecord(id="s1", client="a")
+        self.link = None  # not resumable: a plain drain
         self.observer = observer
         self.notices: list[tuple[str, str]] = []
         self.ended: list[tuple[Any, ...]] = []

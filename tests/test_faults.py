@@ -1,4 +1,4 @@
-"""Component faults: Whisper raising, the LLM down or slow, a client that stops reading."""
+"""Component faults: the recognizer raising, the LLM down or slow, a client that stops reading."""
 
 from __future__ import annotations
 
@@ -24,23 +24,23 @@ from tests.support import (
 )
 
 
-async def test_whisper_failure_is_an_error_and_the_session_goes_on(
+async def test_recognizer_failure_is_an_error_and_the_session_goes_on(
     server: ServerThread, weather_pcm: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Whisper raises on one utterance: an error event, and the next turn is answered."""
-    whisper = server.shared.whisper
-    assert whisper is not None
-    real = whisper.transcribe
+    """Moonshine raises on one utterance: an error event, and the next turn is answered."""
+    moonshine = server.shared.moonshine
+    assert moonshine is not None
+    real = moonshine.transcribe
     calls = 0
 
-    def failing_once(pcm: bytes) -> str:
+    def failing_once(pcm: bytes, sample_rate: int = 16000) -> str:
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise RuntimeError("CTranslate2 ran out of memory")
-        return str(real(pcm))
+            raise RuntimeError("ONNX Runtime ran out of memory")
+        return str(real(pcm, sample_rate))
 
-    monkeypatch.setattr(whisper, "transcribe", failing_once)
+    monkeypatch.setattr(moonshine, "transcribe", failing_once)
     async with RTVIClient(server.ws_url) as client:
         await client.client_ready()
         await client.stream(weather_pcm)

@@ -13,6 +13,7 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.metrics.metrics import LLMTokenUsage, LLMUsageMetricsData, TTFBMetricsData
+from pipecat.processors.frame_processor import FrameDirection
 
 import talkline.observer
 from talkline.observer import ANSWER_WAIT_SECS, SessionObserver
@@ -56,6 +57,18 @@ async def test_each_answer_is_a_turn_with_its_latency(clock: Clock) -> None:
         assert observer.user_speaking is False and observer.bot_speaking is False
     assert observer.turns == 2
     assert heard == pytest.approx([0.5, 0.9]) and observer.latencies == pytest.approx(heard)
+
+
+async def test_an_answer_announced_both_ways_is_one_turn() -> None:
+    """The output transport pushes BotStartedSpeakingFrame downstream and upstream."""
+    observer = SessionObserver(vad_stop_secs=0.2)
+    heard: list[float | None] = []
+    observer.on_turn = heard.append
+    await observer.on_push_frame(pushed(BotStartedSpeakingFrame()))
+    await observer.on_push_frame(
+        pushed(BotStartedSpeakingFrame(), direction=FrameDirection.UPSTREAM)
+    )
+    assert observer.turns == 1 and heard == [None] and observer.bot_speaking
 
 
 async def test_an_answer_with_no_speech_before_has_no_latency() -> None:

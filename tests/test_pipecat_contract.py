@@ -24,7 +24,16 @@ from typing import Any
 import pytest
 
 from talkline import lean_transport, observer
-from talkline.services import gemini, local_stt, openai_llm, piper_tts, speech_gate, turn_models
+from talkline.services import (
+    gemini,
+    local_stt,
+    moonshine_stt,
+    openai_llm,
+    piper_tts,
+    speech_gate,
+    turn_models,
+    turn_taking,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -35,11 +44,13 @@ FENCED = (
     gemini,
     turn_models,
     local_stt,
+    moonshine_stt,
     piper_tts,
     openai_llm,
     observer,
     speech_gate,
     lean_transport,
+    turn_taking,
 )
 KINDS = {"override", "calls", "reads", "replaces-init"}
 THIRD_PARTY = ("pipecat", "google")

@@ -67,8 +67,8 @@ async def test_deepgram_echo_piper(deepgram: DeepgramFake, weather_pcm: bytes) -
 
 
 async def test_whisper_echo_elevenlabs(elevenlabs: ElevenLabsFake, weather_pcm: bytes) -> None:
-    """Whisper transcribes; ElevenLabs speaks the echo."""
-    with running_server(**elevenlabs_settings(elevenlabs)) as server:
+    """Whisper (the offline recognizer's other choice) transcribes; ElevenLabs speaks."""
+    with running_server(**elevenlabs_settings(elevenlabs), stt="whisper") as server:
         await converse(server.ws_url, weather_pcm)
     spoken = " ".join(elevenlabs.connections[0].texts)
     assert "You said" in spoken and "weather" in spoken

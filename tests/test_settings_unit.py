@@ -57,7 +57,7 @@ def test_a_service_without_its_key_is_refused(overrides: dict[str, str], expecte
     ("overrides", "combination"),
     [
         ({"stt": "gemini"}, "stt=gemini, brain=local, tts=piper"),
-        ({"tts": "gemini"}, "stt=whisper, brain=local, tts=gemini"),
+        ({"tts": "gemini"}, "stt=moonshine, brain=local, tts=gemini"),
         ({"gemini_api_key": "k", "stt": "whisper"}, "stt=whisper, brain=gemini, tts=gemini"),
     ],
 )
@@ -75,6 +75,7 @@ def test_stages_that_do_not_fit_the_brain_are_refused(
         {"stt": "deepgram", "deepgram_api_key": "d"},
         {"tts": "elevenlabs", "elevenlabs_api_key": "e"},
         {"gemini_api_key": "k", "tts": "piper"},
+        {"stt": "whisper"},
     ],
 )
 def test_stages_with_their_keys_are_accepted(overrides: dict[str, str]) -> None:
@@ -88,8 +89,24 @@ def test_masked_settings_say_what_auto_resolved_to() -> None:
         "effective_responder": "echo",
         "effective_stt": "gemini",
         "effective_tts": "piper",
+        "effective_turn_strategy": "transcript",
     }
     assert masked["port"] == 5000 and masked["brain"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "strategy"),
+    [
+        ({}, "transcript"),
+        ({"smart_turn": False}, "silence"),
+        ({"turn_strategy": "smart_turn"}, "smart_turn"),
+        ({"smart_turn": False, "turn_strategy": "transcript"}, "transcript"),
+    ],
+)
+def test_turn_strategy_auto_keeps_smart_turn_false_meaning_silence(
+    overrides: dict[str, object], strategy: str
+) -> None:
+    assert load_settings(_env_file=None, **overrides).effective_turn_strategy == strategy
 
 
 ECHO_NOTE = "echo responder: answers with what it heard (set TALKLINE_LLM_BASE_URL)"
@@ -98,10 +115,10 @@ ECHO_NOTE = "echo responder: answers with what it heard (set TALKLINE_LLM_BASE_U
 @pytest.mark.parametrize(
     ("overrides", "about"),
     [
-        ({}, {"brain": "local", "responder": "echo", "stt": "whisper", "tts": "piper"}),
+        ({}, {"brain": "local", "responder": "echo", "stt": "moonshine", "tts": "piper"}),
         (
             {"llm_base_url": "http://127.0.0.1:11434/v1"},
-            {"brain": "local", "responder": "openai", "stt": "whisper", "tts": "piper"},
+            {"brain": "local", "responder": "openai", "stt": "moonshine", "tts": "piper"},
         ),
         (
             {"gemini_api_key": "k", "gemini_model": "m-1"},

@@ -1,4 +1,4 @@
-"""The command line: serve, config, talk, emulate-gemini, bench."""
+"""The command line: serve, config, talk, sessions, emulate-gemini, bench."""
 
 from __future__ import annotations
 
@@ -48,7 +48,14 @@ def serve(args: argparse.Namespace) -> int:
     if args.fd is None:
         brain = settings.effective_brain
         logger.info(f"talkline on http://{settings.host}:{settings.port} (brain: {brain})")
-    serve_app(create_app(settings), settings, fd=args.fd)
+    from talkline.history.store import DatabaseUrlError
+
+    try:
+        app = create_app(settings)
+    except DatabaseUrlError as error:
+        print(f"talkline: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    serve_app(app, settings, fd=args.fd)
     return 0
 
 
@@ -82,6 +89,12 @@ def run_talk(args: argparse.Namespace) -> int:
     for problem in result.errors:
         print(f"talkline talk: {problem}", file=sys.stderr)
     return 1 if result.errors else 0
+
+
+def show_sessions(args: argparse.Namespace) -> int:
+    from talkline.history import cli
+
+    return cli.run(load_or_exit().history_url, args)
 
 
 EXTRAS = {
@@ -145,6 +158,14 @@ def parser() -> argparse.ArgumentParser:
     )
     talk_cmd.add_argument("--wait", type=float, default=30.0, help="seconds to wait for answers")
     talk_cmd.set_defaults(run=run_talk)
+
+    sessions_cmd = commands.add_parser(
+        "sessions", help="past sessions, newest first; with an ID, its record and transcript"
+    )
+    from talkline.history.cli import add_arguments
+
+    add_arguments(sessions_cmd)
+    sessions_cmd.set_defaults(run=show_sessions)
 
     emulator_cmd = commands.add_parser(
         "emulate-gemini",

@@ -1,9 +1,10 @@
 """Admission: one decision for every door (``/ready``, ``/connect``, ``/ws``) and the live sessions.
 
 A new session is refused while the server starts, after it failed to start, while it drains,
-when every session slot is taken, or when the client's address holds its share. Each door asks
-the same ``Admission.decide`` and answers with what the decision carries: the WebSocket close
-code, the HTTP status and the reason the client is told.
+or when its coordinator says a cap is reached: every session slot taken, or the client's
+address or API key holding its share (``talkline.coordinator``: on this machine, or across
+replicas on Redis). Each door asks the same ``Admission.decide`` and answers with what the
+decision carries: the WebSocket close code, the HTTP status and the reason the client is told.
 """
 
 from __future__ import annotations
@@ -14,54 +15,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Protocol
 
-from starlette import status
-
+from talkline.coordinator import Coordinator
+from talkline.coordinator.local import LocalCoordinator
 from talkline.lifecycle import EndReason, SessionState
+from talkline.refusals import AdmissionRefused, Caps, Decision, Refusal
 from talkline.slots import SlotPool
 
+__all__ = ["Admission", "AdmissionRefused", "Decision", "Refusal", "SessionRecord"]
+
 CLOSE_GRACE_SECS = 10.0  # after the drain deadline, for closing handshakes
-
-
-class Refusal(Enum):
-    """Why a session is not admitted: its label, WebSocket close code and HTTP status."""
-
-    STARTING = ("server-starting", status.WS_1013_TRY_AGAIN_LATER, 503)
-    START_FAILED = ("start-failed", status.WS_1011_INTERNAL_ERROR, 503)
-    SHUTTING_DOWN = ("server-shutting-down", status.WS_1013_TRY_AGAIN_LATER, 503)
-    FULL = ("server-full", status.WS_1013_TRY_AGAIN_LATER, 503)
-    ADDRESS_FULL = ("address-full", status.WS_1013_TRY_AGAIN_LATER, 429)
-
-    def __init__(self, label: str, ws_code: int, http_status: int):
-        self.label = label
-        self.ws_code = ws_code
-        self.http_status = http_status
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A refusal with the words the client is told."""
-
-    refusal: Refusal
-    reason: str
-
-    @property
-    def ws_code(self) -> int:
-        return self.refusal.ws_code
-
-    @property
-    def http_status(self) -> int:
-        return self.refusal.http_status
-
-
-class AdmissionRefused(Exception):
-    """A session was not admitted; ``decision`` says why and with which codes."""
-
-    def __init__(self, decision: Decision):
-        super().__init__(decision.reason)
-        self.decision = decision
 
 
 class Readiness(Protocol):
@@ -80,12 +44,14 @@ class SessionRecord:
 
     id: str
     client: str
+    key_id: str | None = None  # the API key's id when access control is on
     started: float = field(default_factory=time.monotonic)
     state: SessionState = SessionState.AWAITING_CLIENT_READY
     end_reason: EndReason = EndReason.CLIENT_DISCONNECTED
     drain: Callable[[float], Awaitable[None]] | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     slot: int | None = None  # a global slot (file descriptor) when workers share the cap
+    fence: Callable[[], None] | None = None  # close this session: resumed on another socket
 
     @property
     def duration(self) -> float:
@@ -93,10 +59,11 @@ class SessionRecord:
 
 
 class Admission:
-    """Admits at most ``max_sessions`` at once and keeps a record of each live one.
+    """Admits sessions within the caps its coordinator counts, and keeps each live one.
 
-    With ``slots`` (several worker processes), the cap is global: every session also holds
-    one of the pool's slots. The per-client cap stays per process.
+    Without a ``coordinator``, sessions are counted in this process (``max_sessions``, at
+    most ``max_per_client`` per address), or with ``slots`` in files that sibling worker
+    processes share, so the total cap is global.
     """
 
     def __init__(
@@ -105,24 +72,31 @@ class Admission:
         max_sessions: int,
         max_per_client: int | None = None,
         slots: SlotPool | None = None,
+        *,
+        coordinator: Coordinator | None = None,
     ):
         self.readiness = readiness
-        self.max_sessions = max_sessions
-        self.max_per_client = max_per_client or max_sessions
-        self.slots = slots
+        caps = Caps(max_sessions, max_per_client or max_sessions, max_sessions)
+        self.coordinator = coordinator or LocalCoordinator(caps, slots)
         self.live: dict[str, SessionRecord] = {}
         self.draining = False
         self.started_total = 0
 
-    def decide(self, client: str | None = None) -> Decision | None:
-        """Why a new session (from ``client``, if given) would be refused now, or None."""
-        if decision := self._local_decision(client):
-            return decision
-        if self.slots is not None and self.slots.full():
-            return self._full()
-        return None
+    @property
+    def max_sessions(self) -> int:
+        return self.coordinator.caps.total
 
-    def _local_decision(self, client: str | None) -> Decision | None:
+    def decide(
+        self, client: str | None = None, key_id: str | None = None, *, probe: bool = False
+    ) -> Decision | None:
+        """Why a new session (from ``client`` with ``key_id``, if given) would be refused
+        now, or None. ``probe`` (``/ready``) asks whether this server can take sessions at
+        all: with the Redis coordinator a full cluster is not a reason to leave the proxy."""
+        if decision := self._server_decision():
+            return decision
+        return self.coordinator.check(client, key_id, probe=probe)
+
+    def _server_decision(self) -> Decision | None:
         if failure := self.readiness.failure:
             return Decision(Refusal.START_FAILED, f"server failed to start: {failure}")
         if not self.readiness.is_ready:
@@ -131,41 +105,55 @@ class Admission:
             return Decision(
                 Refusal.SHUTTING_DOWN, "server shutting down: try another server or again later"
             )
-        if len(self.live) >= self.max_sessions:
-            return self._full()
-        mine = sum(1 for record in self.live.values() if record.client == client)
-        if client is not None and mine >= self.max_per_client:
-            return Decision(
-                Refusal.ADDRESS_FULL,
-                f"too many sessions from your address ({self.max_per_client} at most)",
-            )
         return None
 
-    def _full(self) -> Decision:
-        return Decision(
-            Refusal.FULL,
-            f"server full: all {self.max_sessions} session slots are in use, try again later",
-        )
+    async def admit(
+        self, client: str, key_id: str | None = None, session_id: str | None = None
+    ) -> SessionRecord:
+        """A record for a session from ``client`` (with API key id ``key_id``); raises
+        ``AdmissionRefused``.
 
-    def admit(self, client: str) -> SessionRecord:
-        """A record for a new session from ``client``; raises ``AdmissionRefused``."""
-        if decision := self._local_decision(client):
+        With ``session_id`` (a resume), the lease that id still holds (live elsewhere, or
+        detached and within its window) is taken over: it is not counted as a new session
+        and no cap refuses it. If that lease is gone, the session counts as a new one under
+        the caps, with the same id.
+        """
+        if decision := self._server_decision():
             raise AdmissionRefused(decision)
-        slot = None
-        if self.slots is not None:  # the global cap: taking a slot is the check
-            slot = self.slots.acquire()
-            if slot is None:
-                raise AdmissionRefused(self._full())
-        record = SessionRecord(id=uuid.uuid4().hex[:12], client=client, slot=slot)
+        record = SessionRecord(id=session_id or uuid.uuid4().hex[:12], client=client)
+        record.key_id = key_id
+        await self.coordinator.acquire(record, takeover=session_id is not None)
         self.live[record.id] = record
-        self.started_total += 1
+        if session_id is None:
+            self.started_total += 1
         return record
 
-    def release(self, record: SessionRecord) -> None:
-        self.live.pop(record.id, None)
-        if record.slot is not None and self.slots is not None:
-            self.slots.release(record.slot)
-            record.slot = None
+    async def release(self, record: SessionRecord) -> None:
+        """The session is over (a normal close, or one that cannot resume): free its lease
+        now. Releasing twice, or a record another one took over, is harmless."""
+        self._forget(record)
+        try:
+            await self.coordinator.release(record)
+        finally:  # only now: a shutdown waiting for it then finds the lease freed
+            self._closed(record)
+
+    async def detach(self, record: SessionRecord, window_secs: float) -> None:
+        """The socket went away unexpectedly but the conversation may resume: the session
+        stays counted for ``window_secs`` (locally a timer; on Redis the lease expires at
+        Redis' now + ``window_secs`` and is no longer renewed), then its lease is freed.
+        ``admit(..., session_id=record.id)`` within the window takes the lease over."""
+        self._forget(record)
+        try:
+            await self.coordinator.detach(record, window_secs)
+        finally:
+            self._closed(record)
+
+    def _forget(self, record: SessionRecord) -> None:
+        if self.live.get(record.id) is record:
+            del self.live[record.id]
+
+    @staticmethod
+    def _closed(record: SessionRecord) -> None:
         record.state = SessionState.CLOSED
         record.finished.set()
 

@@ -6,6 +6,7 @@ takes those options, not ``Settings``.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,13 +20,18 @@ from fastapi.staticfiles import StaticFiles
 from talkline.admission import Admission
 from talkline.auth import Access
 from talkline.config import Settings
+from talkline.coordinator import CoordinatorOptions, build_coordinator
+from talkline.coordinator.resume import RedisResumeRegistry, build_registry
+from talkline.history import api as history_api
+from talkline.history.service import History, HistoryOptions
 from talkline.metrics import Metrics
 from talkline.pipelines.build import PipelineFactory
 from talkline.resources import ResourceOptions, SharedResources
+from talkline.resumption import share_signing_key
 from talkline.routes import http, websocket
 from talkline.routes.deps import ServerState
+from talkline.services.llama_server import LocalLLMOptions
 from talkline.session import SessionOptions
-from talkline.slots import SlotPool
 from talkline.transport import InputLimits
 
 WEB_DIST = Path(__file__).parent / "web" / "dist"
@@ -36,15 +42,30 @@ def build_access(settings: Settings) -> Access:
     secret = settings.token_secret.get_secret_value().encode() if settings.token_secret else None
     if secret is None and settings.api_key_list:
         secret = secrets.token_bytes(32)
-    return Access(settings.api_key_list, secret, settings.token_ttl)
+    if secret is None:  # access off: resume tokens still need a signature
+        return Access(settings.api_key_list, None, settings.token_ttl)
+    return Access(settings.api_key_list, secret, settings.token_ttl, resume_secret=secret)
 
 
 def resource_options(settings: Settings) -> ResourceOptions:
     whisper = settings.effective_stt == "whisper"
+    moonshine = settings.effective_stt == "moonshine"
     return settings.options(
         ResourceOptions,
         whisper_model=settings.whisper_model_path if whisper else None,
+        moonshine_model=settings.moonshine_model_path if moonshine else None,
+        model_cache_dir=settings.model_cache_path,
         piper_voice=settings.piper_voice_path if settings.effective_tts == "piper" else None,
+        local_llm=local_llm_options(settings),
+    )
+
+
+def local_llm_options(settings: Settings) -> LocalLLMOptions | None:
+    """llama.cpp's server, when the offline brain answers with the local LLM."""
+    if settings.effective_brain != "local" or settings.effective_responder != "local":
+        return None
+    return settings.options(
+        LocalLLMOptions, prefix="local_llm_", model=settings.local_llm_model_path
     )
 
 
@@ -53,8 +74,21 @@ def session_options(settings: Settings) -> SessionOptions:
         SessionOptions,
         about=settings.about(),
         run_on_client_ready=settings.effective_brain == "gemini",
+        replica=settings.replica,
         limits=settings.options(InputLimits, sample_rate=settings.audio_in_rate),
     )
+
+
+def build_history(settings: Settings, metrics: Metrics) -> History | None:
+    if not settings.history:
+        return None
+    options = settings.options(
+        HistoryOptions,
+        prefix="history_",
+        url=settings.history_url,
+        replica=settings.replica,
+    )
+    return History(options, metrics.registry)
 
 
 def create_app(settings: Settings, shared: SharedResources | None = None) -> FastAPI:
@@ -64,10 +98,25 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
     no models).
     """
     shared = shared or SharedResources(resource_options(settings))
+    coordinator = build_coordinator(settings.options(CoordinatorOptions))
+    admission = Admission(shared, settings.max_sessions, coordinator=coordinator)
+    registry = None
+    if settings.resume_window > 0:
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        registry = build_registry(redis_url, settings.resume_window)
+    metrics = Metrics(lambda: len(admission))
+    history = build_history(settings, metrics)
+    access = build_access(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if history is not None:
+            history.start()
         shared.start()
+        await coordinator.start()
+        signing = None
+        if isinstance(registry, RedisResumeRegistry) and access.secret is None:
+            signing = asyncio.create_task(share_signing_key(registry, access))
         if settings.slots_dir:
             # A worker beside others: accept nothing until ready, so the shared port
             # sends every connection to a worker that can serve it.
@@ -75,7 +124,14 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
         try:
             yield
         finally:
+            if signing is not None:
+                signing.cancel()
+            await coordinator.stop()
             await shared.stop()
+            if registry is not None:
+                await registry.close()
+            if history is not None:
+                await history.stop()
 
     app = FastAPI(title="talkline", lifespan=lifespan)
     if settings.origin_list:
@@ -85,19 +141,20 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    slots = SlotPool(settings.slots_dir, settings.max_sessions) if settings.slots_dir else None
-    admission = Admission(shared, settings.max_sessions, settings.max_sessions_per_client, slots)
     app.state.talkline = ServerState(
         settings=settings,
-        access=build_access(settings),
+        access=access,
         admission=admission,
         shared=shared,
-        metrics=Metrics(lambda: len(admission)),
+        metrics=metrics,
         session_options=session_options(settings),
         pipelines=PipelineFactory(settings, shared),
+        registry=registry,
+        history=history,
     )
     app.include_router(http.router)
     app.include_router(websocket.router)
+    app.include_router(history_api.router)
     if (WEB_DIST / "index.html").is_file():
         app.mount("/", StaticFiles(directory=WEB_DIST, html=True), name="web")
     else:

@@ -14,7 +14,7 @@ import hmac
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class TokenError(Exception):
@@ -33,8 +33,15 @@ def _sign(secret: bytes, payload: str) -> str:
     return _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
 
 
-def mint_token(secret: bytes, ttl: float, subject: str = "", now: float | None = None) -> str:
+def mint_token(
+    secret: bytes,
+    ttl: float,
+    subject: str = "",
+    now: float | None = None,
+    **extra: object,
+) -> str:
     claims = {"exp": int((now or time.time()) + ttl), "sub": subject, "n": secrets.token_hex(4)}
+    claims |= extra
     payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     return f"{payload}.{_sign(secret, payload)}"
 
@@ -55,13 +62,16 @@ def verify_token(secret: bytes, token: str, now: float | None = None) -> dict[st
     return dict(claims)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Access:
     """Who may connect. With no keys and no secret, everyone (local use)."""
 
     api_keys: tuple[str, ...]
     secret: bytes | None
     token_ttl: float
+    # Signs resume tokens even with access off; replicas share TALKLINE_TOKEN_SECRET, or
+    # without it the key their Redis keeps (``resumption.share_signing_key`` sets it).
+    resume_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     @property
     def enabled(self) -> bool:
@@ -78,12 +88,47 @@ class Access:
         assert self.secret is not None
         return mint_token(self.secret, self.token_ttl, key_id)
 
-    def check(self, token: str | None) -> None:
+    def check(self, token: str | None) -> str | None:
+        """The API key id a valid token was minted for; None when access control is off."""
         if self.secret is None:
-            return
+            return None
         if not token:
             raise TokenError("missing token: POST /connect with your API key to get one")
-        verify_token(self.secret, token)
+        subject = verify_token(self.secret, token).get("sub")
+        return str(subject) if subject else None
+
+    def resume_token(self, key_id: str, session_id: str, epoch: int) -> str:
+        """A /ws token that carries a resume claim: the conversation and the epoch it takes."""
+        return mint_token(
+            self.resume_secret, self.token_ttl, key_id, resume=session_id, epoch=epoch
+        )
+
+    def resume_claim(self, token: str | None) -> tuple[str, int, str] | None:
+        """The (session id, epoch, key id) a resume token carries, or None for other tokens.
+
+        Raises ``TokenError`` for a resume token that is forged or expired."""
+        if not token:
+            return None
+        try:
+            claims = verify_token(self.resume_secret, token)
+        except TokenError as error:
+            if str(error) == "expired token":  # ours, but too old
+                raise
+            return None  # not a token this server signed for resume
+        session_id, epoch = claims.get("resume"), claims.get("epoch")
+        if not isinstance(session_id, str) or not isinstance(epoch, int):
+            return None
+        return session_id, epoch, str(claims.get("sub") or "")
+
+    def subject(self, token: str | None) -> str | None:
+        """The API key id a valid token was minted for, or None (access off, or no id)."""
+        if self.secret is None or not token:
+            return None
+        try:
+            subject = verify_token(self.secret, token).get("sub")
+        except TokenError:
+            return None
+        return str(subject) if subject else None
 
 
 def bearer(header: str | None) -> str | None:

@@ -70,8 +70,11 @@ class BotTurn:
 class RTVIClient:
     """One connection to talkline's /ws; collects events, bot audio and latencies."""
 
-    def __init__(self, url: str, *, sample_rate: int = 16000, channels: int = 1):
+    def __init__(
+        self, url: str, *, sample_rate: int = 16000, channels: int = 1, source: str | None = None
+    ):
         self.url = url
+        self.source = source  # the local IP address to connect from (default: the system's)
         self.sample_rate = sample_rate  # of the audio it sends; may change between streams
         self.channels = channels
         self.events: list[Event] = []
@@ -95,7 +98,8 @@ class RTVIClient:
         await self.close()
 
     async def connect(self) -> None:
-        self._ws = await connect(self.url, max_size=2**22, open_timeout=10)
+        local: dict[str, Any] = {"local_addr": (self.source, 0)} if self.source else {}
+        self._ws = await connect(self.url, max_size=2**22, open_timeout=10, **local)
         self._reader = asyncio.create_task(self._read(), name="rtvi-client-reader")
 
     async def close(self) -> None:
@@ -153,7 +157,11 @@ class RTVIClient:
         finally:
             self.close_code = self.connection.close_code or 1006
             self.close_reason = self.connection.close_reason or ""
+            self._on_closed()
             await self._record(Event("closed", time.monotonic(), {"code": self.close_code}))
+
+    def _on_closed(self) -> None:
+        """Called as the connection closes, before waiters hear of it."""
 
     async def _handle(self, raw: bytes) -> None:
         frame = frame_protos.Frame.FromString(  # type: ignore[attr-defined]

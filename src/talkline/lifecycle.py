@@ -53,6 +53,17 @@ class EndReason(Enum):
         "The server is shutting down; this session ends after the current answer.",
     )
     INTERNAL_ERROR = ("internal-error", status.WS_1011_INTERNAL_ERROR, "internal error")
+    # Resume: the conversation goes on elsewhere.
+    SESSION_MOVING = (
+        "session-moving",
+        status.WS_1012_SERVICE_RESTART,
+        "The server is restarting; resume the conversation on another server.",
+    )
+    TAKEN_OVER = (
+        "taken-over",
+        status.WS_1008_POLICY_VIOLATION,
+        "This conversation was resumed on another connection.",
+    )
 
     def __init__(self, label: str, close_code: int, words: str):
         self.label = label
@@ -66,3 +77,10 @@ class EndReason(Enum):
     def close_reason(self, message: str) -> str:
         """The WebSocket close reason: the label, then the words (at most 123 bytes)."""
         return f"{self.label}: {message}"[:123]
+
+
+# A label only the session history uses: a session its replica never closed because the
+# replica died (kill -9, power loss). The replica marks them so when it starts again; no live
+# session ends this way, so it is not an ``EndReason``.
+SERVER_LOST = "server-lost"
+END_REASON_LABELS: tuple[str, ...] = (*(reason.label for reason in EndReason), SERVER_LOST)

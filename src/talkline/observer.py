@@ -27,6 +27,7 @@ from pipecat.metrics.metrics import LLMUsageMetricsData
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
 from pipecat.pipeline.worker import IdleFrameObserver, PipelineWorker
 from pipecat.pipeline.worker_observer import WorkerObserver
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.processors.frameworks.rtvi import RTVIObserver
 
 # --- Pipecat internals this module relies on -----------------------------------------------
@@ -79,7 +80,9 @@ class SessionObserver(BaseObserver):
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self.user_speaking = False
         elif isinstance(frame, BotStartedSpeakingFrame):
-            self._bot_started(now)
+            # The output transport sends one each way; the downstream one is the turn.
+            if data.direction is FrameDirection.DOWNSTREAM:
+                self._bot_started(now)
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self.bot_speaking = False
         elif isinstance(frame, ErrorFrame):
@@ -118,7 +121,7 @@ class SessionObserver(BaseObserver):
 
 def reads_audio(observer: BaseObserver) -> bool:
     """Whether ``observer`` may act on audio frames (unknown observers: assume so)."""
-    if isinstance(observer, SessionObserver):
+    if isinstance(observer, SessionObserver) or getattr(observer, "ignores_audio", False):
         return False
     if isinstance(observer, RTVIObserver):
         params = observer._params

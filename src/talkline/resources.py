@@ -1,4 +1,4 @@
-"""What all sessions of one process share: models, the Piper process, an HTTP client."""
+"""What all sessions of one process share: models, the Piper and llama.cpp processes, HTTP."""
 
 from __future__ import annotations
 
@@ -10,15 +10,23 @@ from pathlib import Path
 import aiohttp
 from loguru import logger
 
+from talkline.services.llama_server import LlamaServerProcess, LocalLLMOptions
 from talkline.services.local_stt import SharedWhisper
+from talkline.services.moonshine_convert import ensure_converted
+from talkline.services.moonshine_stt import SharedMoonshine
 from talkline.services.piper_process import PiperProcess
 from talkline.services.turn_models import TurnModels
 
 
 @dataclass(frozen=True)
 class ResourceOptions:
-    """Which shared pieces to load: Whisper when it transcribes, Piper when it speaks."""
+    """Which shared pieces to load: Moonshine or Whisper when it transcribes, Piper when it
+    speaks."""
 
+    moonshine_model: Path | None = None  # moonshine-cpp's base-en files; None: no Moonshine
+    model_cache_dir: Path | None = None  # where the converted Moonshine is kept
+    moonshine_concurrency: int = 2
+    moonshine_threads: int = 1
     whisper_model: str | None = None  # a CTranslate2 model directory; None: no Whisper
     whisper_compute_type: str = "int8"
     whisper_concurrency: int = 2
@@ -26,6 +34,7 @@ class ResourceOptions:
     piper_voice: Path | None = None  # a Piper .onnx voice; None: no Piper
     piper_url: str | None = None  # an external Piper server instead of starting one
     piper_port: int = 0
+    local_llm: LocalLLMOptions | None = None  # llama.cpp's server; None: no local LLM
 
 
 class SharedResources:
@@ -37,7 +46,9 @@ class SharedResources:
         self.failure: str | None = None
         self.turn_models: TurnModels | None = None
         self.whisper: SharedWhisper | None = None
+        self.moonshine: SharedMoonshine | None = None
         self.piper: PiperProcess | None = None
+        self.llm: LlamaServerProcess | None = None
         self.http: aiohttp.ClientSession | None = None
         self._loading: asyncio.Task[None] | None = None
 
@@ -74,9 +85,14 @@ class SharedResources:
             loads = [self._load_turn_models()]
             if options.whisper_model is not None:
                 loads.append(self._load_whisper(options.whisper_model))
+            if options.moonshine_model is not None:
+                loads.append(self._load_moonshine(options.moonshine_model))
             if options.piper_voice is not None and not options.piper_url:
                 self.piper = PiperProcess(options.piper_voice, port=options.piper_port)
                 loads.append(self.piper.start())
+            if options.local_llm is not None:
+                self.llm = LlamaServerProcess(options.local_llm)
+                loads.append(self.llm.start())
             await asyncio.gather(*loads)
             self.ready.set()
             logger.info("ready")
@@ -97,6 +113,17 @@ class SharedResources:
             threads=options.whisper_threads,
         )
 
+    async def _load_moonshine(self, source: Path) -> None:
+        options = self.options
+        assert options.model_cache_dir is not None
+        model_dir = await asyncio.to_thread(ensure_converted, source, options.model_cache_dir)
+        self.moonshine = await asyncio.to_thread(
+            SharedMoonshine,
+            model_dir,
+            concurrency=options.moonshine_concurrency,
+            threads=options.moonshine_threads,
+        )
+
     async def stop(self) -> None:
         if self._loading:
             self._loading.cancel()
@@ -104,6 +131,8 @@ class SharedResources:
                 await self._loading
         if self.piper:
             await self.piper.stop()
+        if self.llm:
+            await self.llm.stop()
         if self.http:
             await self.http.close()
         if self.turn_models:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,15 +20,18 @@ from pipecat.workers.runner import WorkerRunner
 
 from talkline import __version__
 from talkline.admission import SessionRecord
+from talkline.history.recorder import SessionHistory
 from talkline.lean_transport import LeanWebsocketTransport
 from talkline.lifecycle import EndReason, SessionState
 from talkline.metrics import Metrics
 from talkline.observer import LeanPipelineWorker, SessionObserver
 from talkline.pipelines.build import PipelineFactory, SessionHooks
+from talkline.resumption import ResumeLink
 from talkline.transport import GuardedSerializer, InputLimits, SessionSocket
 
 END_GRACE_SECS = 5.0
 DRAIN_POLL_SECS = 0.1
+UPSTREAM_SETTLE_SECS = 15.0  # a resume waits this long for Gemini to take or refuse the handle
 
 
 @dataclass(frozen=True)
@@ -47,17 +51,27 @@ class SessionOptions:
     # the pipeline
     vad_stop_secs: float = 0.2
     run_on_client_ready: bool = False  # Gemini hears the user only once its context is run
+    replica: str = ""  # this server's name, told to resumed clients
 
 
 class TalklineRTVIProcessor(RTVIProcessor):
-    """RTVI with talkline's own ``about`` in ``bot-ready``."""
+    """RTVI with talkline's own ``about`` in ``bot-ready``, and hooks around it."""
 
-    def __init__(self, about: Mapping[str, Any]):
+    def __init__(
+        self,
+        about: Mapping[str, Any],
+        before: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        after: Callable[[], Awaitable[None]] | None = None,
+    ):
         super().__init__()
         self._about = dict(about)
+        self._before, self._after = before, after
 
     async def set_bot_ready(self, about: Mapping[str, Any] | None = None) -> None:
-        await super().set_bot_ready(about or self._about)
+        extra = await self._before() if self._before else {}
+        await super().set_bot_ready(dict(about or self._about) | extra)
+        if self._after:
+            await self._after()
 
 
 class Session:
@@ -70,15 +84,19 @@ class Session:
         options: SessionOptions,
         pipelines: PipelineFactory,
         metrics: Metrics,
+        link: ResumeLink | None = None,
+        history: SessionHistory | None = None,
     ):
         self.record = record
+        self.history = history
         self.options = options
         self.metrics = metrics
+        self.link = link
         self.about = {"library": "talkline", "library_version": __version__}
         self.about |= dict(options.about) | {"session_id": record.id}
-        self.rtvi = TalklineRTVIProcessor(self.about)
+        self.rtvi = TalklineRTVIProcessor(self.about, self._before_ready, self._after_ready)
         self.observer = SessionObserver(options.vad_stop_secs)
-        self.observer.on_turn = metrics.turn
+        self.observer.on_turn = self._turn
         self.socket = SessionSocket(
             websocket, write_timeout=options.write_timeout, on_stalled=self._client_stalled
         )
@@ -98,8 +116,17 @@ class Session:
             ),
         )
         hooks = SessionHooks(on_fatal=self.fail, on_reconnect=metrics.reconnects.inc)
+        if link is not None:
+            hooks.handle, hooks.transcript = link.handle, link.transcript
+            hooks.on_handle = link.store
+            link.on_fenced = record.fence = self._taken_over
         built = pipelines.build(self.transport, hooks)
         self.upstream = built.upstream
+        self.upstream_resume = built.resume
+        observers: list[Any] = [self.observer]
+        if history is not None:
+            self._follow(history)
+            observers.append(history)
         self.worker = LeanPipelineWorker(
             built.pipeline,
             params=PipelineParams(
@@ -109,7 +136,7 @@ class Session:
                 enable_usage_metrics=True,
             ),
             rtvi_processor=self.rtvi,
-            observers=[self.observer],
+            observers=observers,
             idle_timeout_secs=options.idle_timeout,
             cancel_on_idle_timeout=False,
             conversation_id=record.id,
@@ -129,6 +156,7 @@ class Session:
             if self.state is SessionState.AWAITING_CLIENT_READY:
                 self.record.state = SessionState.ACTIVE
             if self.options.run_on_client_ready:
+                await self._upstream_settled()  # a refused handle seeds the context first
                 # Gemini streams the user's audio only once the context has reached it.
                 await self.worker.queue_frame(LLMRunFrame())
 
@@ -136,6 +164,20 @@ class Session:
         async def on_idle_timeout(_worker: Any) -> None:
             reason = EndReason.IDLE_TIMEOUT
             self.end(reason, reason.message(minutes=self.options.idle_timeout / 60))
+
+    def _turn(self, latency: float | None) -> None:
+        self.metrics.turn(latency)
+        if self.history is not None:
+            self.history.answered(latency)
+
+    def _follow(self, history: SessionHistory) -> None:
+        """Where the history reads this session's numbers."""
+        observer, serializer, upstream = self.observer, self.serializer, self.upstream
+        counters = history.counters
+        counters.latencies = lambda: observer.latencies
+        counters.tokens = lambda: observer.tokens
+        counters.bad_inputs = lambda: serializer.bad_inputs
+        counters.reconnects = lambda: upstream.reconnects if upstream else 0
 
     async def run(self) -> None:
         brain = " ".join(f"{k}={v}" for k, v in self.options.about.items())
@@ -145,6 +187,8 @@ class Session:
             asyncio.create_task(self._ready_timer(), name=f"ready-{self.record.id}"),
         ]
         runner = WorkerRunner(handle_sigint=False)
+        if self.history is not None:
+            self.history.started()
         try:
             await runner.add_workers(self.worker)
             await runner.run()
@@ -165,8 +209,52 @@ class Session:
         """Whether client input still counts: not once the session is ending."""
         return self.state in (SessionState.AWAITING_CLIENT_READY, SessionState.ACTIVE)
 
+    async def _upstream_settled(self) -> None:
+        if self.upstream_resume is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.upstream_resume.settled.wait(), UPSTREAM_SETTLE_SECS)
+
+    async def _before_ready(self) -> dict[str, Any]:
+        """A resumed session says so in ``bot-ready``, once Gemini took or refused the handle."""
+        if self.link is None or self.link.resumed is None:
+            return {}
+        await self._upstream_settled()
+        resumed = self.upstream_resume.resumed if self.upstream_resume else True
+        return {"resumed": resumed, "replica": self.options.replica}
+
+    async def _after_ready(self) -> None:
+        """After ``bot-ready``: the secret that resumes this conversation (a new one each time)."""
+        if self.link is None or not self.accepting():
+            return
+        try:
+            message = await self.link.open()
+        except Exception as error:  # the registry's trouble: the session goes on, not resumable
+            logger.warning(f"this session cannot be made resumable: {error!r}")
+            return
+        await self.rtvi.send_server_message(message)
+        upstream = self.upstream_resume
+        if upstream is not None and upstream.latest:  # a handle that came before the entry
+            await self.link.store(upstream.latest, upstream.words())
+
+    def _taken_over(self) -> None:
+        reason = EndReason.TAKEN_OVER
+        self.end(reason, reason.message())
+
+    async def finish_resume(self) -> bool:
+        """After the session: True when it stays resumable (an unexpected close, a move)."""
+        if self.link is None:
+            return False
+        reason = self.record.end_reason
+        resumable = await self.link.finish(reason, self.socket.client_close_code)
+        upstream = self.upstream_resume
+        if resumable and upstream is not None and upstream.latest:  # the last answer's words
+            await self.link.store(upstream.latest, upstream.words())
+        return resumable
+
     async def _session_timer(self) -> None:
-        await asyncio.sleep(self.options.session_timeout)
+        # A resumed conversation keeps counting from its first connection.
+        started = self.link.started if self.link else time.time()
+        await asyncio.sleep(max(0.0, self.options.session_timeout - (time.time() - started)))
         reason = EndReason.SESSION_TIMEOUT
         self.end(reason, reason.message(minutes=self.options.session_timeout / 60))
 
@@ -191,14 +279,19 @@ class Session:
         self.end(EndReason.UPSTREAM_ERROR, message)
 
     async def drain(self, deadline: float) -> None:
-        """Server shutdown: tell the client, let the current turn finish, then close 1001."""
-        reason = EndReason.SERVER_SHUTDOWN
+        """Server shutdown: tell the client, let the current turn finish, then close 1001.
+
+        A conversation other replicas can resume moves instead: ``session-moving`` and 1012,
+        once the answer under way is done and its newest handle stored."""
+        moving = self.link is not None and self.link.registry.shared and self.link.registered
+        reason = EndReason.SESSION_MOVING if moving else EndReason.SERVER_SHUTDOWN
         with logger.contextualize(session_id=self.record.id):
             await self._notify(reason, reason.message())
             loop = asyncio.get_running_loop()
             while self.observer.busy() and loop.time() < deadline:
                 await asyncio.sleep(DRAIN_POLL_SECS)
-            self.end(reason, "server shutting down", notify=False)
+            words = "session moving" if moving else "server shutting down"
+            self.end(reason, words, notify=False)
 
     def end(
         self, reason: EndReason, message: str, *, notify: bool = True, error: str | None = None
@@ -224,8 +317,9 @@ class Session:
             await self.worker.cancel(reason=reason.label)
 
     async def _notify(self, reason: EndReason, message: str) -> None:
+        kind = "session-moving" if reason is EndReason.SESSION_MOVING else "session-ending"
         await self.rtvi.send_server_message(
-            {"type": "session-ending", "reason": reason.label, "message": message}
+            {"type": kind, "reason": reason.label, "message": message}
         )
 
     def _report(self) -> None:
@@ -239,6 +333,8 @@ class Session:
             f"bad_inputs={serializer.bad_inputs}"
         )
         metrics.ended.labels(self.record.end_reason.label).inc()
+        if self.history is not None:
+            self.history.ended(self.record.end_reason.label, self.record.duration)
         metrics.audio_frames.labels("in").inc(serializer.audio_in)
         metrics.audio_frames.labels("out").inc(serializer.audio_out)
         metrics.tokens.inc(observer.tokens)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from talkline.audio import WavAudio, write_wav
 from talkline.client import Event, RTVIClient
+from talkline.client_resume import ResumingRTVIClient
 
 SETTLE_SECS = 1.5  # quiet time after the bot's last answer before hanging up
 
@@ -39,10 +40,22 @@ def describe(event: Event) -> str | None:
             return f"error: {data.get('error')}" + (" (fatal)" if data.get("fatal") else "")
         case "error-response":
             return f"error: {data.get('error')}"
+        case "server-message" if data.get("type") == "session-resumable":
+            return None  # the secret is for the client, not for the screen
         case "server-message":
             return f"server: {data.get('message', data)}"
         case "closed":
             return f"connection closed ({data.get('code')})"
+        case "reconnecting":
+            return "reconnecting…"
+        case "reconnected":
+            gap = data.get("gap_secs", 0)
+            return (
+                "reconnected: the conversation continues "
+                f"({gap:g} s of audio sent during the gap was not heard)"
+            )
+        case "resume-failed":
+            return "could not resume the conversation"
     return None
 
 
@@ -57,7 +70,8 @@ async def talk(
     url: str, audio: WavAudio, *, out: Path | None, as_json: bool, wait: float = 30.0
 ) -> TalkResult:
     """Stream ``audio`` in real time, then silence until the bot has answered and gone quiet."""
-    async with RTVIClient(url, sample_rate=audio.rate, channels=audio.channels) as client:
+    client = ResumingRTVIClient(url, sample_rate=audio.rate, channels=audio.channels)
+    async with client:
         printer = asyncio.create_task(_print_events(client, as_json))
         try:
             await client.client_ready()
@@ -116,7 +130,8 @@ async def _print_events(client: RTVIClient, as_json: bool) -> None:
 
 def _print_event(event: Event, start: float, as_json: bool) -> None:
     if as_json:
-        _emit({"type": event.type, "t": round(event.at - start, 3), "data": event.data}, True, "")
+        data = event.data | ({"resume": "<secret>"} if "resume" in event.data else {})
+        _emit({"type": event.type, "t": round(event.at - start, 3), "data": data}, True, "")
     elif text := describe(event):
         print(f"[{event.at - start:6.2f}s] {text}", flush=True)
 

@@ -274,7 +274,15 @@ class SessionSocket:
         self._on_stalled = on_stalled
         self.close_code = status.WS_1000_NORMAL_CLOSURE
         self.close_reason = ""
+        self.client_close_code: int | None = None  # how the client closed, when it did
         self.state = SocketState.OPEN
+
+    async def receive(self) -> Any:
+        """The next ASGI message; a disconnect's code tells a normal close from a drop."""
+        message = await self._websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            self.client_close_code = message.get("code", status.WS_1006_ABNORMAL_CLOSURE)
+        return message
 
     async def send_bytes(self, data: bytes) -> None:
         await self._send(self._websocket.send_bytes(data))

@@ -169,6 +169,10 @@ async def attempt(
 def main(argv: list[str] | None = None, prog: str = "talkline bench") -> int:
     """Run the benchmark and write the report; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["turns"]:  # the turn-taking benchmark (bench/turns.py)
+        from talkline.bench.turns_cli import main as turns_main
+
+        return turns_main(argv[1:], prog=f"{prog} turns")
     options = options_from(build_parser(prog).parse_args(argv))
     command = f"{prog} {shlex.join(argv)}".strip()
     machine = report.describe_machine()

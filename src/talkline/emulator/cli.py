@@ -48,6 +48,9 @@ def _behaviour_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--any-model", action="store_true", help="accept every model name")
     group.add_argument("--transcript", help="fixed inputTranscription text")
     group.add_argument("--reply-text", help="fixed outputTranscription text")
+    group.add_argument(
+        "--handle-lifetime", type=float, default=7200.0, help="seconds a resumption handle lives"
+    )
 
 
 def _fault_flags(group: argparse._ArgumentGroup) -> None:
@@ -76,6 +79,7 @@ def emulator_from_args(args: argparse.Namespace) -> GeminiEmulator:
         silence_ms=args.silence_ms,
         transcript=args.transcript,
         reply_text=args.reply_text,
+        handle_lifetime=args.handle_lifetime,
         record_messages=False,
     )
     emulator = GeminiEmulator(config, host=args.host, port=args.port, cert_dir=args.cert_dir)

@@ -113,8 +113,12 @@ class LiveConnection:
         models = self.config.models
         if models is not None and model.removeprefix("models/") not in models:
             return wire.CLOSE_POLICY_VIOLATION, wire.model_not_found(model, self.record.api_version)
-        if handle and handle not in self.shared.handles:
-            return wire.CLOSE_POLICY_VIOLATION, wire.REASON_SESSION_NOT_FOUND
+        if handle:
+            self.record.presented_handle = handle
+            self.record.handle_refusal = self.shared.handle_refusal(handle)
+            if self.record.handle_refusal is not None:
+                logger.info("connection {}: {}", self.record.index, self.record.handle_refusal)
+                return wire.CLOSE_POLICY_VIOLATION, wire.REASON_SESSION_NOT_FOUND
         return None
 
     def _accept(self, setup: dict[str, Any]) -> None:
@@ -127,6 +131,7 @@ class LiveConnection:
             self.conversation = self.shared.new_conversation()
         self.record.setup, self.record.model = setup, setup["model"]
         self.record.conversation = self.conversation.id
+        self.conversation.serving = self
         vad = (setup.get("realtime_input_config") or {}).get("automatic_activity_detection") or {}
         self._manual_activity = bool(vad.get("disabled"))
         silence_ms = vad.get("silence_duration_ms") or self.config.silence_ms
@@ -303,6 +308,8 @@ class LiveConnection:
 
     def _note_closed(self) -> None:
         self.record.closed_at = time.monotonic()
+        if self.conversation is not None and self.conversation.serving is self:
+            self.conversation.serving = None
         if self.record.close_code is None:
             self.record.close_code = self.ws.close_code
             self.record.close_reason = self.ws.close_reason

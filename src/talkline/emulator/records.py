@@ -37,7 +37,9 @@ class ConnectionRecord:
     opened_at: float
     setup: dict[str, Any] | None = None
     model: str | None = None
-    resumed_handle: str | None = None
+    resumed_handle: str | None = None  # the handle setup carried, when it was accepted
+    presented_handle: str | None = None  # the handle setup carried, accepted or not
+    handle_refusal: str | None = None  # why the presented handle was refused
     conversation: int | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     audio_bytes: int = 0

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.protocol import State
 
 from .faults import Fault
 from .records import Recorder
@@ -28,6 +32,8 @@ class EmulatorConfig:
     transcript: fixed inputTranscription text; None sends "turn N".
     reply_text: fixed outputTranscription text; None sends "reply N".
     record_messages: keep every parsed client message in the connection record.
+    handle_lifetime: seconds a resumption handle is accepted after it was issued (the real
+        service documents hours); a setup with an older one is refused "session not found".
     """
 
     valid_keys: frozenset[str] | None = None
@@ -42,6 +48,7 @@ class EmulatorConfig:
     transcript: str | None = None
     reply_text: str | None = None
     record_messages: bool = True
+    handle_lifetime: float = 2 * 3600.0
 
     def __post_init__(self) -> None:
         if not 2 <= self.chunk_bytes <= MAX_CHUNK_BYTES:
@@ -54,6 +61,7 @@ class Conversation:
 
     id: int
     turns: int = 0
+    serving: Any = None  # the LiveConnection serving it now, if any
 
 
 @dataclass
@@ -64,6 +72,7 @@ class Shared:
     recorder: Recorder = field(default_factory=Recorder)
     faults: list[Fault] = field(default_factory=list)
     handles: dict[str, Conversation] = field(default_factory=dict)
+    issued: dict[str, float] = field(default_factory=dict)  # handle -> monotonic time
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     def new_conversation(self) -> Conversation:
@@ -74,4 +83,22 @@ class Shared:
         """Make a resumption handle that brings `conversation` back."""
         handle = f"emu-{conversation.id}-{conversation.turns}-{len(self.handles)}"
         self.handles[handle] = conversation
+        self.issued[handle] = time.monotonic()
         return handle
+
+    def handle_refusal(self, handle: str) -> str | None:
+        """Why ``handle`` cannot resume now, or None.
+
+        Unknown or older than ``handle_lifetime``: not found. Still served by an open
+        connection: refused too, with the same code and words, so a client that presents
+        a handle while the old connection lives on starts a fresh session (seeded) rather
+        than sharing one conversation between two connections."""
+        conversation = self.handles.get(handle)
+        if conversation is None:
+            return "unknown handle"
+        if time.monotonic() - self.issued[handle] > self.config.handle_lifetime:
+            return "handle expired"
+        serving = conversation.serving
+        if serving is not None and serving.ws.state is State.OPEN:
+            return "conversation still open on another connection"
+        return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pipecat.audio.vad.vad_analyzer import VADParams
@@ -27,11 +27,13 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from talkline.config import Settings, reveal
 from talkline.resources import SharedResources
 from talkline.services.local_stt import SharedWhisperSTTService
+from talkline.services.moonshine_stt import MoonshineSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder, phrase_by_phrase
+from talkline.services.turn_taking import TranscriptTurnStopStrategy, TurnWaits
 
 if TYPE_CHECKING:
-    from talkline.services.gemini import GeminiOptions, UpstreamStats
+    from talkline.services.gemini import GeminiOptions, UpstreamResume, UpstreamStats
 
 TRANSCRIPT_WAIT_SECS = 12.0
 
@@ -67,14 +69,19 @@ def user_params(
 
 
 def local_turn_strategies(settings: Settings, shared: SharedResources) -> UserTurnStrategies:
-    """Smart Turn v3 (shared model) decides when the user has finished, or a silence timeout."""
+    """When the user has finished: Smart Turn v3 (shared model) with the transcript's say
+    (services/turn_taking.py), Smart Turn alone, or a silence timeout."""
     assert shared.turn_models is not None
+    strategy = settings.effective_turn_strategy
     stop: BaseUserTurnStopStrategy
-    if settings.smart_turn:
-        analyzer = shared.turn_models.smart_turn(settings.smart_turn_stop_secs)
-        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
+    if strategy == "silence":
+        return UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy()])
+    analyzer = shared.turn_models.smart_turn(settings.smart_turn_stop_secs)
+    if strategy == "transcript":
+        waits = settings.options(TurnWaits, prefix="turn_")
+        stop = TranscriptTurnStopStrategy(turn_analyzer=analyzer, waits=waits)
     else:
-        stop = SpeechTimeoutUserTurnStopStrategy()
+        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
     return UserTurnStrategies(stop=[stop])
 
 
@@ -87,6 +94,9 @@ def build_stt(settings: Settings, shared: SharedResources) -> FrameProcessor:
             base_url=settings.deepgram_base_url or "",
             settings=DeepgramSTTService.Settings(model=settings.deepgram_model),
         )
+    if settings.effective_stt == "moonshine":
+        assert shared.moonshine is not None
+        return MoonshineSTTService(shared.moonshine)
     assert shared.whisper is not None
     return SharedWhisperSTTService(shared.whisper)
 
@@ -115,7 +125,8 @@ def build_tts(settings: Settings, shared: SharedResources) -> FrameProcessor:
 def build_cascade_pipeline(
     settings: Settings, transport: BaseTransport, shared: SharedResources
 ) -> Pipeline:
-    """Speech to text → responder → text to speech (Whisper or Deepgram; Piper or ElevenLabs)."""
+    """Speech to text → responder → text to speech (Moonshine, Whisper or Deepgram; Piper or
+    ElevenLabs)."""
     context = LLMContext()  # the responder carries the system instruction
     params = user_params(settings, shared, local_turn_strategies(settings, shared))
     aggregators = LLMContextAggregatorPair(context, user_params=params)
@@ -124,7 +135,7 @@ def build_cascade_pipeline(
             transport.input(),
             build_stt(settings, shared),
             aggregators.user(),
-            build_responder(settings),
+            build_responder(settings, shared.llm.api_url if shared.llm else None),
             build_tts(settings, shared),
             transport.output(),
             aggregators.assistant(),
@@ -138,12 +149,17 @@ class SessionHooks:
 
     on_fatal: Callable[[str], Awaitable[None]]
     on_reconnect: Callable[[], None] = lambda: None
+    # resume: the newest Gemini handle, the words so far, where each new handle goes
+    handle: str = ""
+    transcript: list[dict[str, str]] = field(default_factory=list)
+    on_handle: Callable[[str, list[dict[str, str]]], Awaitable[None]] | None = None
 
 
 @dataclass
 class BuiltPipeline:
     pipeline: Pipeline
     upstream: UpstreamStats | None = None
+    resume: UpstreamResume | None = None  # Gemini: whether the handle was taken
 
 
 def gemini_options(settings: Settings) -> GeminiOptions:
@@ -167,16 +183,21 @@ def build_gemini_pipeline(
     plain Pipecat bot) is not run; the local VAD still reports who is speaking and lets
     the user barge in.
     """
-    from talkline.services.gemini import TalklineGeminiLiveService  # only when used
+    from talkline.services.gemini import TalklineGeminiLiveService, UpstreamResume
 
     realtime = UserTurnStrategies(
         start=[VADUserTurnStartStrategy()],
         stop=[SpeechTimeoutUserTurnStopStrategy(wait_for_transcript=False)],
     )
     params = user_params(settings, shared, realtime, batched_vad=True)
-    aggregators = LLMContextAggregatorPair(LLMContext(), user_params=params)
+    context = LLMContext()
+    aggregators = LLMContextAggregatorPair(context, user_params=params)
+    resume = UpstreamResume(hooks.handle, list(hooks.transcript), hooks.on_handle, context)
     gemini = TalklineGeminiLiveService(
-        gemini_options(settings), on_fatal=hooks.on_fatal, on_reconnect=hooks.on_reconnect
+        gemini_options(settings),
+        on_fatal=hooks.on_fatal,
+        on_reconnect=hooks.on_reconnect,
+        resume=resume,
     )
     voice = [] if settings.effective_tts == "gemini" else [build_tts(settings, shared)]
     pipeline = Pipeline(
@@ -189,7 +210,7 @@ def build_gemini_pipeline(
             aggregators.assistant(),
         ]
     )
-    return BuiltPipeline(pipeline, gemini.stats)
+    return BuiltPipeline(pipeline, gemini.stats, resume)
 
 
 class PipelineFactory:

@@ -10,6 +10,8 @@ from fastapi import Depends, FastAPI, Request
 from talkline.admission import Admission
 from talkline.auth import Access
 from talkline.config import Settings
+from talkline.coordinator.resume import ResumeRegistry
+from talkline.history.service import History
 from talkline.metrics import Metrics
 from talkline.pipelines.build import PipelineFactory
 from talkline.resources import SharedResources
@@ -27,6 +29,8 @@ class ServerState:
     metrics: Metrics
     session_options: SessionOptions
     pipelines: PipelineFactory
+    registry: ResumeRegistry | None = None  # None: resume is off
+    history: History | None = None  # None: TALKLINE_HISTORY=false
 
 
 def server_state(app: FastAPI) -> ServerState:

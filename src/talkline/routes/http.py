@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from talkline.auth import bearer
 from talkline.routes.deps import State
+from talkline.routes.resume import connect_resume, resume_of
 
 router = APIRouter()
 RETRY_AFTER_SECS = "5"
@@ -29,12 +30,15 @@ def client_address(request: Request) -> str:
 async def connect(request: Request, state: State) -> dict[str, str] | JSONResponse:
     """The reply ``PipecatClient.startBotAndConnect`` expects: only ``ws_url`` (and a token).
 
+    With ``{"resume": "<secret>"}`` as JSON body, the token carries a resume claim (see
+    ``routes/resume.py``): 410 when the window is over, 403 for a wrong secret or key.
+
     With access control on, it takes ``Authorization: Bearer <API key>`` and returns a
     short-lived token for /ws. A server that would refuse the session says so here already,
     with the admission decision's HTTP status and reason.
     """
     reply = {"ws_url": websocket_url(request, state.settings.public_url)}
-    access = state.access
+    access, key_id = state.access, None
     if access.enabled:
         key_id = access.key_id(bearer(request.headers.get("authorization")) or "")
         if key_id is None:
@@ -44,7 +48,9 @@ async def connect(request: Request, state: State) -> dict[str, str] | JSONRespon
                 headers={"WWW-Authenticate": "Bearer"},
             )
         reply["token"] = access.token_for(key_id)
-    if decision := state.admission.decide(client_address(request)):
+    if secret := await resume_of(request):
+        return await connect_resume(state, secret, key_id or "", reply["ws_url"])
+    if decision := state.admission.decide(client_address(request), key_id):
         return JSONResponse(
             {"error": decision.reason, "refusal": decision.refusal.label},
             status_code=decision.http_status,
@@ -62,6 +68,9 @@ async def health(state: State) -> dict[str, object]:
         **state.settings.about(),
         "sessions": len(state.admission),
         "max_sessions": state.admission.max_sessions,
+        "coordinator": state.admission.coordinator.name,
+        "sessions_counted": state.admission.coordinator.counted(),
+        "resume": "off" if state.registry is None else state.registry.name,
     }
 
 
@@ -74,7 +83,7 @@ async def metrics(state: State) -> Response:
 @router.get("/ready")
 async def ready(state: State) -> JSONResponse:
     """Readiness: the answer a new session would get from admission, as HTTP."""
-    if decision := state.admission.decide():
+    if decision := state.admission.decide(probe=True):
         return JSONResponse(
             {"ready": False, "reason": decision.reason, "refusal": decision.refusal.label},
             status_code=decision.http_status,

@@ -29,6 +29,7 @@ from google.genai.live import AsyncSession
 from google.genai.types import HttpOptions, LiveServerMessage
 from loguru import logger
 from pipecat.frames.frames import Frame, InputAudioRawFrame
+from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameCallback, FrameDirection
 from pipecat.services.google.gemini_live.llm import (
     ContextWindowCompressionParams,
@@ -41,6 +42,7 @@ GO_AWAY_MARGIN = 0.5  # of the time left: wait at most this share for the answer
 FLUSH_CHUNK_BYTES = 16000 * 2  # send buffered audio one second at a time
 
 OnFatal = Callable[[str], Awaitable[None]]
+OnHandle = Callable[[str, list[dict[str, str]]], Awaitable[None]]
 
 # --- Pipecat internals this module relies on -----------------------------------------------
 # Private names of GeminiLiveLLMService that TalklineGeminiLiveService overrides, calls or
@@ -54,6 +56,7 @@ PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
     (GeminiLiveLLMService, "_handle_session_ready", "override", "count reconnects, flush audio"),
     (GeminiLiveLLMService, "_handle_connection_error", "override", "backoff, fatal errors"),
     (GeminiLiveLLMService, "_reconnect", "override", "time reconnects; called on goAway"),
+    (GeminiLiveLLMService, "_connect", "override", "a resumed session's first setup: handle"),
     (GeminiLiveLLMService, "_handle_server_message", "override", "see goAway"),
     (GeminiLiveLLMService, "_session", "reads", "the live SDK session to send audio on"),
     (GeminiLiveLLMService, "_ready_for_realtime_input", "reads", "whether audio can be sent"),
@@ -79,6 +82,43 @@ class UpstreamStats:
     max_buffered_bytes: int = 0
     dropped_bytes: int = 0
     go_aways: int = 0
+
+
+@dataclass
+class UpstreamResume:
+    """A resumed conversation's upstream: the newest handle, and what to seed Gemini with if
+    it refuses the handle. ``settled`` is set once the first connection is up; ``resumed``
+    then says whether the handle was taken. ``said`` collects this connection's words from
+    Gemini's own transcriptions, turn by turn, to be stored beside each new handle."""
+
+    handle: str = ""
+    transcript: list[dict[str, str]] = field(default_factory=list)
+    on_handle: OnHandle | None = None
+    history: LLMContext | None = None  # the pipeline's context: seeded when Gemini refuses
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    resumed: bool = False
+    said: list[dict[str, str]] = field(default_factory=list)
+    turn: dict[str, str] = field(default_factory=dict)  # role -> words of the turn under way
+    latest: str = ""  # the newest handle Gemini gave
+
+    def hear(self, message: LiveServerMessage) -> None:
+        content = message.server_content
+        if content is None:
+            return
+        for role, part in (
+            ("user", content.input_transcription),
+            ("assistant", content.output_transcription),
+        ):
+            if part is not None and part.text:
+                self.turn[role] = self.turn.get(role, "") + part.text
+        if content.turn_complete or content.interrupted:
+            for role in ("user", "assistant"):
+                if words := self.turn.pop(role, "").strip():
+                    self.said.append({"role": role, "content": words})
+
+    def words(self) -> list[dict[str, str]]:
+        """The transcript so far: what came before this connection, then what was said."""
+        return self.transcript + self.said
 
 
 @dataclass(frozen=True)
@@ -162,6 +202,7 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         *,
         on_fatal: OnFatal,
         on_reconnect: Callable[[], None] = lambda: None,
+        resume: UpstreamResume | None = None,
     ):
         super().__init__(
             api_key=options.api_key,
@@ -189,6 +230,11 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         self._go_away_task: asyncio.Task[None] | None = None
         self._reconnect_started: float | None = None
         self.stats = UpstreamStats()
+        self.resume = resume or UpstreamResume()
+        if self.resume.handle:  # the first connection's setup carries it
+            self._session_resumption_handle = self.resume.handle
+        else:
+            self.resume.settled.set()
 
     # --- user audio: never dropped while the upstream is away -----------------------------
 
@@ -286,6 +332,9 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
 
     async def _handle_session_ready(self, session) -> None:
         await super()._handle_session_ready(session)
+        if not self.resume.settled.is_set():
+            self.resume.resumed = bool(self._session_resumption_handle)
+            self.resume.settled.set()
         if self._reconnect_started is not None:
             took = time.monotonic() - self._reconnect_started
             self.stats.reconnects += 1
@@ -315,6 +364,7 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         if code == 1008 and "session not found" in reason.lower():
             logger.warning("Gemini forgot the resumption handle; starting a fresh session")
             self._session_resumption_handle = None
+            self._seed_if_resuming()
         delay = BACKOFF_SECS[min(attempts, len(BACKOFF_SECS) - 1)]
         self._consecutive_failures += 1
         logger.warning(
@@ -323,12 +373,25 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         await asyncio.sleep(delay)
         return True
 
+    def _seed_if_resuming(self) -> None:
+        """A resume whose handle Gemini refused: the fresh session hears the words so far."""
+        resume = self.resume
+        if resume.settled.is_set() or resume.history is None or not resume.transcript:
+            return
+        logger.info(f"seeding the fresh Gemini session with {len(resume.transcript)} messages")
+        resume.history.set_messages([dict(m) for m in resume.transcript])  # type: ignore[misc]
+
     async def _fail(self, message: str) -> None:
+        self.resume.settled.set()
         if self._failed:
             return
         self._failed = True
         logger.error(f"Gemini: {message}")
         await self._on_fatal(message)
+
+    async def _connect(self, session_resumption_handle: str | None = None) -> None:
+        """Pipecat's first connect carries no handle; a resumed conversation's does."""
+        await super()._connect(session_resumption_handle or self._session_resumption_handle)
 
     async def _reconnect(self) -> None:
         if self._reconnect_started is None:
@@ -343,7 +406,13 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             self.stats.go_aways += 1
             logger.info(f"Gemini goAway: {time_left:.1f} s left; reconnecting before then")
             self._go_away_task = self.create_task(self._leave_before(time_left), name="go-away")
+        self.resume.hear(message)
         await super()._handle_server_message(message)
+        update = message.session_resumption_update
+        if update is not None and update.resumable and update.new_handle:
+            self.resume.latest = update.new_handle
+            if self.resume.on_handle:
+                await self.resume.on_handle(update.new_handle, self.resume.words())
 
     async def cleanup(self) -> None:
         if self._go_away_task is not None:

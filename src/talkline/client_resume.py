@@ -1,0 +1,138 @@
+"""An RTVI client that resumes its conversation on its own after an unexpected close.
+
+After ``bot-ready`` the server offers a resume secret (``session-resumable``). When the
+socket then closes with 1006, 1001, 1012, or 1011 without a fatal error, the client POSTs
+the secret to ``/connect`` and opens the socket it is given, with backoff, until the
+resume window is over. Never after 1000 (a normal close), 1008 (a policy close, or the
+conversation taken over elsewhere) or a fatal error. Audio sent while it is away is not
+heard by anyone: it is counted in ``gap_secs`` and said so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from talkline.client import RTVI_VERSION, Event, RTVIClient, rtvi_message
+
+RESUME_CODES = frozenset({1001, 1006, 1011, 1012})
+BACKOFF_SECS = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+class ResumeFailed(Exception):
+    """``/connect`` would not resume: ``status`` 410 (window over), 403, or another."""
+
+    def __init__(self, status: int, error: str):
+        super().__init__(f"{status}: {error}")
+        self.status = status
+
+
+def resumable(client: RTVIClient) -> dict[str, Any] | None:
+    """The newest ``session-resumable`` message the server sent this client, if any."""
+    found = [e.data for e in client.of_type("server-message")]
+    return next((d for d in reversed(found) if d.get("type") == "session-resumable"), None)
+
+
+def http_base(ws_url: str) -> str:
+    """The server's HTTP base for a ``ws://host/ws`` URL."""
+    scheme, _, rest = ws_url.partition("://")
+    host = rest.split("/", 1)[0]
+    return f"{'https' if scheme == 'wss' else 'http'}://{host}"
+
+
+async def resume_url(http_url: str, secret: str, api_key: str | None = None) -> str:
+    """POST the resume secret to ``/connect``; the /ws URL (with its token) to resume on."""
+    import aiohttp  # a server dependency; only resuming clients need it
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{http_url}/connect", json={"resume": secret}, headers=headers) as reply,
+    ):
+        body = await reply.json(content_type=None)
+        if reply.status != 200:
+            raise ResumeFailed(reply.status, str(body.get("error", body)))
+    return f"{body['ws_url']}?token={body['token']}"
+
+
+def should_resume(client: RTVIClient, code: int | None) -> bool:
+    """After an unexpected close with a resume offer; not after a fatal error, nor when
+    the server ended the session on purpose (``session-ending``: timeouts, shutdown)."""
+    fatal = any(e.data.get("fatal") for e in client.of_type("error"))
+    messages = [e.data.get("type") for e in client.of_type("server-message")]
+    if code not in RESUME_CODES or (code == 1011 and fatal) or "session-ending" in messages:
+        return False
+    return resumable(client) is not None
+
+
+class ResumingRTVIClient(RTVIClient):
+    """``RTVIClient`` that comes back by itself; ``closed`` only once it has given up."""
+
+    def __init__(self, url: str, *, api_key: str | None = None, **options: Any):
+        super().__init__(url, **options)
+        self.api_key = api_key
+        self.resumes = 0
+        self.gap_secs = 0.0  # audio sent while away, never heard
+        self.resuming = False  # away, trying to come back
+        self._resuming: asyncio.Task[None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None and not self.resuming
+
+    def _on_closed(self) -> None:
+        if not self.resuming and should_resume(self, self.close_code):
+            self.resuming = True
+            self._resuming = asyncio.create_task(self._resume(), name="rtvi-client-resume")
+
+    async def send_audio(self, pcm: bytes) -> None:
+        if self.close_code is not None:  # away: nobody hears this
+            self.gap_secs += len(pcm) / self.bytes_per_second
+            return
+        await super().send_audio(pcm)
+
+    async def _resume(self) -> None:
+        offer = resumable(self)
+        assert offer is not None
+        deadline = time.monotonic() + float(offer.get("window_secs", 0))
+        await self._record(Event("reconnecting", time.monotonic(), {"code": self.close_code}))
+        attempt = 0
+        while time.monotonic() < deadline:
+            try:
+                url = await resume_url(http_base(self.url), offer["resume"], self.api_key)
+                await self._reopen(url)
+                return
+            except ResumeFailed as failed:
+                if failed.status in (403, 410):
+                    break
+            except (OSError, TimeoutError, ConnectionError):
+                pass
+            await asyncio.sleep(BACKOFF_SECS[min(attempt, len(BACKOFF_SECS) - 1)])
+            attempt += 1
+        self.resuming = False
+        await self._record(Event("resume-failed", time.monotonic()))
+
+    async def _reopen(self, url: str) -> None:
+        seen = len(self.events)
+        self._ws = await connect(url, max_size=2**22, open_timeout=10)
+        self.close_code, self.close_reason = None, ""
+        self._reader = asyncio.create_task(self._read(), name="rtvi-client-reader")
+        ready = rtvi_message(
+            "client-ready", {"version": RTVI_VERSION, "about": {"library": "talk"}}
+        )
+        await self.send_message(ready)
+        bot_ready = await self.wait_for("bot-ready", after=seen)
+        self.resumes += 1
+        self.resuming = False
+        data = {"about": bot_ready.data.get("about", {}), "gap_secs": round(self.gap_secs, 2)}
+        await self._record(Event("reconnected", time.monotonic(), data))
+
+    async def close(self) -> None:
+        if self._resuming is not None:
+            self._resuming.cancel()
+            await asyncio.gather(self._resuming, return_exceptions=True)
+        self.resuming = False
+        await super().close()

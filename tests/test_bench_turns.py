@@ -1,0 +1,54 @@
+"""The turn-taking benchmark's rules: when each strategy ends a turn, and what a cut-off is."""
+
+from __future__ import annotations
+
+from talkline.audio import silence
+from talkline.bench.turn_corpus import Utterance
+from talkline.bench.turns import Outcome, Pause, outcome, summary, turn_end
+from talkline.services.turn_taking import TurnWaits
+
+WAITS = TurnWaits()
+
+
+def pause(text: str, probability: float, resumed: float | None = None) -> Pause:
+    """A pause 1 s into the audio, scored and transcribed in 0.1 s."""
+    return Pause(1.0, 1.2, resumed, probability, 0.1, text, 0.1)
+
+
+def test_smart_turn_unsure_of_a_complete_sentence_waits_three_seconds_alone() -> None:
+    """Smart Turn alone waits its 3 s; the transcript strategy ends after the short pause."""
+    quiet = pause("Tell me a joke about cats.", probability=0.2)
+    assert turn_end("smart_turn", quiet, WAITS) == 1.0 + 3.0
+    assert turn_end("transcript", quiet, WAITS) == 1.0 + WAITS.complete_pause_secs
+    assert turn_end("silence", quiet, WAITS) == 1.2 + 0.6
+
+
+def test_an_unfinished_clause_is_held_although_smart_turn_says_done() -> None:
+    held = pause("Set an alarm for.", probability=0.9)
+    assert turn_end("smart_turn", held, WAITS) == 1.3
+    assert turn_end("transcript", held, WAITS) == 1.0 + WAITS.unfinished_pause_secs
+
+
+def test_a_turn_ended_before_the_user_resumes_is_a_cut_off() -> None:
+    """Ending at the first pause, 0.5 s before speech resumes, cuts the user off."""
+    utterance = Utterance("paused", "Set an alarm for … six.", "piper x1", False, silence(1))
+    first = pause("Set an alarm", probability=0.9, resumed=1.8)
+    last = Pause(3.0, 3.2, None, 0.9, 0.1, "Six.", 0.1)
+    cut = outcome(utterance, "moonshine", "smart_turn", [first, last], WAITS)
+    assert cut.cut_off and cut.latency is not None
+    held = outcome(
+        utterance, "moonshine", "transcript", [pause("Set an alarm for", 0.9, 1.8), last], WAITS
+    )
+    assert not held.cut_off and held.latency is not None and abs(held.latency - 0.3) < 1e-9
+    rows = summary([cut, held], tts_secs=0.2)
+    assert {row["strategy"]: row["cut_off_paused"] for row in rows} == {
+        "smart_turn": "1/1",
+        "transcript": "0/1",
+    }
+    assert [row["median_ms"] for row in rows if row["strategy"] == "transcript"] == [500]
+
+
+def test_outcomes_name_their_strategy() -> None:
+    utterance = Utterance("complete", "Yes.", "piper x1", False, silence(1))
+    result = outcome(utterance, "whisper", "silence", [pause("Yes.", 0.9)], WAITS)
+    assert isinstance(result, Outcome) and result.strategy == "silence" and not result.cut_off

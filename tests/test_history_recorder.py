@@ -1,0 +1,121 @@
+"""``SessionHistory`` alone: which frames make which turns, and what a snapshot holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    InterruptionFrame,
+    TranscriptionFrame,
+    TTSTextFrame,
+    UserStartedSpeakingFrame,
+)
+from pipecat.observers.base_observer import FramePushed
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import TransportParams
+
+from talkline.history.recorder import SessionHistory
+from talkline.observer import reads_audio
+from tests.support import pushed
+
+
+class Rows:
+    """The writer's two calls, kept."""
+
+    def __init__(self) -> None:
+        self.sessions: list[dict[str, Any]] = []
+        self.turns: list[dict[str, Any]] = []
+
+    def put_session(self, row: dict[str, Any]) -> None:
+        self.sessions.append(row)
+
+    def put_turn(self, row: dict[str, Any]) -> None:
+        self.turns.append(row)
+
+
+def spoken(text: str) -> FramePushed:
+    """``text`` as the output transport passes it on while the bot speaks."""
+    output = BaseOutputTransport(TransportParams())
+    frame = TTSTextFrame(text, text_type="sentence")
+    return FramePushed(output, None, frame, FrameDirection.DOWNSTREAM, 0, False)  # type: ignore[arg-type]
+
+
+def recorder(rows: Rows, transcripts: bool = True) -> SessionHistory:
+    identity = {"id": "s1", "replica": "r", "client": "127.0.0.1", "brain": "local",
+                "about": {"brain": "local"}, "api_key_id": None}  # fmt: skip
+    return SessionHistory(rows, identity, transcripts=transcripts)
+
+
+async def interrupted_exchange(history: SessionHistory) -> None:
+    await history.on_push_frame(pushed(TranscriptionFrame("Tell me", "u", "t")))
+    await history.on_push_frame(pushed(TranscriptionFrame("a story.", "u", "t")))
+    await history.on_push_frame(pushed(BotStartedSpeakingFrame()))
+    history.answered(0.6)
+    await history.on_push_frame(spoken("Once upon"))
+    await history.on_push_frame(pushed(InterruptionFrame()))
+    await history.on_push_frame(pushed(BotStoppedSpeakingFrame()))
+
+
+async def test_an_interrupted_answer_is_a_bot_turn_marked_interrupted() -> None:
+    """User words up to the answer make one turn; the bot's, cut off, another."""
+    rows = Rows()
+    history = recorder(rows)
+    await interrupted_exchange(history)
+    user, bot = rows.turns
+    assert (user["role"], user["text"], user["seq"]) == ("user", "Tell me a story.", 1)
+    assert (bot["role"], bot["text"], bot["interrupted"]) == ("bot", "Once upon", True)
+    assert bot["latency_ms"] == 600.0
+    assert rows.sessions[-1]["turns"] == 1 and rows.sessions[-1]["end_reason"] is None
+
+
+async def test_with_transcripts_off_the_record_stays_and_no_words_are_kept() -> None:
+    rows = Rows()
+    history = recorder(rows, transcripts=False)
+    history.started()
+    await interrupted_exchange(history)
+    history.ended("idle-timeout", 12.5)
+    assert rows.turns == []
+    final = rows.sessions[-1]
+    assert final["turns"] == 1 and final["end_reason"] == "idle-timeout"
+    assert final["duration_secs"] == 12.5 and final["ended_at"] is not None
+
+
+async def test_a_turn_in_flight_is_written_when_the_session_ends() -> None:
+    rows = Rows()
+    history = recorder(rows)
+    await history.on_push_frame(pushed(TranscriptionFrame("Hello?", "u", "t")))
+    history.ended("client-disconnected", 3.0)
+    assert [t["text"] for t in rows.turns] == ["Hello?"]
+
+
+def test_the_recorder_keeps_audio_frames_away_from_observers() -> None:
+    """Its presence must not send every audio frame through the observers' queues."""
+    assert not reads_audio(recorder(Rows()))
+
+
+async def test_words_transcribed_after_the_answer_keep_their_place() -> None:
+    """Gemini transcribes the user after it starts answering: the user's turn still comes
+    first, at the time the user started speaking; speech without words leaves no turn."""
+    rows = Rows()
+    history = recorder(rows)
+    await history.on_push_frame(pushed(UserStartedSpeakingFrame()))
+    await history.on_push_frame(pushed(BotStartedSpeakingFrame()))
+    await history.on_push_frame(spoken("reply 1"))
+    await history.on_push_frame(pushed(TranscriptionFrame("turn 1", "u", "t")))
+    await history.on_push_frame(pushed(BotStoppedSpeakingFrame()))
+    await history.on_push_frame(pushed(UserStartedSpeakingFrame()))  # a cough: no words
+    history.ended("client-disconnected", 5.0)
+    ordered = sorted(rows.turns, key=lambda turn: turn["seq"])
+    assert [(t["role"], t["text"]) for t in ordered] == [("user", "turn 1"), ("bot", "reply 1")]
+    assert ordered[0]["at"] < ordered[1]["at"]
+
+
+def test_a_resume_is_counted_in_the_record() -> None:
+    rows = Rows()
+    history = recorder(rows)
+    history.started()
+    history.resumed()
+    assert rows.sessions[-1]["resumes"] == 1

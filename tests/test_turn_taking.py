@@ -1,0 +1,199 @@
+"""The transcript-aware end of turn: its verdict on words, and the strategy's timing.
+
+The strategy is driven with Pipecat's own frames; a stand-in turn analyzer plays Smart Turn
+(its verdict is what these tests vary), so each case takes well under a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
+from pipecat.frames.frames import (
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.metrics.metrics import MetricsData, TurnMetricsData
+from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.utils.asyncio.task_manager import TaskManager
+from pipecat.utils.time import time_now_iso8601
+
+from talkline.services.turn_taking import TranscriptTurnStopStrategy, TurnWaits, Verdict, judge
+
+VAD_STOP = 0.2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is the weather like in Paris today?",
+        "No, not heartily, just less heartily.",
+        "Thanks!",
+        "Where are you from?",
+        "I like it.",
+    ],
+)
+def test_finished_sentences_are_complete(text: str) -> None:
+    assert judge(text) is Verdict.COMPLETE
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'd like to book a table for.",
+        "I'd like to book a table for",
+        "So I went there and",
+        "Um.",
+        "Well, uh...",
+        "I was thinking,",
+        "Can you tell me about the",
+        "It is my",
+    ],
+)
+def test_clauses_and_fillers_are_unfinished(text: str) -> None:
+    assert judge(text) is Verdict.UNFINISHED
+
+
+@pytest.mark.parametrize("text", ["", "  ", "I'd like to book a table", "okay"])
+def test_no_sign_is_unsure(text: str) -> None:
+    assert judge(text) is Verdict.UNSURE
+
+
+def processor_setup() -> FrameProcessorSetup:
+    """What a pipeline gives a strategy, less the clock and worker it does not use."""
+    return FrameProcessorSetup(
+        clock=None,  # type: ignore[arg-type]
+        task_manager=TaskManager(),
+        pipeline_worker=None,  # type: ignore[arg-type]
+    )
+
+
+class StandInSmartTurn(BaseTurnAnalyzer):
+    """Says "complete" or not, with a probability, when the VAD reports a pause."""
+
+    def __init__(self, complete: bool, probability: float):
+        super().__init__()
+        self.complete, self.probability = complete, probability
+
+    @property
+    def speech_triggered(self) -> bool:
+        return False
+
+    @property
+    def params(self) -> BaseTurnParams:
+        return BaseTurnParams()
+
+    def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
+        return EndOfTurnState.INCOMPLETE
+
+    async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
+        state = EndOfTurnState.COMPLETE if self.complete else EndOfTurnState.INCOMPLETE
+        data = TurnMetricsData(
+            processor="smart-turn",
+            is_complete=self.complete,
+            probability=self.probability,
+            e2e_processing_time_ms=1.0,
+        )
+        return state, data
+
+    def clear(self) -> None:
+        """Nothing buffered."""
+
+
+async def turn_end_after(
+    text: str, *, complete: bool, probability: float = 0.3, wait: float = 2.5
+) -> float | None:
+    """Seconds from the end of speech to the strategy's end of turn (None: not within
+    ``wait``), when the user says ``text`` and then stays quiet."""
+    waits = TurnWaits(
+        complete_pause_secs=0.3,
+        unsure_pause_secs=1.5,
+        unfinished_pause_secs=1.5,
+        min_probability=0.05,
+    )
+    strategy = TranscriptTurnStopStrategy(
+        turn_analyzer=StandInSmartTurn(complete, probability), waits=waits
+    )
+    ended: list[float] = []
+
+    @strategy.event_handler("on_user_turn_stopped")
+    async def stopped(_strategy: object, _params: object) -> None:
+        ended.append(time.time())
+
+    await strategy.setup(processor_setup())
+    await strategy.handle_user_turn_started()
+    await strategy.process_frame(VADUserStartedSpeakingFrame())
+    speech_end = time.time()
+    await strategy.process_frame(
+        VADUserStoppedSpeakingFrame(stop_secs=VAD_STOP, timestamp=speech_end + VAD_STOP)
+    )
+    transcript = TranscriptionFrame(text, "user", time_now_iso8601())
+    transcript.finalized = True
+    await strategy.process_frame(transcript)
+    deadline = time.time() + wait
+    while not ended and time.time() < deadline:
+        await asyncio.sleep(0.02)
+    await strategy.cleanup()
+    return ended[0] - speech_end if ended else None
+
+
+async def test_a_complete_sentence_and_a_short_pause_end_the_turn() -> None:
+    """Smart Turn unsure (0.3), a finished sentence: the turn ends after the short pause."""
+    after = await turn_end_after("No, not heartily, just less heartily.", complete=False)
+    assert after is not None and 0.25 <= after < 1.0, after
+
+
+async def test_smart_turn_nearly_sure_of_more_waits_the_longer_pause() -> None:
+    """A finished-looking sentence that Smart Turn is nearly sure is unfinished waits 1.5 s."""
+    after = await turn_end_after("I'd like to book a table.", complete=False, probability=0.01)
+    assert after is not None and after >= 1.45, after
+
+
+async def test_an_unfinished_clause_waits_although_smart_turn_says_done() -> None:
+    """'a table for' with Smart Turn calling it complete: held until the longer pause."""
+    after = await turn_end_after("I'd like to book a table for", complete=True)
+    assert after is not None and after >= 1.45, after
+
+
+async def test_a_filler_waits_although_smart_turn_says_done() -> None:
+    after = await turn_end_after("Um.", complete=True)
+    assert after is not None and after >= 1.45, after
+
+
+async def test_unsure_words_wait_the_longer_pause_unless_smart_turn_says_done() -> None:
+    """No sign in the words: Smart Turn's 'unfinished' waits 1.5 s, its 'done' ends it."""
+    after = await turn_end_after("okay", complete=False)
+    assert after is not None and after >= 1.45, after
+    after = await turn_end_after("okay", complete=True)
+    assert after is not None and after < 1.0, after
+
+
+async def test_unfinished_words_and_smart_turn_agreeing_wait_for_smart_turn() -> None:
+    """Both say more is coming: only Smart Turn's own stop_secs (3 s) ends the turn."""
+    assert await turn_end_after("Set an alarm for", complete=False, wait=2.0) is None
+
+
+async def test_speech_resuming_cancels_the_early_end() -> None:
+    """The user speaks again within the short pause: no end of turn from the first part."""
+    waits = TurnWaits(complete_pause_secs=0.5)
+    strategy = TranscriptTurnStopStrategy(turn_analyzer=StandInSmartTurn(False, 0.3), waits=waits)
+    ended: list[float] = []
+
+    @strategy.event_handler("on_user_turn_stopped")
+    async def stopped(_strategy: object, _params: object) -> None:
+        ended.append(time.time())
+
+    await strategy.setup(processor_setup())
+    await strategy.handle_user_turn_started()
+    await strategy.process_frame(VADUserStartedSpeakingFrame())
+    await strategy.process_frame(VADUserStoppedSpeakingFrame(stop_secs=VAD_STOP))
+    transcript = TranscriptionFrame("I'd like a table.", "user", time_now_iso8601())
+    transcript.finalized = True
+    await strategy.process_frame(transcript)
+    await strategy.process_frame(VADUserStartedSpeakingFrame())
+    await asyncio.sleep(0.8)
+    await strategy.cleanup()
+    assert ended == []
