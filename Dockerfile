@@ -19,7 +19,8 @@ COPY pyproject.toml /src/pyproject.toml
 RUN --mount=type=secret,id=ca,required=false \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
  && python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['emulator']))" > /tmp/requirements.txt \
+extras = p['optional-dependencies']; \
+print('\n'.join(p['dependencies'] + extras['emulator'] + extras['cluster']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt hatchling \
  && rm /tmp/requirements.txt
 COPY README.md LICENSE /src/
@@ -37,7 +38,16 @@ COPY --from=build /opt/talkline /opt/talkline
 ENV PATH=/opt/talkline/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TALKLINE_HOST=0.0.0.0 \
-    TALKLINE_PORT=5000
+    TALKLINE_PORT=5000 \
+    TALKLINE_MODEL_CACHE_DIR=/opt/talkline-models \
+    TALKLINE_DATA_DIR=/data
+# Moonshine is converted to int8 ONNX here, once, not at every container start.
+RUN python3 -c "from talkline.config import Settings; \
+from talkline.services.moonshine_convert import ensure_converted; \
+s = Settings(); ensure_converted(s.moonshine_model_path, s.model_cache_dir)" \
+ && mkdir -p /data && chown talkline:talkline /data
+# The session history (SQLite, unless TALKLINE_DATABASE_URL names a server) lives here.
+VOLUME /data
 USER talkline
 WORKDIR /home/talkline
 EXPOSE 5000

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: run test install lint typecheck web-check pytest system-deps bench clean mutate image image-test
+.PHONY: run test install lint typecheck web-check pytest system-deps bench clean mutate image image-test up down
 
 run: $(STAMP)
 	$(BIN)/talkline serve
@@ -66,6 +66,13 @@ image:
 
 image-test: $(STAMP)
 	deploy/container/image.sh test
+
+# The cluster on one machine (compose.yaml): Redis, three replicas, HAProxy on port 8000.
+up: $(STAMP)
+	deploy/container/image.sh up
+
+down: $(STAMP)
+	deploy/container/image.sh down
 
 clean:
 	rm -rf mutants $(VENV) .pytest_cache .mypy_cache .ruff_cache

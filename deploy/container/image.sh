@@ -2,6 +2,8 @@
 # Build, smoke-test and run talkline's container image with podman (or docker).
 #   image.sh build   build localhost/talkline:latest
 #   image.sh test    build, start it, speak a sentence through it, stop it
+#   image.sh up      build, start compose.yaml's stack, wait until it answers on /ready
+#   image.sh down    stop the stack (each replica drains first)
 # Settings (environment): IMAGE, BASE_IMAGE (default: Debian's bookworm-slim from the
 # registry, or one made here with debootstrap when the registry is out of reach).
 set -euo pipefail
@@ -95,8 +97,49 @@ smoke_test() {
     trap - EXIT
 }
 
+compose() {
+    if [ "$(engine)" = podman ]; then
+        "${COMPOSE:-$(dirname "$PYTHON")/podman-compose}" "$@"
+    else
+        docker compose "$@"
+    fi
+}
+
+publish_port() {
+    local port
+    port=$(grep -sE '^TALKLINE_PUBLISH=' .env | tail -n1 | cut -d= -f2)
+    echo "${TALKLINE_PUBLISH:-${port:-8000}}"
+}
+
+up() {
+    build
+    BASE_IMAGE=$(base_image "$(engine)")
+    export BASE_IMAGE
+    compose build redis haproxy >/dev/null
+    compose up -d
+    local url deadline
+    url="http://127.0.0.1:$(publish_port)"
+    deadline=$((SECONDS + 240))
+    log "waiting for $url/ready"
+    until curl -fsS "$url/ready" >/dev/null 2>&1; do
+        if [ $SECONDS -gt $deadline ]; then
+            log "the stack did not become ready; its logs:"
+            compose logs --tail 20 >&2 || true
+            exit 1
+        fi
+        sleep 2
+    done
+    log "ready: $url (the web page), $url/ws"
+}
+
+down() {
+    compose down -t 45
+}
+
 case "${1:-}" in
     build) build ;;
     test) smoke_test ;;
-    *) echo "usage: $0 build|test" >&2; exit 2 ;;
+    up) up ;;
+    down) down ;;
+    *) echo "usage: $0 build|test|up|down" >&2; exit 2 ;;
 esac
