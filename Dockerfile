@@ -45,6 +45,7 @@ ENV PATH=/opt/talkline/bin:$PATH \
 RUN python3 -c "from talkline.config import Settings; \
 from talkline.services.moonshine_convert import ensure_converted; \
 s = Settings(); ensure_converted(s.moonshine_model_path, s.model_cache_dir)" \
+ && chmod -R a+rX /opt/talkline-models \
  && mkdir -p /data && chown talkline:talkline /data
 # The session history (SQLite, unless TALKLINE_DATABASE_URL names a server) lives here.
 VOLUME /data

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: run test install lint typecheck web-check pytest system-deps bench clean mutate image image-test up down
+.PHONY: run test install lint typecheck web-check pytest system-deps bench clean mutate image image-test up down stack-test
 
 run: $(STAMP)
 	$(BIN)/talkline serve
@@ -73,6 +73,10 @@ up: $(STAMP)
 
 down: $(STAMP)
 	deploy/container/image.sh down
+
+# The stack keeps a conversation when the replica serving it is killed.
+stack-test: $(STAMP)
+	deploy/container/image.sh stack-test
 
 clean:
 	rm -rf mutants $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@
 #   image.sh test    build, start it, speak a sentence through it, stop it
 #   image.sh up      build, start compose.yaml's stack, wait until it answers on /ready
 #   image.sh down    stop the stack (each replica drains first)
+#   image.sh stack-test  up, talk through HAProxy, kill the serving replica, resume, down
 # Settings (environment): IMAGE, BASE_IMAGE (default: Debian's bookworm-slim from the
 # registry, or one made here with debootstrap when the registry is out of reach).
 set -euo pipefail
@@ -136,10 +137,19 @@ down() {
     compose down -t 45
 }
 
+stack_test() {
+    up
+    local status=0
+    "$PYTHON" "$HERE/stack_smoke.py" "http://127.0.0.1:$(publish_port)" "$(engine)" || status=$?
+    down
+    return $status
+}
+
 case "${1:-}" in
     build) build ;;
     test) smoke_test ;;
     up) up ;;
     down) down ;;
-    *) echo "usage: $0 build|test|up|down" >&2; exit 2 ;;
+    stack-test) stack_test ;;
+    *) echo "usage: $0 build|test|up|down|stack-test" >&2; exit 2 ;;
 esac
