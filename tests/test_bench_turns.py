@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from talkline.audio import silence
 from talkline.bench.turn_corpus import Utterance
-from talkline.bench.turns import Outcome, Pause, outcome, summary, turn_end
+from talkline.bench.turns import (
+    FLOORS,
+    Outcome,
+    Pause,
+    chosen_floor,
+    floor_label,
+    outcome,
+    summary,
+    turn_end,
+)
 from talkline.services.turn_taking import TurnWaits
 
-WAITS = TurnWaits()
+WAITS = TurnWaits(min_pause_secs=0.0)  # the rules themselves, floor aside
 
 
 def pause(text: str, probability: float, resumed: float | None = None) -> Pause:
@@ -52,3 +63,40 @@ def test_outcomes_name_their_strategy() -> None:
     utterance = Utterance("complete", "Yes.", "piper x1", False, silence(1))
     result = outcome(utterance, "whisper", "silence", [pause("Yes.", 0.9)], WAITS)
     assert isinstance(result, Outcome) and result.strategy == "silence" and not result.cut_off
+
+
+def test_the_floor_holds_the_transcript_strategy_and_only_it() -> None:
+    """A 0.9 s floor: the transcript strategy ends no sooner than 0.9 s after the speech,
+    whatever its rule says; Smart Turn alone and silence run as Pipecat's, floor aside."""
+    floored = replace(WAITS, min_pause_secs=0.9)
+    done = pause("I'd like a table.", probability=0.9)
+    assert turn_end("transcript", done, floored) == 1.0 + 0.9
+    assert turn_end("smart_turn", done, floored) == 1.3
+    unsure = pause("I'd like a table.", probability=0.2)
+    assert turn_end("transcript", unsure, floored) == 1.0 + 0.9
+    later = pause("Um.", probability=0.9)  # the rule's own 1.5 s is above the floor
+    assert turn_end("transcript", later, floored) == 1.0 + WAITS.unfinished_pause_secs
+
+
+def test_the_chosen_floor_is_the_smallest_that_does_no_worse_than_today() -> None:
+    """Today's default cuts off 3 paused utterances; the 0.6 s floor cuts off 3 but also a
+    complete one, so the rule picks 0.9 s; with no qualifying floor it picks none."""
+    cuts = {floor: ("1/20", "0/20") for floor in FLOORS}
+    cuts |= {0.0: ("10/20", "1/20"), 0.3: ("6/20", "0/20"), 0.6: ("3/20", "1/20")}
+    cuts |= {0.9: ("3/20", "0/20")}
+    assert set(cuts) == set(FLOORS)
+    rows: list[dict[str, object]] = [
+        {"stt": "whisper", "strategy": "smart_turn", "cut_off_paused": "3/20"}
+    ]
+    for floor, (paused, complete) in cuts.items():
+        rows.append(
+            {
+                "stt": "moonshine",
+                "strategy": floor_label(floor),
+                "cut_off_paused": paused,
+                "cut_off_complete": complete,
+            }
+        )
+    assert chosen_floor(rows) == 0.9
+    rows[0]["cut_off_paused"] = "0/20"
+    assert chosen_floor(rows) is None

@@ -25,6 +25,7 @@ async def test_spoken_question_is_transcribed_and_answered_with_audio(
         ready = await client.client_ready()
         assert ready.data["about"]["brain"] == "local"
         assert ready.data["about"]["responder"] == "echo"
+        assert ready.data["about"]["replica"] == server.settings.replica  # who answers
         await speak_and_wait_for_answer(client, weather_pcm)
 
     heard = words(final_transcript(client))

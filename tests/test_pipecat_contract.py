@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from talkline import lean_transport, observer
+from talkline.bench import turns as bench_turns
 from talkline.services import (
     gemini,
     local_stt,
@@ -51,6 +52,7 @@ FENCED = (
     speech_gate,
     lean_transport,
     turn_taking,
+    bench_turns,
 )
 KINDS = {"override", "calls", "reads", "replaces-init"}
 THIRD_PARTY = ("pipecat", "google")

@@ -21,6 +21,7 @@ from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.utils.asyncio.task_manager import TaskManager
 from pipecat.utils.time import time_now_iso8601
 
+from talkline.config import Settings
 from talkline.services.turn_taking import TranscriptTurnStopStrategy, TurnWaits, Verdict, judge
 
 VAD_STOP = 0.2
@@ -104,7 +105,12 @@ class StandInSmartTurn(BaseTurnAnalyzer):
 
 
 async def turn_end_after(
-    text: str, *, complete: bool, probability: float = 0.3, wait: float = 2.5
+    text: str,
+    *,
+    complete: bool,
+    probability: float = 0.3,
+    wait: float = 2.5,
+    min_pause: float = 0.0,
 ) -> float | None:
     """Seconds from the end of speech to the strategy's end of turn (None: not within
     ``wait``), when the user says ``text`` and then stays quiet."""
@@ -113,6 +119,7 @@ async def turn_end_after(
         unsure_pause_secs=1.5,
         unfinished_pause_secs=1.5,
         min_probability=0.05,
+        min_pause_secs=min_pause,
     )
     strategy = TranscriptTurnStopStrategy(
         turn_analyzer=StandInSmartTurn(complete, probability), waits=waits
@@ -176,9 +183,23 @@ async def test_unfinished_words_and_smart_turn_agreeing_wait_for_smart_turn() ->
     assert await turn_end_after("Set an alarm for", complete=False, wait=2.0) is None
 
 
+@pytest.mark.parametrize("complete", [True, False])
+async def test_no_turn_ends_below_the_floor(complete: bool) -> None:
+    """A finished sentence, Smart Turn saying done (or unsure): with a 0.9 s floor the turn
+    ends only after 0.9 s of silence, not at the VAD's stop or the 0.3 s pause."""
+    after = await turn_end_after("I'd like a table.", complete=complete, min_pause=0.9)
+    assert after is not None and 0.88 <= after < 1.4, after
+
+
+async def test_a_floor_below_the_rules_waits_changes_nothing() -> None:
+    """A floor shorter than the longer pause leaves that pause in charge."""
+    after = await turn_end_after("okay", complete=False, min_pause=0.6)
+    assert after is not None and after >= 1.45, after
+
+
 async def test_speech_resuming_cancels_the_early_end() -> None:
     """The user speaks again within the short pause: no end of turn from the first part."""
-    waits = TurnWaits(complete_pause_secs=0.5)
+    waits = TurnWaits(complete_pause_secs=0.5, min_pause_secs=0.0)
     strategy = TranscriptTurnStopStrategy(turn_analyzer=StandInSmartTurn(False, 0.3), waits=waits)
     ended: list[float] = []
 
@@ -197,3 +218,11 @@ async def test_speech_resuming_cancels_the_early_end() -> None:
     await asyncio.sleep(0.8)
     await strategy.cleanup()
     assert ended == []
+
+
+def test_the_floor_setting_reaches_the_strategys_waits() -> None:
+    """TALKLINE_TURN_MIN_PAUSE_SECS is the waits' floor; unset, it is the waits' default."""
+    given = Settings(_env_file=None, turn_min_pause_secs=1.2)  # type: ignore[call-arg]
+    assert given.options(TurnWaits, prefix="turn_").min_pause_secs == 1.2
+    default = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert default.options(TurnWaits, prefix="turn_") == TurnWaits()

@@ -221,6 +221,11 @@ class Settings(BaseSettings):
     turn_min_probability: float = Field(
         0.05, ge=0, le=1, description="Smart Turn probability below which a sentence waits."
     )
+    turn_min_pause_secs: float = Field(
+        1.2,
+        ge=0,
+        description="Silence after speech before which the transcript strategy never ends a turn.",
+    )
 
     # Offline brain: speech to text (Moonshine by default, Whisper as a setting)
     moonshine_model: str = Field(

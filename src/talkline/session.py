@@ -93,7 +93,7 @@ class Session:
         self.metrics = metrics
         self.link = link
         self.about = {"library": "talkline", "library_version": __version__}
-        self.about |= dict(options.about) | {"session_id": record.id}
+        self.about |= dict(options.about) | {"session_id": record.id, "replica": options.replica}
         self.rtvi = TalklineRTVIProcessor(self.about, self._before_ready, self._after_ready)
         self.observer = SessionObserver(options.vad_stop_secs)
         self.observer.on_turn = self._turn

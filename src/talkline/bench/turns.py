@@ -9,7 +9,8 @@ strategy's rule then says when the turn ends:
 - ``silence``: Pipecat's speech timeout, 0.6 s after the VAD's stop, once the transcript is in;
 - ``smart_turn``: Smart Turn's verdict at the pause, or its ``stop_secs`` (3 s) of silence;
 - ``transcript``: talkline's strategy (services/turn_taking.py), the same rule on the same
-  inputs (``judge`` and ``TurnWaits``).
+  inputs (``judge`` and ``TurnWaits``, whose ``earliest_end`` is the floor), swept over the
+  floor ``min_pause_secs`` (``FLOORS``): each floor is a replay of the same analysed pauses.
 
 A turn ended before the user resumed speaking is a cut-off. Latency is from the end of the
 user's speech to the first bot audio: the turn's end plus the time Piper takes to say the
@@ -22,21 +23,52 @@ import asyncio
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 
 from talkline.audio import RATE
 from talkline.bench.turn_corpus import Utterance
 from talkline.services.turn_models import TurnModels
 from talkline.services.turn_taking import TurnWaits, Verdict, judge
 
+# --- Pipecat internals this module relies on -----------------------------------------------
+# (owner, name, kind, why), checked by tests/test_pipecat_contract.py. Both are methods
+# called on analyzers made here ("calls" means self/super calls there, so: "reads").
+PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
+    (VADAnalyzer, "_run_analyzer", "reads", "score frames in step, without an event loop"),
+    (LocalSmartTurnAnalyzerV3, "_predict_endpoint", "reads", "score the audio of one pause"),
+)
+
 FRAME = 320  # 20 ms at 16 kHz, as clients send
 SMART_TURN_STOP_SECS = 3.0
 SMART_TURN_PRE_SPEECH_SECS = 0.5 + 0.2  # Smart Turn's pre-speech audio, plus VAD start_secs
 SPEECH_TIMEOUT_SECS = 0.6  # Pipecat's SpeechTimeoutUserTurnStopStrategy default
 STRATEGIES = ("silence", "smart_turn", "transcript")
+FLOORS = (0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.1)  # the transcript strategy's floors swept
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A strategy with its waits, under the name the report gives it."""
+
+    label: str
+    strategy: str
+    waits: TurnWaits
+
+
+def variants(waits: TurnWaits) -> list[Variant]:
+    """Silence, Smart Turn alone, and the transcript strategy at each floor of the sweep."""
+    made = [Variant("silence", "silence", waits), Variant("smart_turn", "smart_turn", waits)]
+    for floor in FLOORS:
+        made.append(Variant(floor_label(floor), "transcript", replace(waits, min_pause_secs=floor)))
+    return made
+
+
+def floor_label(floor: float) -> str:
+    return f"transcript, floor {floor:.1f} s"
 
 
 @dataclass
@@ -120,7 +152,17 @@ def _first_sound(audio: np.ndarray) -> float:
 
 
 def turn_end(strategy: str, pause: Pause, waits: TurnWaits) -> float:
-    """When ``strategy`` ends the turn at ``pause`` if the user stays quiet."""
+    """When ``strategy`` ends the turn at ``pause`` if the user stays quiet. The floor
+    applies to the transcript strategy, as in the server (Pipecat's own strategies run the
+    other two)."""
+    end = _rule_end(strategy, pause, waits)
+    if strategy == "transcript":
+        return max(end, waits.earliest_end(pause.speech_end))
+    return end
+
+
+def _rule_end(strategy: str, pause: Pause, waits: TurnWaits) -> float:
+    """When ``strategy``'s rule ends the turn, floor aside."""
     heard = pause.vad_stop + pause.stt_secs  # the transcript is in
     scored = pause.vad_stop + pause.smart_turn_secs  # Smart Turn has spoken
     if strategy == "silence":
@@ -143,28 +185,36 @@ def turn_end(strategy: str, pause: Pause, waits: TurnWaits) -> float:
 
 
 def outcome(
-    utterance: Utterance, stt: str, strategy: str, pauses: list[Pause], waits: TurnWaits
+    utterance: Utterance,
+    stt: str,
+    strategy: str,
+    pauses: list[Pause],
+    waits: TurnWaits,
+    label: str | None = None,
 ) -> Outcome:
     """The first pause at which the strategy ends the turn before the user speaks again."""
+    name = label or strategy
     for index, pause in enumerate(pauses):
         end = turn_end(strategy, pause, waits)
         if pause.resumed is None or end < pause.resumed:
             last = index == len(pauses) - 1
-            return Outcome(utterance, stt, strategy, not last, end - pause.speech_end)
-    return Outcome(utterance, stt, strategy, False, None)
+            return Outcome(utterance, stt, name, not last, end - pause.speech_end)
+    return Outcome(utterance, stt, name, False, None)
 
 
 def run(utterances: list[Utterance], transcribers: list[Transcriber]) -> list[Outcome]:
     """Every utterance through every recognizer, judged by every strategy."""
     models = TurnModels(turn_threads=1)
-    waits = TurnWaits()
+    replays = variants(TurnWaits())
     outcomes = []
     try:
         for stt in transcribers:
             for utterance in utterances:
-                pauses = analyse(models, stt, utterance)
-                for strategy in STRATEGIES:
-                    outcomes.append(outcome(utterance, stt.name, strategy, pauses, waits))
+                pauses = analyse(models, stt, utterance)  # the expensive part, once
+                for v in replays:
+                    outcomes.append(
+                        outcome(utterance, stt.name, v.strategy, pauses, v.waits, v.label)
+                    )
     finally:
         models.close()
     return outcomes
@@ -178,9 +228,8 @@ def percentile(values: list[float], share: float) -> float:
 def summary(outcomes: list[Outcome], tts_secs: float) -> list[dict[str, object]]:
     """One row per (recognizer, strategy): latency percentiles and cut-off rates."""
     rows: list[dict[str, object]] = []
-    keys = sorted(
-        {(o.stt, o.strategy) for o in outcomes}, key=lambda k: (k[0], STRATEGIES.index(k[1]))
-    )
+    labels = list(dict.fromkeys(o.strategy for o in outcomes))  # in the order they were run
+    keys = sorted({(o.stt, o.strategy) for o in outcomes}, key=lambda k: (k[0], labels.index(k[1])))
     for stt, strategy in keys:
         mine = [o for o in outcomes if o.stt == stt and o.strategy == strategy]
         latencies = [o.latency + tts_secs for o in mine if o.latency is not None and not o.cut_off]
@@ -198,6 +247,24 @@ def summary(outcomes: list[Outcome], tts_secs: float) -> list[dict[str, object]]
             }
         )
     return rows
+
+
+def chosen_floor(rows: list[dict[str, object]], stt: str = "moonshine") -> float | None:
+    """The smallest swept floor at which ``stt`` + the transcript strategy cuts off no more
+    paused utterances than today's default (Whisper + Smart Turn) and no complete one; None
+    when no floor of the sweep does."""
+    table = {(r["stt"], r["strategy"]): r for r in rows}
+    today = _count(table[("whisper", "smart_turn")]["cut_off_paused"])
+    for floor in FLOORS:
+        row = table[(stt, floor_label(floor))]
+        if _count(row["cut_off_paused"]) <= today and _count(row["cut_off_complete"]) == 0:
+            return floor
+    return None
+
+
+def _count(share: object) -> int:
+    """The numerator of a "3/20" cut-off share."""
+    return int(str(share).split("/")[0])
 
 
 async def piper_first_phrase_secs(repeats: int = 5) -> float:

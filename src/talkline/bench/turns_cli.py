@@ -11,7 +11,14 @@ from pathlib import Path
 
 from talkline.audio import silence
 from talkline.bench.turn_corpus import build_corpus, duration
-from talkline.bench.turns import STRATEGIES, Outcome, Transcriber, measure_tts, run, summary
+from talkline.bench.turns import (
+    Outcome,
+    Transcriber,
+    chosen_floor,
+    measure_tts,
+    run,
+    summary,
+)
 from talkline.config import Settings
 from talkline.services.local_stt import SharedWhisper
 from talkline.services.moonshine_convert import ensure_converted
@@ -93,23 +100,43 @@ def write_report(
             f"| {row['stt']} | {row['strategy']} | {row['median_ms']} | {row['p90_ms']} "
             f"| {row['cut_off_paused']} | {row['cut_off_complete']} |"
         )
+    lines += ["", _floor_choice(rows)]
     lines += ["", "Recognizer time per segment (ms, median / max):", ""]
     for stt in stts:
         ms = sorted(t * 1000 for t in stt.timings)
         lines.append(f"- {stt.name}: {ms[len(ms) // 2]:.0f} / {ms[-1]:.0f}")
+    labels = _labels(rows)
     lines += [
         "",
         "## Each utterance",
         "",
-        "| kind | voice | noise | text | stt | " + " | ".join(STRATEGIES) + " |",
-        "|---|---|---|---|---|" + "---|" * len(STRATEGIES),
+        "| kind | voice | noise | text | stt | " + " | ".join(labels) + " |",
+        "|---|---|---|---|---|" + "---|" * len(labels),
     ]
     lines += _per_utterance(outcomes)
     (out / "README.md").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
+def _labels(rows: list[dict[str, object]]) -> list[str]:
+    """The strategies (with the transcript strategy's floors) in the order they were run."""
+    return list(dict.fromkeys(str(row["strategy"]) for row in rows))
+
+
+def _floor_choice(rows: list[dict[str, object]]) -> str:
+    """The sentence saying which floor the rule picks from this run."""
+    rule = (
+        "the smallest floor at which Moonshine + transcript cuts off no more paused "
+        "utterances than Whisper + smart_turn (today's default) and no complete one"
+    )
+    floor = chosen_floor(rows)
+    if floor is None:
+        return f"Floor chosen by the rule ({rule}): none of the sweep qualifies."
+    return f"Floor chosen by the rule ({rule}): **{floor:.1f} s**."
+
+
 def _per_utterance(outcomes: list[Outcome]) -> list[str]:
+    labels = list(dict.fromkeys(o.strategy for o in outcomes))
     lines = []
     keys: list[tuple[int, str]] = []
     for o in outcomes:
@@ -118,7 +145,7 @@ def _per_utterance(outcomes: list[Outcome]) -> list[str]:
     for key, stt in keys:
         mine = {o.strategy: o for o in outcomes if id(o.utterance) == key and o.stt == stt}
         first = next(iter(mine.values())).utterance
-        cells = [_cell(mine[s]) for s in STRATEGIES]
+        cells = [_cell(mine[s]) for s in labels]
         noise = "yes" if first.noisy else ""
         lines.append(
             f"| {first.kind} | {first.voice} | {noise} | {first.text} | {stt} | "
@@ -142,9 +169,10 @@ def plot(path: Path, rows: list[dict[str, object]]) -> None:
     import matplotlib.pyplot as plt
 
     stts = sorted({str(row["stt"]) for row in rows}, reverse=True)
-    figure, axes = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(STRATEGIES)
-    for index, strategy in enumerate(STRATEGIES):
+    labels = _labels(rows)
+    figure, axes = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(labels)
+    for index, strategy in enumerate(labels):
         mine = {str(r["stt"]): r for r in rows if r["strategy"] == strategy}
         xs = [n + index * width for n in range(len(stts))]
         medians = [float(mine[s]["median_ms"] or 0) for s in stts]  # type: ignore[arg-type]
@@ -154,10 +182,10 @@ def plot(path: Path, rows: list[dict[str, object]]) -> None:
         for x, row_stt in zip(xs, stts, strict=True):
             cut = mine[row_stt]["cut_off_paused"]
             axes.text(x, 50, f"cut {cut}", rotation=90, ha="center", va="bottom", fontsize=8)
-    axes.set_xticks([n + width for n in range(len(stts))], stts)
+    axes.set_xticks([n + 0.4 - width / 2 for n in range(len(stts))], stts)
     axes.set_ylabel("end of speech → first bot audio (ms)")
     axes.set_title("Turn-taking: latency and cut-offs of mid-sentence pauses")
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

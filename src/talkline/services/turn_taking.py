@@ -14,6 +14,12 @@ of a second after the pause, so it can settle those cases:
   nearly certain is unfinished, end the turn after ``unsure_pause_secs``;
 - an unfinished clause that Smart Turn also calls unfinished waits for Smart Turn's
   ``stop_secs``, as before.
+
+Whatever the verdicts, no turn ends before ``min_pause_secs`` of silence (the floor): a
+fast recognizer makes every rule above act within a few hundred ms of a pause, so a user who
+pauses mid-sentence on a clause that looks complete ("I'd like a table … by the window") would
+be cut off more often than with a slow one. ``TurnWaits.earliest_end`` is that rule, shared
+with the turn-taking benchmark's replay (bench/turns.py).
 """
 
 from __future__ import annotations
@@ -95,6 +101,11 @@ class TurnWaits:
     unsure_pause_secs: float = 1.5
     unfinished_pause_secs: float = 1.5
     min_probability: float = 0.05
+    min_pause_secs: float = 1.2  # chosen by the turn benchmark (bench/results/turns/NOTES.md)
+
+    def earliest_end(self, speech_end: float) -> float:
+        """The floor: no turn ends before ``min_pause_secs`` of silence after the speech."""
+        return speech_end + self.min_pause_secs
 
 
 class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
@@ -134,6 +145,10 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         await super()._handle_prediction_result(result)
 
     async def _maybe_trigger_user_turn_stopped(self) -> None:
+        if self._speech_ended_at is not None and not self._waited_until(
+            self._waits.earliest_end(self._speech_ended_at)
+        ):
+            return  # below the floor, whatever Smart Turn and the words say
         verdict = self._verdict()
         if verdict is Verdict.UNFINISHED:
             if self._turn_complete and not self._waited(self._waits.unfinished_pause_secs):
@@ -161,7 +176,11 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
     def _waited(self, pause: float) -> bool:
         """Whether the silence has lasted ``pause``; if not, look again when it has."""
         assert self._speech_ended_at is not None
-        remaining = self._speech_ended_at + pause - time.time()
+        return self._waited_until(self._speech_ended_at + pause)
+
+    def _waited_until(self, deadline: float) -> bool:
+        """Whether the wall clock has passed ``deadline``; if not, look again when it has."""
+        remaining = deadline - time.time()
         if remaining <= 0:
             return True
         if self._recheck is None:
