@@ -7,7 +7,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 LLM_STAMP := $(VENV)/.local-llm-stamp
 PYTHON ?= python3
 
-.PHONY: run test install lint typecheck web-check pytest system-deps bench clean mutate
+.PHONY: run test install lint typecheck web-check pytest system-deps bench clean mutate image image-test up down stack-test
 
 run: $(RUN_STAMP) $(if $(filter local,$(TALKLINE_RESPONDER)),$(LLM_STAMP))
 	$(BIN)/talkline serve
@@ -75,6 +75,24 @@ mutate: $(STAMP)
 	$(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results
 	$(BIN)/mutmut results --all true | $(BIN)/python tests/mutation_scores.py
+
+# The container image (podman, or docker with an engine): deploy/container/image.sh.
+image:
+	deploy/container/image.sh build
+
+image-test: $(STAMP)
+	deploy/container/image.sh test
+
+# The cluster on one machine (compose.yaml): Redis, three replicas, HAProxy on port 8000.
+up: $(STAMP)
+	deploy/container/image.sh up
+
+down: $(STAMP)
+	deploy/container/image.sh down
+
+# The stack keeps a conversation when the replica serving it is killed.
+stack-test: $(STAMP)
+	deploy/container/image.sh stack-test
 
 clean:
 	rm -rf mutants $(VENV) .pytest_cache .mypy_cache .ruff_cache
