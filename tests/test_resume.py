@@ -16,6 +16,7 @@ from talkline.audio import silence
 from talkline.client import RTVIClient
 from talkline.client_resume import resumable, resume_url
 from talkline.emulator import GeminiEmulator
+from talkline.lifecycle import EndReason
 from tests.support import ServerThread, running_gemini_server, speak_until_turns
 
 ANSWER_TIMEOUT = 30.0
@@ -204,3 +205,22 @@ async def test_a_refused_handle_starts_fresh_seeded_with_the_transcript(
     seeded = str(seeds[0])
     assert all(words in seeded for words in ("turn 1", "reply 1", "turn 2", "reply 2"))
     assert second.of_type("bot-stopped-speaking"), "the next turn is answered"
+
+
+async def test_a_resume_does_not_restart_the_idle_timeout(emulator: GeminiEmulator) -> None:
+    """Quiet for most of the idle timeout, dropped, resumed: the resumed session ends for
+    idleness when the timeout counted from the last speech (here: the start) runs out, not a
+    whole idle timeout after the resume."""
+    idle = 4.0
+    with running_gemini_server(emulator, idle_timeout=idle, resume_window=30) as server:
+        async with RTVIClient(server.ws_url) as first:
+            await first.client_ready()
+            offer = await wait_resumable(first)
+            await asyncio.sleep(idle - 1.0)
+            drop(first)
+        second = await resume(server, offer["resume"])
+        await second.client_ready()
+        await second.wait_for("closed", timeout=idle - 1.0)  # a full timeout would be 4 s
+
+    ending = [e for e in second.of_type("server-message") if e.data["type"] == "session-ending"]
+    assert ending and ending[0].data["reason"] == EndReason.IDLE_TIMEOUT.label

@@ -171,3 +171,12 @@ async def test_a_live_owner_writes_its_conversation_again_after_the_registry_los
         assert found.transcript == [{"role": "user", "content": "still here"}]
     finally:
         await link.finish(EndReason.CLIENT_DISCONNECTED, 1000)
+
+
+async def test_a_keep_alive_records_when_someone_last_spoke(registry: ResumeRegistry) -> None:
+    """A resume's idle timeout counts from ``last_active``, which each keep-alive carries."""
+    secret = await started(registry, "s-active")
+    assert (await registry.check(secret, "key-0")).last_active == 0.0  # nobody spoke yet
+    assert await registry.keep_alive("s-active", 1, 1_700_000_123.25) is Hold.KEPT
+    assert await registry.keep_alive("s-active", 1) is Hold.KEPT  # no news: kept as it was
+    assert (await registry.check(secret, "key-0")).last_active == 1_700_000_123.25

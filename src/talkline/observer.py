@@ -49,6 +49,12 @@ WATCHED = (
     ErrorFrame,
     MetricsFrame,
 )
+SPEECH = (
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+)
 ANSWER_WAIT_SECS = 10.0  # after the user stops, how long an answer counts as coming
 
 
@@ -66,12 +72,15 @@ class SessionObserver(BaseObserver):
         self.tokens = 0
         self.errors: Counter[str] = Counter()
         self.on_turn: Callable[[float | None], None] = lambda _latency: None
+        self.last_active = time.time()  # wall clock of the last speech start or stop, either side
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
         if not data.first_push or not isinstance(frame, WATCHED):
             return
         now = time.monotonic()
+        if isinstance(frame, SPEECH):
+            self.last_active = time.time()
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             # The VAD reports the stop ``stop_secs`` after the speech really ended.
             self._speech_ended_at = now - self._vad_stop_secs

@@ -72,6 +72,8 @@ class ResumeLink:
         self.secret_hash = conversation.secret_hash if conversation else ""
         self._handle, self._transcript = self.handle, list(self.transcript)
         self.on_fenced: Callable[[], None] = lambda: None
+        self.last_active: Callable[[], float] = time.time  # the session tells when
+        # someone last spoke; a resume's idle timeout counts from it
         self._beat: asyncio.Task[None] | None = None
 
     @property
@@ -108,7 +110,9 @@ class ResumeLink:
         while True:
             await asyncio.sleep(interval)
             try:
-                hold = await self.registry.keep_alive(self.session_id, self.epoch)
+                hold = await self.registry.keep_alive(
+                    self.session_id, self.epoch, self.last_active()
+                )
                 if hold is Hold.LOST:
                     await self._write_anew()
             except Exception as error:  # the registry's trouble must not end the session
@@ -146,6 +150,7 @@ class ResumeLink:
             self.epoch,
             self._handle,
             self._transcript,
+            self.last_active(),
         )
         await self.registry.create(conversation)
 
@@ -165,6 +170,8 @@ class ResumeLink:
             reason is EndReason.CLIENT_DISCONNECTED and client_code != status.WS_1000_NORMAL_CLOSURE
         )
         if unexpected or reason is EndReason.SESSION_MOVING:
+            with contextlib.suppress(Exception):  # when someone last spoke, for the resume
+                await self.registry.keep_alive(self.session_id, self.epoch, self.last_active())
             return True
         with contextlib.suppress(Exception):
             await self.registry.end(self.session_id, self.epoch)

@@ -120,6 +120,10 @@ class Session:
             hooks.handle, hooks.transcript = link.handle, link.transcript
             hooks.on_handle = link.store
             link.on_fenced = record.fence = self._taken_over
+            link.last_active = lambda: self.observer.last_active
+            if link.resumed is not None:  # idle since the last speech, before the drop
+                earlier = link.resumed.conversation
+                self.observer.last_active = earlier.last_active or earlier.started
         built = pipelines.build(self.transport, hooks)
         self.upstream = built.upstream
         self.upstream_resume = built.resume
@@ -186,6 +190,8 @@ class Session:
             asyncio.create_task(self._session_timer(), name=f"timeout-{self.record.id}"),
             asyncio.create_task(self._ready_timer(), name=f"ready-{self.record.id}"),
         ]
+        if self.link is not None and self.link.resumed is not None:
+            timers.append(asyncio.create_task(self._resumed_idle_timer(), name="resumed-idle"))
         runner = WorkerRunner(handle_sigint=False)
         if self.history is not None:
             self.history.started()
@@ -257,6 +263,14 @@ class Session:
         await asyncio.sleep(max(0.0, self.options.session_timeout - (time.time() - started)))
         reason = EndReason.SESSION_TIMEOUT
         self.end(reason, reason.message(minutes=self.options.session_timeout / 60))
+
+    async def _resumed_idle_timer(self) -> None:
+        """A resumed conversation's idle time counts from the last speech before the drop
+        (Pipecat's idle timer starts afresh with the pipeline): end it when that runs out."""
+        while (left := self.observer.last_active + self.options.idle_timeout - time.time()) > 0:
+            await asyncio.sleep(left)
+        reason = EndReason.IDLE_TIMEOUT
+        self.end(reason, reason.message(minutes=self.options.idle_timeout / 60))
 
     async def _ready_timer(self) -> None:
         await asyncio.sleep(self.options.ready_timeout)

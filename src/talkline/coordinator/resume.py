@@ -71,6 +71,7 @@ class Conversation:
     epoch: int = 1
     handle: str = ""
     transcript: Transcript = field(default_factory=list)
+    last_active: float = 0.0  # wall clock of the last speech either side (0: the start)
 
 
 def new_secret(session_id: str) -> str:
@@ -111,8 +112,11 @@ class ResumeRegistry(Protocol):
         """The newest handle and transcript, if ``epoch`` still owns the conversation."""
         ...
 
-    async def keep_alive(self, session_id: str, epoch: int) -> Hold:
-        """The owner is alive: the window starts again, if ``epoch`` still owns it."""
+    async def keep_alive(
+        self, session_id: str, epoch: int, last_active: float | None = None
+    ) -> Hold:
+        """The owner is alive: the window starts again, if ``epoch`` still owns it; with
+        ``last_active``, when someone last spoke (a resume's idle timeout counts from it)."""
         ...
 
     async def end(self, session_id: str, epoch: int) -> None:
@@ -192,9 +196,13 @@ class LocalResumeRegistry:
             self._put(conversation)
         return hold
 
-    async def keep_alive(self, session_id: str, epoch: int) -> Hold:
+    async def keep_alive(
+        self, session_id: str, epoch: int, last_active: float | None = None
+    ) -> Hold:
         hold, conversation = self._hold(session_id, epoch)
         if conversation is not None:
+            if last_active is not None:
+                conversation.last_active = last_active
             self._put(conversation)
         return hold
 
@@ -229,6 +237,7 @@ KEEP_ALIVE = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return -1 end
 if epoch ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'last_active', ARGV[3]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
@@ -247,6 +256,7 @@ def from_hash(values: dict[str, str]) -> Conversation:
         key_id=values.get("key_id", ""),
         started=float(values["started"]),
         epoch=int(values["epoch"]),
+        last_active=float(values.get("last_active") or 0.0),
         handle=values.get("handle", ""),
         transcript=json.loads(values.get("transcript") or "[]"),
     )
@@ -307,9 +317,15 @@ class RedisResumeRegistry:
         args: list[str | int] = [epoch, handle, json.dumps(bounded(transcript)), self._ttl_ms]
         return HOLDS[int(await self._store(keys=[KEY_PREFIX + session_id], args=args))]
 
-    async def keep_alive(self, session_id: str, epoch: int) -> Hold:
+    async def keep_alive(
+        self, session_id: str, epoch: int, last_active: float | None = None
+    ) -> Hold:
         self.calls += 1
-        args = [epoch, self._ttl_ms]
+        args: list[str | int] = [
+            epoch,
+            self._ttl_ms,
+            "" if last_active is None else repr(last_active),
+        ]
         return HOLDS[int(await self._keep_alive(keys=[KEY_PREFIX + session_id], args=args))]
 
     async def end(self, session_id: str, epoch: int) -> None:
