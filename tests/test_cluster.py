@@ -16,11 +16,14 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from talkline.audio import silence
 from talkline.auth import mint_token
 from talkline.client import RTVIClient
+from talkline.client_resume import resume_url
 from talkline.coordinator.leases import LeaseStore
 from tests.cluster import Cluster, running_cluster, wait_for
-from tests.support import speak_and_wait_for_answer
+from tests.support import speak_and_wait_for_answer, speak_until_turns
+from tests.test_resume import bot_texts, talk_turns, wait_resumable
 
 LEASE_TTL, LEASE_RENEW = 6.0, 2.0
 KEYS = ("k1", "k2", "k3")
@@ -167,3 +170,33 @@ async def test_redis_stopped_live_sessions_talk_new_ones_wait_then_leases_come_b
         await speak_and_wait_for_answer(late, weather_pcm)
         assert await counted(cluster) == 3
     await until_counted(cluster, 0, 10)
+
+
+async def test_a_conversation_resumes_through_haproxy_on_another_replica(
+    cluster: Cluster, weather_pcm: bytes
+) -> None:
+    """Two turns through HAProxy, then ``kill -9`` of the replica that answered them: the
+    client resumes through HAProxy on another replica, and its next turn is turn 3 of the
+    same Gemini conversation (the newest handle went with it)."""
+    client = await admitted(cluster, "k1", "127.0.0.50")
+    offer = await wait_resumable(client)
+    await talk_turns(client, weather_pcm, 2)
+    await asyncio.sleep(0.3)  # the last answer's handle reaches Redis
+    first = client.of_type("bot-ready")[0].data["about"]["replica"]
+    victim = next(r for r in cluster.replicas if r.name == first)
+    victim.kill()
+    await client.wait_for("closed", timeout=10)
+    url = await resume_url(cluster.proxy.http_url, offer["resume"], api_key="k1")
+    second = RTVIClient(url, source="127.0.0.50")
+    async with closing([client, second]):
+        await second.connect()
+        ready = await second.client_ready()
+        await speak_until_turns(second, weather_pcm + silence(0.6), 1)
+    victim.start()
+    await asyncio.to_thread(wait_for, victim.ready, "the restarted replica")
+    await asyncio.to_thread(cluster.wait_proxied)
+    await until_counted(cluster, 0, 10)
+
+    about = ready.data["about"]
+    assert about["resumed"] is True and about["replica"] != first
+    assert bot_texts(second) == ["reply 3"]
