@@ -22,6 +22,8 @@ from typing import IO, Any
 
 import httpx
 
+from tests.support import OnLoopback
+
 ROOT = Path(__file__).resolve().parents[1]
 HAPROXY_CONFIG = ROOT / "deploy" / "haproxy.cfg"
 START_TIMEOUT_SECS = 120.0
@@ -142,7 +144,7 @@ class EmulatorProcess(Process):
         return bool(self.base_url and self.ca_file)
 
 
-class Replica(Process):
+class Replica(Process, OnLoopback):
     """``talkline serve`` on its own port, with ``env`` as its settings."""
 
     def __init__(self, name: str, directory: Path, env: dict[str, str]):
@@ -150,14 +152,6 @@ class Replica(Process):
         env = env | {"TALKLINE_PORT": str(self.port), "TALKLINE_REPLICA": name}
         command = [sys.executable, "-m", "talkline", "serve"]
         super().__init__(name, command, directory / f"{name}.log", env)
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     @property
     def address(self) -> str:
@@ -178,7 +172,7 @@ class Replica(Process):
         return reply
 
 
-class HAProxy(Process):
+class HAProxy(Process, OnLoopback):
     """``haproxy`` in the foreground with ``deploy/haproxy.cfg``, replicas from the env."""
 
     def __init__(self, directory: Path, replicas: list[Replica]):
@@ -190,14 +184,6 @@ class HAProxy(Process):
         env |= {f"TALKLINE_REPLICA_{i}": r.address for i, r in enumerate(replicas, 1)}
         command = ["haproxy", "-db", "-f", str(HAPROXY_CONFIG)]
         super().__init__("haproxy", command, directory / "haproxy.log", env)
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self, stdout: int | IO[bytes] | None = None) -> None:
         super().start(stdout)

@@ -24,6 +24,7 @@ import redis
 
 from talkline.emulator import GeminiEmulator
 from talkline.processes import free_port
+from tests.support import OnLoopback
 
 START_TIMEOUT_SECS = 90.0
 
@@ -55,21 +56,13 @@ def redis_server(directory: Path) -> Iterator[str]:
 
 
 @dataclass
-class Replica:
+class Replica(OnLoopback):
     """One `talkline serve` process."""
 
     name: str
     process: subprocess.Popen[bytes]
     port: int
     log: Path
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def signal(self, sig: signal.Signals) -> None:
         self.process.send_signal(sig)

@@ -58,7 +58,21 @@ def in_process(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 
 
-class ServerThread:
+class OnLoopback:
+    """Something serving talkline on 127.0.0.1 at ``port``: its HTTP and /ws addresses."""
+
+    port: int
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+class ServerThread(OnLoopback):
     """talkline's app under uvicorn in a thread, serving real sockets on 127.0.0.1."""
 
     def __init__(self, settings: Settings, shared: SharedResources | None = None):
@@ -85,19 +99,6 @@ class ServerThread:
         return self.call(count())
 
     @property
-    def port(self) -> int:
-        sockets = self.server.servers[0].sockets
-        return int(sockets[0].getsockname()[1])
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    @property
     def state(self) -> ServerState:
         return server_state(self.app)
 
@@ -112,6 +113,7 @@ class ServerThread:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the test server did not start")
             time.sleep(0.05)
+        self.port = int(self.server.servers[0].sockets[0].getsockname()[1])
         while httpx.get(f"{self.http_url}/ready").status_code != 200:
             if self.shared.failure or time.monotonic() > deadline:
                 raise RuntimeError(f"the test server is not ready: {self.shared.failure}")
