@@ -9,17 +9,15 @@ CPU.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import numpy as np
 from faster_whisper import WhisperModel
 from loguru import logger
-from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
-from pipecat.services.stt_service import SegmentedSTTService, STTService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
-from pipecat.utils.time import time_now_iso8601
+
+from talkline.services.shared_stt import SharedModelSTT
 
 TTFS_P99_SECS = 1.0  # speech end → transcript, tiny.en on two cores (measured ~0.6-0.9 s)
 NO_SPEECH_THRESHOLD = 0.4  # Pipecat's default: segments likelier than this to be noise are dropped
@@ -31,8 +29,6 @@ NO_SPEECH_THRESHOLD = 0.4  # Pipecat's default: segments likelier than this to b
 PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
     (WhisperSTTService, "_load", "override", "borrow the shared model instead of loading one"),
     (WhisperSTTService, "_model", "reads", "set to the shared model"),
-    (SegmentedSTTService, "_cancel_segment_task", "calls", "end the task with the pipeline"),
-    (STTService, "_user_id", "reads", "the speaker of a transcription"),
 )
 
 
@@ -72,8 +68,10 @@ class SharedWhisper:
         return " ".join(text.strip() for text in spoken).strip()
 
 
-class SharedWhisperSTTService(WhisperSTTService):
+class SharedWhisperSTTService(SharedModelSTT, WhisperSTTService):
     """Pipecat's Whisper service, borrowing the shared model instead of loading one."""
+
+    _shared: SharedWhisper
 
     def __init__(self, shared: SharedWhisper, **kwargs):
         self._shared = shared
@@ -87,26 +85,5 @@ class SharedWhisperSTTService(WhisperSTTService):
     def _load(self) -> None:
         self._model = self._shared.model
 
-    async def cleanup(self) -> None:
-        # Pipecat's SegmentedSTTService starts its transcription task in start(); a session
-        # cancelled before its StartFrame reached this service (a client that connects and
-        # leaves at once) has cancel() run first, and the task started afterwards was left
-        # running forever. Whatever the order, the task ends with the pipeline.
-        await self._cancel_segment_task()
-        await super().cleanup()
-
-    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
-        """Transcribe one utterance in a shared slot; a failure is an error frame, not a crash."""
-        await self.start_processing_metrics()
-        try:
-            async with self._shared.slots:
-                text = await asyncio.to_thread(self._shared.transcribe, audio)
-        except Exception as error:  # a broken model must not end the session
-            logger.exception("transcription failed")
-            yield ErrorFrame(f"Speech recognition failed: {error}")
-            return
-        finally:
-            await self.stop_processing_metrics()
-        if text:
-            logger.debug(f"Transcription: [{text}]")
-            yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
+    def transcribe(self, audio: bytes) -> str:
+        return self._shared.transcribe(audio)

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from loguru import logger
-from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
 from pipecat.services.settings import STTSettings
-from pipecat.services.stt_service import SegmentedSTTService, STTService
 from pipecat.transcriptions.language import Language
-from pipecat.utils.time import time_now_iso8601
+
+from talkline.services.shared_stt import SharedModelSTT
 
 MODEL_RATE = 16000
 START_TOKEN, END_TOKEN = 1, 2  # <s>, </s>
@@ -31,13 +29,6 @@ TRAILING_SILENCE_SECS = 0.1  # Moonshine needs little padding to finish the last
 # Moonshine learnt some words from old books: "to-day", "to-morrow", "to-night".
 OLD_SPELLINGS = re.compile(r"\b([Tt]o)-(day|morrow|night)\b")
 TTFS_P99_SECS = 0.5  # speech end → transcript on two busy cores
-
-# --- Pipecat internals this module relies on -----------------------------------------------
-# (owner, name, kind, why), checked by tests/test_pipecat_contract.py as in local_stt.py.
-PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
-    (SegmentedSTTService, "_cancel_segment_task", "calls", "end the task with the pipeline"),
-    (STTService, "_user_id", "reads", "the speaker of a transcription"),
-)
 
 
 class Tokenizer:
@@ -134,8 +125,10 @@ def _to_model_rate(samples: np.ndarray, rate: int) -> np.ndarray:
     )
 
 
-class MoonshineSTTService(SegmentedSTTService):
+class MoonshineSTTService(SharedModelSTT):
     """Transcribes each utterance the VAD delimits with the shared Moonshine model."""
+
+    _shared: SharedMoonshine
 
     def __init__(self, shared: SharedMoonshine, **kwargs):
         self._shared = shared
@@ -153,24 +146,5 @@ class MoonshineSTTService(SegmentedSTTService):
     def can_generate_metrics(self) -> bool:
         return True
 
-    async def cleanup(self) -> None:
-        # As for Whisper (services/local_stt.py): a session cancelled before its StartFrame
-        # reached this service would otherwise leave the transcription task running.
-        await self._cancel_segment_task()
-        await super().cleanup()
-
-    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
-        """Transcribe one utterance in a shared slot; a failure is an error frame, not a crash."""
-        await self.start_processing_metrics()
-        try:
-            async with self._shared.slots:
-                text = await asyncio.to_thread(self._shared.transcribe, audio, self.sample_rate)
-        except Exception as error:  # a broken model must not end the session
-            logger.exception("transcription failed")
-            yield ErrorFrame(f"Speech recognition failed: {error}")
-            return
-        finally:
-            await self.stop_processing_metrics()
-        if text:
-            logger.debug(f"Transcription: [{text}]")
-            yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
+    def transcribe(self, audio: bytes) -> str:
+        return self._shared.transcribe(audio, self.sample_rate)
