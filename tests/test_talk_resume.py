@@ -75,7 +75,12 @@ async def test_talk_reconnects_by_itself_and_the_conversation_continues(
                 await emulator.wait_for(lambda: emulator.recorder.completed_turns >= 1, 60)
                 await asyncio.sleep(0.5)
                 proxy.cut()
-                output, _ = await asyncio.wait_for(talk.communicate(), 120)
+                try:
+                    output, _ = await asyncio.wait_for(talk.communicate(), 120)
+                except TimeoutError:  # say what talk printed before it hung
+                    talk.kill()
+                    output, _ = await talk.communicate()
+                    raise AssertionError(f"talk did not finish:\n{output.decode()}") from None
 
     text = output.decode()
     assert talk.returncode == 0, text
