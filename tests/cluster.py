@@ -120,6 +120,17 @@ class RedisServer(Process):
         return False
 
 
+@contextlib.contextmanager
+def running_redis(directory: Path) -> Iterator[RedisServer]:
+    """A RedisServer started in ``directory``, stopped afterwards."""
+    server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 class EmulatorProcess(Process):
     """``talkline emulate-gemini``: base URL and CA file read from what it prints."""
 

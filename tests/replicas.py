@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
 from talkline.emulator import GeminiEmulator
 from talkline.processes import free_port
+from tests.cluster import running_redis
 from tests.support import OnLoopback
 
 START_TIMEOUT_SECS = 90.0
@@ -32,27 +32,8 @@ START_TIMEOUT_SECS = 90.0
 @contextlib.contextmanager
 def redis_server(directory: Path) -> Iterator[str]:
     """Debian's ``redis-server`` on a free port, no persistence; yields its URL."""
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
-    command += ["--save", "", "--appendonly", "no"]
-    with (directory / "redis.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        client.close()
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with running_redis(directory) as server:
+        yield server.url
 
 
 @dataclass

@@ -16,7 +16,7 @@ from talkline.coordinator.local import LocalCoordinator
 from talkline.coordinator.redis_cap import RedisCoordinator, RedisOptions
 from talkline.refusals import Caps
 from talkline.slots import SlotPool
-from tests.cluster import RedisServer, wait_for
+from tests.cluster import RedisServer, running_redis, wait_for
 from tests.support import StandInResources, in_process, local_settings
 
 LEASE_TTL, LEASE_RENEW = 2.0, 0.2
@@ -30,12 +30,8 @@ async def refused(admit: Awaitable[object]) -> Refusal:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
+    with running_redis(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from talkline.coordinator.leases import Lease, LeaseStore
-from tests.cluster import RedisServer
+from tests.cluster import RedisServer, running_redis
 
 TTL_MS = 60_000
 CAPS = (3, 2, 2)  # total, per API key, per address
@@ -17,12 +17,8 @@ CAPS = (3, 2, 2)  # total, per API key, per address
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
