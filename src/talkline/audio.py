@@ -38,7 +38,7 @@ def tone(seconds: float, freq: float = 300.0, amplitude: int = 8000, rate: int =
 def rms(pcm: bytes) -> float:
     """Root mean square of 16-bit little-endian samples."""
     samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype=np.int16).astype(np.float32)
-    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+    return math.sqrt(float(np.dot(samples, samples)) / samples.size) if samples.size else 0.0
 
 
 def peak(pcm: bytes) -> int:

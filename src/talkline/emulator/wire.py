@@ -6,6 +6,7 @@ import base64
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -45,6 +46,7 @@ _PATH = re.compile(
 )
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 _RATE = re.compile(r"rate=(\d+)")
+_URL_SAFE = str.maketrans("-_", "+/")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def redact_path(request_path: str) -> str:
     return re.sub(r"([?&]key=)[^&]*", r"\1<redacted>", request_path)
 
 
+@lru_cache(maxsize=4096)  # a message's keys repeat: camelCase → snake_case once per name
 def snake(name: str) -> str:
     """`generationConfig` -> `generation_config`; snake_case names pass through."""
     return _CAMEL.sub(r"_\1", name).lower()
@@ -108,7 +111,7 @@ def normalize(value: Any) -> Any:
 
 def decode_b64(data: str) -> bytes:
     """Decode base64 in either alphabet (standard or URL-safe), padding optional."""
-    data = data.strip().replace("-", "+").replace("_", "/")
+    data = data.strip().translate(_URL_SAFE)
     return base64.b64decode(data + "=" * (-len(data) % 4))
 
 
