@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from talkline.audio import peak
 from talkline.bench import main
 from talkline.bench.analysis import TurnSummary, playback_gaps
 from talkline.bench.procs import Usage
@@ -21,16 +22,27 @@ from talkline.bench.speech import (
     reformat,
     tag,
 )
+from talkline.services.turn_models import SILENCE_PEAK
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_tags_survive_rechunking() -> None:
     """Tags are found wherever the server cuts or joins the chunks it forwards."""
-    chunks = [tag(bytes(CHUNK_BYTES), client=7, seq=seq) for seq in (0, 1, 1234)]
+    chunks = [tag(bytes(CHUNK_BYTES), client=157, seq=seq) for seq in (0, 1, 1234, 98765)]
     joined = b"".join(chunks)
-    assert find_tags(joined) == [(7, 0), (7, 1), (7, 1234)]
-    assert find_tags(joined[CHUNK_BYTES // 2 :]) == [(7, 1), (7, 1234)]
+    assert find_tags(joined) == [(157, 0), (157, 1), (157, 1234), (157, 98765)]
+    assert find_tags(joined[CHUNK_BYTES // 2 :]) == [(157, 1), (157, 1234), (157, 98765)]
+
+
+def test_tags_are_too_quiet_for_the_speech_gate_to_score() -> None:
+    """A tagged silent chunk stays below the level at which the server calls Silero."""
+    loudest = max(
+        peak(tag(bytes(CHUNK_BYTES), client=client, seq=seq))
+        for client in (0, 1, 148, 149, 5000)
+        for seq in (0, 148, 149, 22_000, 3_000_000)
+    )
+    assert loudest < SILENCE_PEAK
 
 
 def test_playback_gap_counts_only_underruns_past_100_ms() -> None:

@@ -1,9 +1,13 @@
 """What each simulated user says: real speech made with Piper, cut into tagged 32 ms chunks.
 
-Every chunk a client sends carries a tag in its first five samples (a magic pair, the
-client's number and the chunk's sequence number, all quieter than speech). The bench's
+Every chunk a client sends carries a tag in its first nine samples (a magic quartet, then
+the client's number and the chunk's sequence number as base-``TAG_BASE`` digits). The bench's
 emulator finds the tags in the audio the server forwards, so it knows which client a
 connection serves and when each chunk arrived, however the server re-chunks the audio.
+
+Every tag sample stays below ``TAG_PEAK``, under the level at which the server's speech gate
+sends a window to Silero (`SILENCE_PEAK`, about -44 dBFS): a tagged silent chunk costs the
+server what a real microphone's quiet costs it, not a model call (an earlier tag of ±677 did).
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ from talkline.client import CHUNK_SAMPLES, VOICED_RMS
 
 CHUNK_BYTES = CHUNK_SAMPLES * 2
 CHUNK_SECS = CHUNK_SAMPLES / RATE
-TAG_MAGIC = struct.pack("<2h", 677, -677)
-TAG_BYTES = 10  # magic (2 samples), client, seq // 1000, seq % 1000
+TAG_PEAK = 150  # every tag sample is quieter than this
+TAG_BASE = TAG_PEAK - 1  # digits 0..148
+TAG_MAGIC = struct.pack("<4h", 149, -149, 137, -137)
+TAG_DIGITS = (2, 3)  # the client's number, the chunk's sequence number
+TAG_BYTES = len(TAG_MAGIC) + 2 * sum(TAG_DIGITS)
 DEFAULT_TEXT = "Could you tell me what the weather will be like in Paris tomorrow afternoon?"
 
 
@@ -28,9 +35,24 @@ def split(pcm: bytes) -> list[bytes]:
     return [pcm[i : i + CHUNK_BYTES] for i in range(0, len(pcm), CHUNK_BYTES)]
 
 
+def _digits(value: int, count: int) -> list[int]:
+    if not 0 <= value < TAG_BASE**count:
+        raise ValueError(f"{value} does not fit a tag's {count} digits")
+    return [value // TAG_BASE**i % TAG_BASE for i in reversed(range(count))]
+
+
+def _number(digits: tuple[int, ...]) -> int:
+    value = 0
+    for digit in digits:
+        value = value * TAG_BASE + digit
+    return value
+
+
 def tag(chunk: bytes, client: int, seq: int) -> bytes:
     """``chunk`` with its first samples replaced by the client's and the chunk's number."""
-    return TAG_MAGIC + struct.pack("<3h", client, seq // 1000, seq % 1000) + chunk[TAG_BYTES:]
+    clients, seqs = TAG_DIGITS
+    digits = _digits(client, clients) + _digits(seq, seqs)
+    return TAG_MAGIC + struct.pack(f"<{len(digits)}h", *digits) + chunk[TAG_BYTES:]
 
 
 def find_tags(pcm: bytes) -> list[tuple[int, int]]:
@@ -39,8 +61,9 @@ def find_tags(pcm: bytes) -> list[tuple[int, int]]:
     at = pcm.find(TAG_MAGIC)
     while at >= 0 and at + TAG_BYTES <= len(pcm):
         if at % 2 == 0:
-            client, high, low = struct.unpack_from("<3h", pcm, at + 4)
-            found.append((client, high * 1000 + low))
+            clients, seqs = TAG_DIGITS
+            digits = struct.unpack_from(f"<{clients + seqs}h", pcm, at + len(TAG_MAGIC))
+            found.append((_number(digits[:clients]), _number(digits[clients:])))
         at = pcm.find(TAG_MAGIC, at + 1)
     return found
 
