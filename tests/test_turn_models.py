@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 from pipecat.audio.vad.vad_analyzer import VADParams
 
+from talkline.app import resource_options
 from talkline.audio import silence
 from talkline.services.turn_models import TurnModels
+from tests.support import local_settings
 
 WINDOW = 512 * 2  # bytes in one 16 kHz Silero window
 
@@ -36,3 +42,31 @@ def test_quiet_windows_score_zero_without_the_model_and_speech_is_heard(
         assert calls > 0 and max(scores) > 0.9
     finally:
         models.close()
+
+
+WARM_UP = """
+import asyncio, sys
+from talkline.resources import GEMINI_MODULE, ResourceOptions, SharedResources
+
+async def main(gemini):
+    shared = SharedResources(ResourceOptions(gemini=gemini))
+    shared.start()
+    await shared.wait_ready()
+    print(GEMINI_MODULE in sys.modules)
+    await shared.stop()
+
+asyncio.run(main(sys.argv[1] == "gemini"))
+"""
+
+
+@pytest.mark.parametrize("brain", ["gemini", "local"])
+def test_the_gemini_service_is_imported_while_the_models_load(brain: str) -> None:
+    """With the Gemini brain, its service and SDK are imported before /ready, not by the
+    first caller; the offline brain never imports them."""
+    settings = local_settings(brain=brain, gemini_api_key="k" if brain == "gemini" else None)
+    assert resource_options(settings).gemini is (brain == "gemini")
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_UP, brain], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == str(brain == "gemini")

@@ -57,6 +57,7 @@ def resource_options(settings: Settings) -> ResourceOptions:
         model_cache_dir=settings.model_cache_path,
         piper_voice=settings.piper_voice_path if settings.effective_tts == "piper" else None,
         local_llm=local_llm_options(settings),
+        gemini=settings.effective_brain == "gemini",
     )
 
 
