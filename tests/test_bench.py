@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from talkline.audio import peak
 from talkline.bench import main
 from talkline.bench.analysis import TurnSummary, playback_gaps
+from talkline.bench.cli import parse_workers_run
 from talkline.bench.procs import Usage
-from talkline.bench.report import MB, knees
+from talkline.bench.report import MB, capacity_target_rows, knees
 from talkline.bench.runner import RunResult, Target
 from talkline.bench.speech import (
     CHUNK_BYTES,
@@ -119,3 +121,35 @@ def test_knee_is_the_largest_n_before_the_first_miss() -> None:
     baseline = found["**baseline**"]
     assert (baseline.largest_ok, baseline.first_missed) == (None, 10)
     assert abs((baseline.sessions_per_core or 0) - 1 / 0.07) < 1e-9
+
+
+def test_capacity_targets_judge_cpu_against_the_same_runs_baseline_and_sessions_held() -> None:
+    """talkline 0.3 / 0.9 cores at N=10 (0.33x) and 0.5 / 1.2 at N=20 (0.42x): missed; 40 in
+    one process met; two workers at 60 with an outbound p95 of 25 ms: missed."""
+    two_workers = run(60, inbound_p95=5.0, cpu=1.0)
+    two_workers.workers = 2
+    two_workers.summary.outbound["p95"] = 25.0
+    runs = [
+        run(10, inbound_p95=4.0, cpu=0.3),
+        run(20, inbound_p95=4.0, cpu=0.5),
+        run(40, inbound_p95=9.0, cpu=0.8),
+        two_workers,
+        run(10, inbound_p95=4.0, cpu=0.9, target="baseline"),
+        run(20, inbound_p95=4.0, cpu=1.2, target="baseline"),
+    ]
+    verdicts = {None: "-", True: "met", False: "missed"}
+    cpu, one, several = capacity_target_rows(runs, verdicts.get)
+    assert "N=10: 0.33x, N=20: 0.42x" in cpu and cpu.endswith("| missed |")
+    assert one.endswith("| met |") and "6/6 turns" in one
+    assert several.startswith("| 2 workers hold 60") and several.endswith("| missed |")
+    assert "out 25 ms" in several
+    runs[5] = run(20, inbound_p95=4.0, cpu=1.5, target="baseline")  # 0.33x: both N now pass
+    assert capacity_target_rows(runs, lambda ok: str(ok))[0].endswith("| True |")
+    assert capacity_target_rows(runs[:3], lambda ok: str(ok))[0].endswith("| None |")
+
+
+def test_workers_run_is_read_as_workers_and_sessions() -> None:
+    assert parse_workers_run(" 2:60") == (2, 60)
+    for bad in ("2x60", "two:60", "0:60"):
+        with pytest.raises(SystemExit, match="--workers-run"):
+            parse_workers_run(bad)

@@ -38,6 +38,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, default=1, help="talkline worker processes (TALKLINE_WORKERS)"
     )
+    parser.add_argument(
+        "--workers-run",
+        default="",
+        help="comma-separated WORKERS:N, extra Gemini runs of talkline with that many worker "
+        "processes and sessions, e.g. 2:60 (after the one-process sweep)",
+    )
     parser.add_argument("--baseline-bot", type=Path, default=DEFAULT_BASELINE_BOT)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--text", default=DEFAULT_TEXT, help="what the simulated users say")
@@ -62,6 +68,7 @@ class Options:
     baseline: bool
     baseline_bot: Path
     workers: int
+    workers_runs: list[tuple[int, int]]
     out: Path
     text: str
     formats: list[ClientFormat]
@@ -84,6 +91,7 @@ def options_from(args: argparse.Namespace) -> Options:
         baseline=args.baseline,
         baseline_bot=args.baseline_bot,
         workers=args.workers,
+        workers_runs=[parse_workers_run(run) for run in args.workers_run.split(",") if run.strip()],
         out=args.out,
         text=args.text,
         formats=[ClientFormat.parse(f) for f in args.client_format.split(",") if f.strip()],
@@ -95,6 +103,18 @@ def collapsed(result: RunResult) -> bool:
     summary = result.summary
     p95 = summary.response["p95"]
     return summary.answered < BAD_SHARE * summary.expected or (p95 is not None and p95 > BAD_P95_MS)
+
+
+def parse_workers_run(text: str) -> tuple[int, int]:
+    """``"2:60"`` → (2 workers, 60 sessions)."""
+    workers, _, sessions = text.strip().partition(":")
+    try:
+        pair = int(workers), int(sessions)
+    except ValueError:
+        raise SystemExit(f"--workers-run wants WORKERS:N, e.g. 2:60, not {text!r}") from None
+    if min(pair) < 1:
+        raise SystemExit(f"--workers-run wants positive numbers, not {text!r}")
+    return pair
 
 
 def progress(result: RunResult) -> None:
@@ -120,6 +140,9 @@ async def sweep(options: Options, speech: bytes) -> list[RunResult]:
         plan = make_plan(speech, options.turns, options.gap)
         for fmt in options.formats:
             results += await sweep_target("talkline", reformat(plan, fmt), options, logs)
+        for workers, sessions in options.workers_runs:
+            run = await attempt("talkline", "gemini", sessions, plan, options, logs, workers)
+            results += [run] if run is not None else []
         if options.baseline:  # a plain Pipecat bot does not convert: 16 kHz mono only
             results += await sweep_target("baseline", plan, options, logs)
     if "local" in options.brains:
@@ -146,7 +169,13 @@ async def sweep_target(target: Target, plan: Plan, options: Options, logs: Path)
 
 
 async def attempt(
-    target: Target, brain: Brain, sessions: int, plan: Plan, options: Options, logs: Path
+    target: Target,
+    brain: Brain,
+    sessions: int,
+    plan: Plan,
+    options: Options,
+    logs: Path,
+    workers: int | None = None,
 ) -> RunResult | None:
     """One run, or None (said on stderr) when its server would not start."""
     try:
@@ -157,7 +186,7 @@ async def attempt(
             plan,
             baseline_bot=options.baseline_bot,
             logs=logs,
-            workers=options.workers if brain == "gemini" else 1,
+            workers=(workers or options.workers) if brain == "gemini" else 1,
         )
     except ServerFailed as error:
         print(f"talkline bench: {target} {brain} N={sessions}: {error}", file=sys.stderr)

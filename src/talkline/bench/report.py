@@ -24,6 +24,10 @@ TARGET_ADDED_MS = 20.0
 TARGET_RSS_MB = 20.0
 TARGET_LOCAL_MS = 800.0
 TARGET_READY_SECS = 3.0
+TARGET_CPU_RATIO = 0.35  # server CPU per Gemini session, talkline / baseline, same run
+TARGET_CPU_AT = (10, 20)  # ... at these N, one process
+TARGET_ONE_PROCESS = 40  # sessions one process holds (every target met)
+TARGET_WORKERS = (2, 60)  # worker processes, and the sessions they hold together
 MB = 2**20
 NA = "n/a"
 
@@ -327,6 +331,7 @@ def target_rows(results: list[RunResult]) -> list[str]:
         f"{TARGET_LOCAL_MS:.0f} ms | {ms(p50)} ms "
         f"| {verdict(None if p50 is None else p50 < TARGET_LOCAL_MS)} |"
     )
+    rows += capacity_target_rows(results, verdict)
     slowest = max(readies, default=None)
     rows.append(
         f"| /ready within {TARGET_READY_SECS:.0f} s of start | slowest of {len(readies)} starts: "
@@ -334,6 +339,50 @@ def target_rows(results: list[RunResult]) -> list[str]:
         f"| {verdict(None if slowest is None else slowest < TARGET_READY_SECS)} |"
     )
     return rows
+
+
+def _gemini_run(results: list[RunResult], target: str, workers: int, n: int) -> RunResult | None:
+    runs = (
+        r
+        for r in results
+        if (r.target, r.brain, r.workers, r.sessions) == (target, "gemini", workers, n) and r.native
+    )
+    return next(runs, None)
+
+
+def _held_text(result: RunResult | None) -> str:
+    if result is None:
+        return NA
+    s = result.summary
+    return (
+        f"{s.answered}/{s.expected} turns, p95 in {ms(s.inbound['p95'])} / out "
+        f"{ms(s.outbound['p95'])} ms, {s.glitches} glitches"
+    )
+
+
+def capacity_target_rows(results: list[RunResult], verdict: Any) -> list[str]:
+    """The capacity goals: CPU per session against the baseline, and sessions held."""
+    ratios = {}
+    for n in TARGET_CPU_AT:
+        t, b = _gemini_run(results, "talkline", 1, n), _gemini_run(results, "baseline", 1, n)
+        if t is not None and b is not None and b.server.cores > 0:
+            ratios[n] = t.server.cores / b.server.cores  # same N: the per-session ratio
+    shown = ", ".join(f"N={n}: {r:.2f}x" for n, r in ratios.items()) or NA
+    all_run = len(ratios) == len(TARGET_CPU_AT)
+    at = " and ".join(str(n) for n in TARGET_CPU_AT)
+    one = _gemini_run(results, "talkline", 1, TARGET_ONE_PROCESS)
+    workers, held = TARGET_WORKERS
+    several = _gemini_run(results, "talkline", workers, held)
+    return [
+        f"| server CPU per Gemini session ≤ {TARGET_CPU_RATIO}x the baseline's, N = {at} "
+        f"| {shown} "
+        f"| {verdict(max(ratios.values()) <= TARGET_CPU_RATIO if all_run else None)} |",
+        f"| one process holds {TARGET_ONE_PROCESS} Gemini sessions (every turn answered, p95 "
+        f"< {TARGET_ADDED_MS:.0f} ms each way, no glitch) | {_held_text(one)} "
+        f"| {verdict(None if one is None else meets(one))} |",
+        f"| {workers} workers hold {held} Gemini sessions (the same) | {_held_text(several)} "
+        f"| {verdict(None if several is None else meets(several))} |",
+    ]
 
 
 METHOD = """\
