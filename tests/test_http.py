@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
+import httpx
 from fastapi import FastAPI
 from starlette.requests import Request
 
 from talkline.app import create_app
+from talkline.metrics import LOOP_PROBE_SECS
 from talkline.routes.http import websocket_url
-from tests.support import StandInResources, in_process, local_settings
+from tests.support import StandInResources, in_process, local_settings, running_doors
 
 
 def app_for(**settings: object) -> FastAPI:
@@ -54,3 +58,32 @@ async def test_root_serves_the_built_page() -> None:
     async with in_process(app_for()) as http:
         reply = await http.get("/")
     assert reply.status_code == 200 and "<html" in reply.text.lower()
+
+
+def lag_count_at_least(text: str, seconds: str) -> float:
+    """The loop-lag histogram's count in the bucket ``le=seconds`` and above it."""
+    total = next(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("talkline_event_loop_lag_seconds_count")
+    )
+    below = next(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(f'talkline_event_loop_lag_seconds_bucket{{le="{seconds}"}}')
+    )
+    return total - below
+
+
+def test_metrics_show_how_late_the_event_loop_runs() -> None:
+    """A loop blocked for 0.6 s shows in talkline_event_loop_lag_seconds, above 0.25 s."""
+
+    async def block() -> None:
+        time.sleep(0.6)  # noqa: ASYNC251 - a session hogging the loop, as every other one feels it
+
+    with running_doors() as server:
+        before = lag_count_at_least(httpx.get(f"{server.http_url}/metrics").text, "0.25")
+        server.call(block())
+        time.sleep(LOOP_PROBE_SECS * 2)
+        after = lag_count_at_least(httpx.get(f"{server.http_url}/metrics").text, "0.25")
+    assert after >= before + 1

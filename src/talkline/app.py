@@ -111,6 +111,7 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        watching = asyncio.create_task(metrics.watch_loop(), name="loop-lag")
         if history is not None:
             history.start()
         shared.start()
@@ -125,6 +126,7 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
         try:
             yield
         finally:
+            watching.cancel()
             if signing is not None:
                 signing.cancel()
             await coordinator.stop()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+LOOP_PROBE_SECS = 0.25  # how often the loop's lateness is measured
 
 
 class Metrics:
@@ -40,6 +43,21 @@ class Metrics:
             registry=registry,
         )  # fmt: skip
         self.tokens = Counter("talkline_llm_tokens", "LLM tokens used.", registry=registry)
+        self.loop_lag = Histogram(
+            "talkline_event_loop_lag_seconds",
+            "How late this process's event loop ran a timer that was due: every session of the "
+            "process waits as long. Past 0.02 s at p95 the process is full (see README, Sizing).",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=registry,
+        )
+
+    async def watch_loop(self, every: float = LOOP_PROBE_SECS) -> None:
+        """Measure, every ``every`` seconds, how late the running loop wakes a sleeper."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + every
+            await asyncio.sleep(every)
+            self.loop_lag.observe(max(0.0, loop.time() - due))
 
     def turn(self, latency: float | None) -> None:
         self.turns.inc()
