@@ -1,0 +1,127 @@
+"""An LLM's answer is spoken in whole sentences of plain words (services/spoken_answer.py).
+
+The pipeline pieces are Pipecat's and talkline's own: the guarded OpenAI-compatible LLM against
+the OpenAI fake on loopback, a TTS built on ``AnswerSpeechTTSService`` that records the text it
+is asked to synthesize, and Pipecat's assistant aggregator keeping the conversation's context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import pytest
+from pipecat.frames.frames import (
+    Frame,
+    LLMContextAssistantTimestampFrame,
+    LLMContextFrame,
+    TTSAudioRawFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMAssistantAggregator
+from pipecat.services.settings import TTSSettings
+
+from talkline.services.openai_llm import GuardedOpenAILLMService
+from talkline.services.spoken_answer import AnswerSpeechTTSService, spoken_ending
+from tests.fakes import OpenAIFake
+from tests.test_fakes import OUT_RATE, Harness, running
+
+CUT_AFTER_A_SENTENCE = "The capital of France is Paris. It is famous for its"
+ONE_UNFINISHED_SENTENCE = "The capital of France is Paris, which is"
+MARKDOWN = (
+    "# Paris\n**Paris** is the _capital_ of `France`.\n"
+    "- It has the [Louvre](https://www.louvre.fr).\n- And ***many*** cafés."
+)
+
+
+class RecordingTTS(AnswerSpeechTTSService):
+    """Records the text it is asked to speak and answers each with 10 ms of silence."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            push_start_frame=True,
+            push_stop_frames=True,
+            settings=TTSSettings(model=None, voice="recorder", language=None),
+        )
+        self.spoken: list[str] = []
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+        self.spoken.append(text.strip())
+        yield TTSAudioRawFrame(bytes(2 * OUT_RATE // 100), OUT_RATE, 1, context_id=context_id)
+
+
+@pytest.mark.parametrize(
+    ("tail", "said_before", "expected"),
+    [
+        ("It is famous for its", True, ""),
+        ("Dr. Who said hello. And then", True, "Dr. Who said hello."),
+        ("The capital of France is Paris, which is", False, "The capital of France is Paris."),
+        ("Paris is lovely; its", False, "Paris is lovely."),
+        ("The capital of France is", False, "The capital of France is..."),
+        ("", False, ""),
+    ],
+)
+def test_an_unfinished_tail_ends_on_a_whole_sentence(
+    tail: str, said_before: bool, expected: str
+) -> None:
+    """A cut answer's tail: its complete sentences only; a lone fragment is rounded off."""
+    assert spoken_ending(tail, said_before=said_before) == expected
+
+
+async def answer(reply: str, finish_reason: str) -> tuple[RecordingTTS, Harness, LLMContext]:
+    """``reply`` streamed word by word by the fake, ending with ``finish_reason``, through the
+    LLM, the recording TTS and the assistant aggregator."""
+    context = LLMContext(messages=[{"role": "user", "content": "Tell me about Paris."}])
+    tts = RecordingTTS()
+    async with OpenAIFake(reply=reply, finish_reason=finish_reason) as fake:
+        llm = GuardedOpenAILLMService(
+            api_key="test-key",
+            base_url=fake.base_url,
+            settings=GuardedOpenAILLMService.Settings(model="gpt-4.1"),
+            first_response_secs=5.0,
+        )
+        pipeline = Pipeline([llm, tts, LLMAssistantAggregator(context)])
+        async with running(pipeline) as harness:
+            await harness.send(LLMContextFrame(context))
+            # The assistant aggregator stamps the answer once it is in the context.
+            done = LLMContextAssistantTimestampFrame
+            await harness.down.wait_for(lambda: bool(harness.down.of(done)))
+    return tts, harness, context
+
+
+def assistant_said(context: LLMContext) -> str:
+    said = [m for m in context.get_messages() if m.get("role") == "assistant"]  # type: ignore[union-attr]
+    return " ".join(str(m.get("content", "")) for m in said).strip()  # type: ignore[union-attr]
+
+
+async def test_an_answer_cut_by_max_tokens_is_not_spoken_past_its_last_sentence() -> None:
+    """finish_reason "length" after a whole sentence: the unfinished rest is neither spoken,
+    nor shown, nor kept in the context."""
+    tts, _harness, context = await answer(CUT_AFTER_A_SENTENCE, "length")
+    assert tts.spoken == ["The capital of France is Paris."]
+    assert assistant_said(context) == "The capital of France is Paris."
+
+
+async def test_an_answer_that_ends_normally_is_spoken_to_its_last_word() -> None:
+    """The same words with finish_reason "stop": the last fragment is spoken as written."""
+    tts, _harness, context = await answer(CUT_AFTER_A_SENTENCE, "stop")
+    assert tts.spoken == ["The capital of France is Paris.", "It is famous for its"]
+    assert assistant_said(context) == CUT_AFTER_A_SENTENCE
+
+
+async def test_a_cut_answer_with_no_whole_sentence_ends_at_its_last_comma() -> None:
+    """One unfinished sentence: it is spoken up to its last comma, with a full stop."""
+    tts, _harness, context = await answer(ONE_UNFINISHED_SENTENCE, "length")
+    assert tts.spoken == ["The capital of France is Paris."]
+    assert assistant_said(context) == "The capital of France is Paris."
+
+
+async def test_markdown_reaches_the_voice_and_the_context_as_plain_words() -> None:
+    """Headings, bold, italics, code, bullets and links are spoken (and kept) as their words."""
+    tts, _harness, context = await answer(MARKDOWN, "stop")
+    spoken = " ".join(tts.spoken)
+    for mark in ("#", "*", "_", "`", "[", "](", "http", "- "):
+        assert mark not in spoken, (mark, spoken)
+    plain_words = "Paris Paris is the capital of France. It has the Louvre. And many cafés."
+    assert spoken.split() == plain_words.split(" ")
+    assert assistant_said(context).split() == spoken.split()
