@@ -7,7 +7,7 @@ is asked to synthesize, and Pipecat's assistant aggregator keeping the conversat
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 from pipecat.frames.frames import (
@@ -21,9 +21,11 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMAssistantAggregator
 from pipecat.services.settings import TTSSettings
 
+from talkline.client import RTVIClient
 from talkline.services.openai_llm import GuardedOpenAILLMService
 from talkline.services.spoken_answer import AnswerSpeechTTSService, spoken_ending
 from tests.fakes import OpenAIFake
+from tests.support import bot_text, running_server, speak_and_wait_for_answer, speak_until_turns
 from tests.test_fakes import OUT_RATE, Harness, running
 
 CUT_AFTER_A_SENTENCE = "The capital of France is Paris. It is famous for its"
@@ -125,3 +127,31 @@ async def test_markdown_reaches_the_voice_and_the_context_as_plain_words() -> No
     plain_words = "Paris Paris is the capital of France. It has the Louvre. And many cafés."
     assert spoken.split() == plain_words.split(" ")
     assert assistant_said(context).split() == spoken.split()
+
+
+@pytest.fixture
+async def cut_markdown_llm() -> AsyncIterator[OpenAIFake]:
+    """An LLM that answers in markdown and runs out of tokens mid-sentence."""
+    reply = "**Paris** is the _capital_ of France. It is famous for its"
+    async with OpenAIFake(api_key=None, reply=reply, finish_reason="length") as fake:
+        yield fake
+
+
+async def test_a_spoken_turn_hears_and_remembers_only_the_plain_whole_sentences(
+    cut_markdown_llm: OpenAIFake, weather_pcm: bytes, dragon_pcm: bytes
+) -> None:
+    """Through /ws with Piper: the client is told, and hears, "Paris is the capital of
+    France." only; the next turn's request carries that as the assistant's answer."""
+    fake = cut_markdown_llm
+    with running_server(llm_base_url=fake.base_url, llm_timeout=5.0) as server:
+        async with RTVIClient(server.ws_url) as client:
+            await client.client_ready()
+            await speak_and_wait_for_answer(client, weather_pcm)
+            said = bot_text(client)
+            await speak_until_turns(client, dragon_pcm, answered=2)
+    assert said.strip() == "Paris is the capital of France."
+    shown = " ".join(e.data.get("text", "") for e in client.of_type("bot-output"))
+    assert "Paris is the capital of France." in shown
+    assert "famous" not in shown and "*" not in shown and "_" not in shown
+    remembered = [m for m in fake.completions[1].messages if m["role"] == "assistant"]
+    assert [m["content"] for m in remembered] == ["Paris is the capital of France."]
