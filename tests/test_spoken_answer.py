@@ -19,6 +19,7 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMAssistantAggregator
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.settings import TTSSettings
 
 from talkline.client import RTVIClient
@@ -26,7 +27,7 @@ from talkline.services.openai_llm import GuardedOpenAILLMService
 from talkline.services.spoken_answer import AnswerSpeechTTSService, spoken_ending
 from tests.fakes import OpenAIFake
 from tests.support import bot_text, running_server, speak_and_wait_for_answer, speak_until_turns
-from tests.test_fakes import OUT_RATE, Harness, running
+from tests.test_fakes import OUT_RATE, running
 
 CUT_AFTER_A_SENTENCE = "The capital of France is Paris. It is famous for its"
 ONE_UNFINISHED_SENTENCE = "The capital of France is Paris, which is"
@@ -70,11 +71,24 @@ def test_an_unfinished_tail_ends_on_a_whole_sentence(
     assert spoken_ending(tail, said_before=said_before) == expected
 
 
-async def answer(reply: str, finish_reason: str) -> tuple[RecordingTTS, Harness, LLMContext]:
-    """``reply`` streamed word by word by the fake, ending with ``finish_reason``, through the
-    LLM, the recording TTS and the assistant aggregator."""
-    context = LLMContext(messages=[{"role": "user", "content": "Tell me about Paris."}])
+async def speak_answer(
+    llm: FrameProcessor, question: str, within: float = 5.0
+) -> tuple[RecordingTTS, LLMContext]:
+    """``llm``'s answer to ``question``, through the recording TTS and the assistant
+    aggregator, once it is in the context."""
+    context = LLMContext(messages=[{"role": "user", "content": question}])
     tts = RecordingTTS()
+    pipeline = Pipeline([llm, tts, LLMAssistantAggregator(context)])
+    async with running(pipeline) as harness:
+        await harness.send(LLMContextFrame(context))
+        # The assistant aggregator stamps the answer once it is in the context.
+        done = LLMContextAssistantTimestampFrame
+        await harness.down.wait_for(lambda: bool(harness.down.of(done)), within)
+    return tts, context
+
+
+async def answer(reply: str, finish_reason: str) -> tuple[RecordingTTS, LLMContext]:
+    """``reply`` streamed word by word by the fake, ending with ``finish_reason``."""
     async with OpenAIFake(reply=reply, finish_reason=finish_reason) as fake:
         llm = GuardedOpenAILLMService(
             api_key="test-key",
@@ -82,13 +96,7 @@ async def answer(reply: str, finish_reason: str) -> tuple[RecordingTTS, Harness,
             settings=GuardedOpenAILLMService.Settings(model="gpt-4.1"),
             first_response_secs=5.0,
         )
-        pipeline = Pipeline([llm, tts, LLMAssistantAggregator(context)])
-        async with running(pipeline) as harness:
-            await harness.send(LLMContextFrame(context))
-            # The assistant aggregator stamps the answer once it is in the context.
-            done = LLMContextAssistantTimestampFrame
-            await harness.down.wait_for(lambda: bool(harness.down.of(done)))
-    return tts, harness, context
+        return await speak_answer(llm, "Tell me about Paris.")
 
 
 def assistant_said(context: LLMContext) -> str:
@@ -99,28 +107,28 @@ def assistant_said(context: LLMContext) -> str:
 async def test_an_answer_cut_by_max_tokens_is_not_spoken_past_its_last_sentence() -> None:
     """finish_reason "length" after a whole sentence: the unfinished rest is neither spoken,
     nor shown, nor kept in the context."""
-    tts, _harness, context = await answer(CUT_AFTER_A_SENTENCE, "length")
+    tts, context = await answer(CUT_AFTER_A_SENTENCE, "length")
     assert tts.spoken == ["The capital of France is Paris."]
     assert assistant_said(context) == "The capital of France is Paris."
 
 
 async def test_an_answer_that_ends_normally_is_spoken_to_its_last_word() -> None:
     """The same words with finish_reason "stop": the last fragment is spoken as written."""
-    tts, _harness, context = await answer(CUT_AFTER_A_SENTENCE, "stop")
+    tts, context = await answer(CUT_AFTER_A_SENTENCE, "stop")
     assert tts.spoken == ["The capital of France is Paris.", "It is famous for its"]
     assert assistant_said(context) == CUT_AFTER_A_SENTENCE
 
 
 async def test_a_cut_answer_with_no_whole_sentence_ends_at_its_last_comma() -> None:
     """One unfinished sentence: it is spoken up to its last comma, with a full stop."""
-    tts, _harness, context = await answer(ONE_UNFINISHED_SENTENCE, "length")
+    tts, context = await answer(ONE_UNFINISHED_SENTENCE, "length")
     assert tts.spoken == ["The capital of France is Paris."]
     assert assistant_said(context) == "The capital of France is Paris."
 
 
 async def test_markdown_reaches_the_voice_and_the_context_as_plain_words() -> None:
     """Headings, bold, italics, code, bullets and links are spoken (and kept) as their words."""
-    tts, _harness, context = await answer(MARKDOWN, "stop")
+    tts, context = await answer(MARKDOWN, "stop")
     spoken = " ".join(tts.spoken)
     for mark in ("#", "*", "_", "`", "[", "](", "http", "- "):
         assert mark not in spoken, (mark, spoken)
