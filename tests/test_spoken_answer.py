@@ -24,7 +24,11 @@ from pipecat.services.settings import TTSSettings
 
 from talkline.client import RTVIClient
 from talkline.services.openai_llm import GuardedOpenAILLMService
-from talkline.services.spoken_answer import AnswerSpeechTTSService, spoken_ending
+from talkline.services.spoken_answer import (
+    AnswerSpeechTTSService,
+    AnswerTextAggregator,
+    spoken_ending,
+)
 from tests.fakes import OpenAIFake
 from tests.support import bot_text, running_server, speak_and_wait_for_answer, speak_until_turns
 from tests.test_fakes import OUT_RATE, running
@@ -69,6 +73,25 @@ def test_an_unfinished_tail_ends_on_a_whole_sentence(
 ) -> None:
     """A cut answer's tail: its complete sentences only; a lone fragment is rounded off."""
     assert spoken_ending(tail, said_before=said_before) == expected
+
+
+async def flushed(aggregator: AnswerTextAggregator, text: str) -> list[str]:
+    """The sentences ``aggregator`` hands out for ``text``, then what its flush gives."""
+    out = [sentence.text async for sentence in aggregator.aggregate(text)]
+    rest = await aggregator.flush()
+    return out + ([rest.text] if rest else [])
+
+
+async def test_a_cut_is_forgotten_after_its_answer_or_an_interruption() -> None:
+    """Only the answer that was cut loses its tail: the next one, or one after a barge-in,
+    is flushed whole."""
+    aggregator = AnswerTextAggregator()
+    aggregator.cut()
+    assert await flushed(aggregator, "Paris is lovely. And its") == ["Paris is lovely."]
+    assert await flushed(aggregator, "Rome is old. And its") == ["Rome is old.", "And its"]
+    aggregator.cut()
+    await aggregator.handle_interruption()
+    assert await flushed(aggregator, "Oslo is cold, and") == ["Oslo is cold, and"]
 
 
 async def speak_answer(

@@ -87,7 +87,9 @@ class GuardedOpenAILLMService(OpenAILLMService):
     up to ten minutes). Here the answer must start, and each piece of it follow the last,
     within ``first_response_secs``; on any
     failure the client gets an RTVI error and the user hears a short apology.
-    ``max_history`` bounds how many past messages each request carries.
+    ``max_history`` bounds how many past messages each request carries. An answer the server
+    stops at ``max_tokens`` is followed by an ``AnswerCutFrame``, so the TTS does not speak its
+    unfinished last sentence (services/spoken_answer.py).
     """
 
     def __init__(

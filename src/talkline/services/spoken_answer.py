@@ -121,7 +121,7 @@ class AnswerTextAggregator(SimpleTextAggregator):
         rest = await plain(rest)
         if cut:
             rest.text = spoken_ending(rest.text, said_before=said)
-        return rest
+        return rest if rest.text else None
 
     async def handle_interruption(self) -> None:
         await super().handle_interruption()
