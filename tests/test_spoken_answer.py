@@ -15,6 +15,7 @@ from pipecat.frames.frames import (
     LLMContextAssistantTimestampFrame,
     LLMContextFrame,
     TTSAudioRawFrame,
+    TTSStoppedFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -23,18 +24,20 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.settings import TTSSettings
 
 from talkline.client import RTVIClient
+from talkline.services.elevenlabs_tts import ElevenLabsAnswerTTSService
 from talkline.services.openai_llm import GuardedOpenAILLMService
 from talkline.services.spoken_answer import (
     AnswerSpeechTTSService,
     AnswerTextAggregator,
     spoken_ending,
 )
-from tests.fakes import OpenAIFake
+from tests.fakes import ElevenLabsFake, OpenAIFake
 from tests.support import bot_text, running_server, speak_and_wait_for_answer, speak_until_turns
-from tests.test_fakes import OUT_RATE, running
+from tests.test_fakes import OUT_RATE, TTS_MODEL, VOICE, running
 
 CUT_AFTER_A_SENTENCE = "The capital of France is Paris. It is famous for its"
 ONE_UNFINISHED_SENTENCE = "The capital of France is Paris, which is"
+CUT_MARKDOWN = "**Paris** is the _capital_ of France. It is famous for its"
 MARKDOWN = (
     "# Paris\n**Paris** is the _capital_ of `France`.\n"
     "- It has the [Louvre](https://www.louvre.fr).\n- And ***many*** cafés."
@@ -160,11 +163,34 @@ async def test_markdown_reaches_the_voice_and_the_context_as_plain_words() -> No
     assert assistant_said(context).split() == spoken.split()
 
 
+async def test_elevenlabs_is_sent_the_plain_whole_sentences_only() -> None:
+    """The same answer spoken by ElevenLabs (the fake on loopback): it is sent "Paris is the
+    capital of France." and nothing of the markdown or the unfinished rest."""
+    settings = ElevenLabsAnswerTTSService.Settings(voice=VOICE, model=TTS_MODEL)
+    async with (
+        OpenAIFake(reply=CUT_MARKDOWN, finish_reason="length") as llm_fake,
+        ElevenLabsFake(ms_per_char=5) as voice_fake,
+    ):
+        llm = GuardedOpenAILLMService(
+            api_key="test-key",
+            base_url=llm_fake.base_url,
+            settings=GuardedOpenAILLMService.Settings(model="gpt-4.1"),
+            first_response_secs=5.0,
+        )
+        tts = ElevenLabsAnswerTTSService(api_key="test-key", url=voice_fake.url, settings=settings)
+        async with running(Pipeline([llm, tts])) as harness:
+            await harness.send(
+                LLMContextFrame(LLMContext(messages=[{"role": "user", "content": "Paris?"}]))
+            )
+            await harness.down.wait_for(lambda: bool(harness.down.of(TTSStoppedFrame)))
+    sent = "".join(voice_fake.connections[0].texts)
+    assert sent.split() == ["Paris", "is", "the", "capital", "of", "France."]
+
+
 @pytest.fixture
 async def cut_markdown_llm() -> AsyncIterator[OpenAIFake]:
     """An LLM that answers in markdown and runs out of tokens mid-sentence."""
-    reply = "**Paris** is the _capital_ of France. It is famous for its"
-    async with OpenAIFake(api_key=None, reply=reply, finish_reason="length") as fake:
+    async with OpenAIFake(api_key=None, reply=CUT_MARKDOWN, finish_reason="length") as fake:
         yield fake
 
 
