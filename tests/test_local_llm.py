@@ -32,6 +32,7 @@ from tests.support import (
     speak_until_turns,
     words,
 )
+from tests.test_spoken_answer import speak_answer
 
 MODEL_NAME = BUNDLED_LLM_FILE.removesuffix(".gguf")
 
@@ -64,6 +65,19 @@ async def test_the_local_llm_answers_a_spoken_question(
     assert ready.data["about"]["model"] == MODEL_NAME
     assert "weather" in words(final_transcript(client))
     assert_answered_by_the_model(client)
+
+
+async def test_an_answer_cut_by_max_tokens_ends_on_a_whole_sentence(
+    llm_server: ServerThread,
+) -> None:
+    """SmolLM2 asked for a long answer with room for 12 tokens: llama.cpp stops it for length,
+    and what is spoken ends where a sentence ends, or trails off with "..." (never "its")."""
+    assert llm_server.shared.llm is not None
+    settings = load_settings(_env_file=None, responder="local", local_llm_max_tokens=12)
+    llm = build_responder(settings, llm_server.shared.llm.api_url)
+    tts, _context = await speak_answer(llm, "Tell me all about dragons.", within=60)
+    spoken = " ".join(tts.spoken).rstrip("\"')\u201d\u2019 ")
+    assert words(spoken) and spoken.endswith((".", "!", "?", "...")), tts.spoken
 
 
 def test_health_names_the_local_responder_and_its_model(llm_server: ServerThread) -> None:

@@ -32,6 +32,7 @@ from talkline.services import (
     piper_tts,
     shared_stt,
     speech_gate,
+    spoken_answer,
     turn_models,
     turn_taking,
 )
@@ -53,6 +54,7 @@ FENCED = (
     lean_transport,
     turn_taking,
     bench_turns,
+    spoken_answer,
 )
 KINDS = {"override", "calls", "reads", "replaces-init"}
 THIRD_PARTY = ("pipecat", "google")
@@ -273,3 +275,30 @@ def test_pipecat_version_is_the_one_checked() -> None:
     )
     assert pinned == PIPECAT_CHECKED, f"pyproject pins pipecat-ai {pinned}: {advice}"
     assert installed == PIPECAT_CHECKED, f"pipecat-ai {installed} is installed: {advice}"
+
+
+async def test_strip_markdown_leaves_the_words_spoken_answers_rely_on() -> None:
+    """Pipecat's strip_markdown (spoken_answer.py strips each sentence with it) turns the
+    markdown small models write into their plain words."""
+    written = (
+        "# Paris\n**Paris** is _the_ `capital`.\n- See the [Louvre](https://louvre.fr) ***now***"
+    )
+    plain = await spoken_answer.strip_markdown(written, "sentence")
+    assert plain.split() == [
+        "Paris",
+        "Paris",
+        "is",
+        "the",
+        "capital.",
+        "See",
+        "the",
+        "Louvre",
+        "now",
+    ]
+
+
+def test_the_tts_flushes_an_answers_tail_through_its_text_aggregator() -> None:
+    """At an answer's end, Pipecat's TTS speaks the text its aggregator still holds by calling
+    the aggregator's flush(): AnswerTextAggregator.flush is where a cut answer's tail is dropped."""
+    end = inspect.getsource(spoken_answer.TTSService._handle_llm_response_end)
+    assert "await self._text_aggregator.flush()" in end

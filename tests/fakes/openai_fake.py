@@ -139,6 +139,7 @@ class OpenAIFake(KeyCheck, LoopbackServer):
     reply: a fixed answer, or a function of the request's messages (default: `echo_reply`).
     words_per_chunk: how many words each streamed content chunk carries.
     first_chunk_delay, chunk_delay: seconds before the first chunk and between chunks.
+    finish_reason: the last choice chunk's (`"length"`: as if `max_tokens` stopped the answer).
     models: ids listed by `GET /v1/models`.
     """
 
@@ -149,6 +150,7 @@ class OpenAIFake(KeyCheck, LoopbackServer):
     words_per_chunk: int = 1
     first_chunk_delay: float = 0.0
     chunk_delay: float = 0.0
+    finish_reason: str = "stop"
     models: tuple[str, ...] = ("gpt-4.1", "gpt-4o-mini")
     requests: list[OpenAIRequest] = field(default_factory=list, init=False, repr=False)
     faults: list[HttpFault] = field(default_factory=list, init=False, repr=False)
@@ -301,7 +303,7 @@ class OpenAIFake(KeyCheck, LoopbackServer):
             await asyncio.sleep(self.first_chunk_delay)
         chunks = [completion.chunk({"role": "assistant", "content": "", "refusal": None})]
         chunks += [completion.chunk({"content": piece}) for piece in completion.pieces]
-        chunks.append(completion.chunk({}, finish="stop"))
+        chunks.append(completion.chunk({}, finish=self.finish_reason))
         for index, chunk in enumerate(chunks):
             if self.cut_after_chunks is not None and index >= self.cut_after_chunks:
                 self.cut_after_chunks = None

@@ -103,12 +103,12 @@ def build_stt(settings: Settings, shared: SharedResources) -> FrameProcessor:
 
 def build_tts(settings: Settings, shared: SharedResources) -> FrameProcessor:
     if settings.effective_tts == "elevenlabs":
-        from pipecat.services.elevenlabs.tts import ElevenLabsTTSService  # only when used
+        from talkline.services.elevenlabs_tts import ElevenLabsAnswerTTSService  # only when used
 
-        return ElevenLabsTTSService(
+        return ElevenLabsAnswerTTSService(
             api_key=reveal(settings.elevenlabs_api_key),
             url=settings.elevenlabs_url or "wss://api.elevenlabs.io",
-            settings=ElevenLabsTTSService.Settings(
+            settings=ElevenLabsAnswerTTSService.Settings(
                 voice=settings.elevenlabs_voice, model=settings.elevenlabs_model
             ),
         )

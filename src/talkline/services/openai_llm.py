@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from openai import AsyncStream
@@ -12,6 +12,8 @@ from pipecat.frames.frames import Frame, LLMContextFrame, LLMTextFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.openai.llm import OpenAILLMService
+
+from talkline.services.spoken_answer import AnswerCutFrame
 
 APOLOGY = "Sorry, I can't answer right now. Please try again in a moment."
 
@@ -25,11 +27,19 @@ PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
 
 
 class _PatientStream:
-    """A chunk stream that gives up when the next chunk is more than ``gap`` seconds away."""
+    """A chunk stream that gives up when the next chunk is more than ``gap`` seconds away,
+    and calls ``on_cut`` once the chunk that says the answer hit its token limit has been
+    handled (its text pushed)."""
 
-    def __init__(self, stream: AsyncStream[ChatCompletionChunk], gap: float):
+    def __init__(
+        self,
+        stream: AsyncStream[ChatCompletionChunk],
+        gap: float,
+        on_cut: Callable[[], Awaitable[None]],
+    ):
         self._stream = stream
         self._gap = gap
+        self._on_cut = on_cut
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         return self._chunks()
@@ -42,9 +52,16 @@ class _PatientStream:
             except StopAsyncIteration:
                 return
             yield chunk
+            if stopped_for_length(chunk):
+                await self._on_cut()
 
     async def close(self) -> None:
         await self._stream.close()
+
+
+def stopped_for_length(chunk: ChatCompletionChunk) -> bool:
+    """Whether this chunk ends the answer because it reached ``max_tokens``."""
+    return any(choice.finish_reason == "length" for choice in chunk.choices or ())
 
 
 def recent_messages(messages: list[Any], keep: int) -> list[Any]:
@@ -70,7 +87,9 @@ class GuardedOpenAILLMService(OpenAILLMService):
     up to ten minutes). Here the answer must start, and each piece of it follow the last,
     within ``first_response_secs``; on any
     failure the client gets an RTVI error and the user hears a short apology.
-    ``max_history`` bounds how many past messages each request carries.
+    ``max_history`` bounds how many past messages each request carries. An answer the server
+    stops at ``max_tokens`` is followed by an ``AnswerCutFrame``, so the TTS does not speak its
+    unfinished last sentence (services/spoken_answer.py).
     """
 
     def __init__(
@@ -93,7 +112,12 @@ class GuardedOpenAILLMService(OpenAILLMService):
         stream = await asyncio.wait_for(
             super().get_chat_completions(context), self._first_response_secs
         )
-        return _PatientStream(stream, self._first_response_secs)  # type: ignore[return-value]
+        patient = _PatientStream(stream, self._first_response_secs, self._answer_was_cut)
+        return patient  # type: ignore[return-value]
+
+    async def _answer_was_cut(self) -> None:
+        """Tell the TTS the answer stops mid-sentence, so it drops the unfinished end."""
+        await self.push_frame(AnswerCutFrame())
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, LLMContextFrame):

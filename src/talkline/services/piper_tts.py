@@ -15,6 +15,8 @@ from pipecat.frames.frames import ErrorFrame, Frame, TTSStoppedFrame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
+from talkline.services.spoken_answer import AnswerSpeechTTSService
+
 CHUNK_BYTES = 4800  # 100 ms at 24 kHz
 
 # --- Pipecat internals this module relies on -----------------------------------------------
@@ -27,8 +29,9 @@ PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
 )
 
 
-class PiperHttpTTSService(TTSService):
-    """Streams the WAV that Piper's HTTP server returns, as audio frames."""
+class PiperHttpTTSService(AnswerSpeechTTSService):
+    """Streams the WAV that Piper's HTTP server returns, as audio frames; speaks an LLM's
+    answer in whole sentences of plain words (see spoken_answer.py)."""
 
     def __init__(self, *, base_url: str, voice: str, http: aiohttp.ClientSession, **kwargs):
         super().__init__(
