@@ -201,7 +201,10 @@ async def test_a_healthy_session_completes_its_turn_during_the_catalogue(
             speak_and_wait_for_answer(healthy, weather_pcm), *hostile, return_exceptions=True
         )
     assert results[0] is None, results[0]
-    assert "weather" in words(final_transcript(healthy))
+    # Its own words, not another session's: two of the question's content words (on a loaded
+    # machine the VAD can start late and the first word or two go unheard; that is all).
+    heard = words(final_transcript(healthy)) & {"weather", "like", "paris", "today"}
+    assert len(heard) >= 2, final_transcript(healthy)
 
 
 def open_fds() -> int:
