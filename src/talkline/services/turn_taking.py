@@ -12,12 +12,13 @@ only picks among the waits for a complete sentence:
   ``SMART_TURN_COMPLETE`` or more), after ``disputed_pause_secs`` when Smart Turn calls it
   unfinished, and after ``unsure_pause_secs`` when Smart Turn is nearly certain it is
   unfinished (probability below ``min_probability``). ``complete_pause_secs`` sits just
-  above the pause people make at a comma ("No, … not heartily"), about 0.45 s from the end
-  of speech to speech again as the VAD hears it. ``disputed_pause_secs`` is the same by
-  default: on the benchmark's synthetic voices Smart Turn disputes about a third of the
-  complete sentences, and the mid-sentence pauses it disputes in the tuning set last 1.2 s
-  or more, so a 0.7 s wait there saved none of them while it slowed the median answer by a
-  quarter of a second. A deployment whose users' voices Smart Turn reads well can raise it;
+  above the pause people make at a comma ("Turn the volume down, … please"): 0.38-0.46 s
+  from the end of speech to speech again as the VAD hears it, on the benchmark's voices.
+  ``disputed_pause_secs`` is the same by default: on those synthetic voices Smart Turn
+  disputes about a third of the complete sentences, and the mid-sentence pauses it disputes
+  in the tuning set last 1.2 s or more, so a 0.7 s wait there saved none of them while it
+  slowed the median answer by a quarter of a second. A deployment whose users' voices
+  Smart Turn reads well can raise it;
 - an unfinished clause ("a table for", "and", "um", a trailing comma) keeps listening until
   ``unfinished_pause_secs`` of silence, whatever Smart Turn says: longer than the pauses
   people make in mid-sentence (up to about 1.6 s measured), so the cost falls only on the
@@ -110,8 +111,8 @@ SMART_TURN_COMPLETE = 0.5  # Smart Turn v3 calls a turn complete above this prob
 class TurnWaits:
     """How long the transcript-aware strategy waits (seconds of silence after speech)."""
 
-    complete_pause_secs: float = 0.45
-    disputed_pause_secs: float = 0.45
+    complete_pause_secs: float = 0.5
+    disputed_pause_secs: float = 0.5
     unsure_pause_secs: float = 0.8
     unfinished_pause_secs: float = 2.5
     min_probability: float = 0.05
