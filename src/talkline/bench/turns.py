@@ -8,13 +8,16 @@ strategy's rule then says when the turn ends:
 
 - ``silence``: Pipecat's speech timeout, 0.6 s after the VAD's stop, once the transcript is in;
 - ``smart_turn``: Smart Turn's verdict at the pause, or its ``stop_secs`` (3 s) of silence;
-- ``transcript``: talkline's strategy (services/turn_taking.py), the same rule on the same
-  inputs (``judge`` and ``TurnWaits``, whose ``earliest_end`` is the floor), swept over the
-  floor ``min_pause_secs`` (``FLOORS``): each floor is a replay of the same analysed pauses.
+- ``transcript``: talkline's strategy (services/turn_taking.py): the very function the live
+  strategy calls (``end_of_turn``, on ``judge``'s verdict and Smart Turn's probability),
+  swept over the floor ``min_pause_secs`` (``FLOORS``, 0 being the default): each floor is a
+  replay of the same analysed pauses.
 
-A turn ended before the user resumed speaking is a cut-off. Latency is from the end of the
-user's speech to the first bot audio: the turn's end plus the time Piper takes to say the
-echo responder's first phrase ("You said:"), measured here too.
+As in the server, no strategy ends a turn before some words have been heard. A turn ended
+before the user resumed speaking is a cut-off. The corpus has a tuning set and a held-out
+set (sentences not looked at while the waits were chosen), reported apart. Latency is from
+the end of the user's speech to the first bot audio: the turn's end plus the time Piper
+takes to say the echo responder's first phrase ("You said:"), measured here too.
 """
 
 from __future__ import annotations
