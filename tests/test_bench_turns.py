@@ -8,10 +8,12 @@ from talkline.audio import silence
 from talkline.bench.turn_corpus import Utterance
 from talkline.bench.turns import (
     FLOORS,
+    NO_WORDS_SECS,
     Outcome,
     Pause,
     chosen_floor,
     floor_label,
+    goal_met,
     outcome,
     summary,
     turn_end,
@@ -27,10 +29,10 @@ def pause(text: str, probability: float, resumed: float | None = None) -> Pause:
 
 
 def test_smart_turn_unsure_of_a_complete_sentence_waits_three_seconds_alone() -> None:
-    """Smart Turn alone waits its 3 s; the transcript strategy ends after the short pause."""
+    """Smart Turn alone waits its 3 s; the transcript strategy ends after the disputed pause."""
     quiet = pause("Tell me a joke about cats.", probability=0.2)
     assert turn_end("smart_turn", quiet, WAITS) == 1.0 + 3.0
-    assert turn_end("transcript", quiet, WAITS) == 1.0 + WAITS.complete_pause_secs
+    assert turn_end("transcript", quiet, WAITS) == 1.0 + WAITS.disputed_pause_secs
     assert turn_end("silence", quiet, WAITS) == 1.2 + 0.6
 
 
@@ -50,13 +52,29 @@ def test_a_turn_ended_before_the_user_resumes_is_a_cut_off() -> None:
     held = outcome(
         utterance, "moonshine", "transcript", [pause("Set an alarm for", 0.9, 1.8), last], WAITS
     )
-    assert not held.cut_off and held.latency is not None and abs(held.latency - 0.3) < 1e-9
+    assert not held.cut_off and held.latency is not None
+    assert abs(held.latency - WAITS.complete_pause_secs) < 1e-9
     rows = summary([cut, held], tts_secs=0.2)
     assert {row["strategy"]: row["cut_off_paused"] for row in rows} == {
         "smart_turn": "1/1",
         "transcript": "0/1",
     }
-    assert [row["median_ms"] for row in rows if row["strategy"] == "transcript"] == [500]
+    median = round((WAITS.complete_pause_secs + 0.2) * 1000)
+    assert [row["median_ms"] for row in rows if row["strategy"] == "transcript"] == [median]
+
+
+def test_no_turn_ends_before_any_words_are_heard() -> None:
+    """An empty transcript at the first pause (Smart Turn sure it is done) does not end the
+    turn, as in the server; a turn with no words at all ends at the pipeline's timeout."""
+    utterance = Utterance("paused", "Set an alarm for … six.", "espeak", True, silence(1))
+    first = pause("", probability=0.9, resumed=1.8)
+    last = Pause(3.0, 3.2, None, 0.9, 0.1, "Six in the morning.", 0.1)
+    for strategy in ("silence", "smart_turn", "transcript"):
+        result = outcome(utterance, "moonshine", strategy, [first, last], WAITS)
+        assert not result.cut_off, strategy
+    mute = Pause(3.0, 3.2, None, 0.9, 0.1, "", 0.1)
+    result = outcome(utterance, "moonshine", "transcript", [first, mute], WAITS)
+    assert not result.cut_off and result.latency == NO_WORDS_SECS
 
 
 def test_outcomes_name_their_strategy() -> None:
@@ -71,32 +89,46 @@ def test_the_floor_holds_the_transcript_strategy_and_only_it() -> None:
     floored = replace(WAITS, min_pause_secs=0.9)
     done = pause("I'd like a table.", probability=0.9)
     assert turn_end("transcript", done, floored) == 1.0 + 0.9
+    assert turn_end("transcript", done, WAITS) == 1.0 + WAITS.complete_pause_secs
     assert turn_end("smart_turn", done, floored) == 1.3
     unsure = pause("I'd like a table.", probability=0.2)
     assert turn_end("transcript", unsure, floored) == 1.0 + 0.9
-    later = pause("Um.", probability=0.9)  # the rule's own 1.5 s is above the floor
+    later = pause("Um.", probability=0.9)  # the rule's own long wait is above the floor
     assert turn_end("transcript", later, floored) == 1.0 + WAITS.unfinished_pause_secs
 
 
-def test_the_chosen_floor_is_the_smallest_that_does_no_worse_than_today() -> None:
-    """Today's default cuts off 3 paused utterances; the 0.6 s floor cuts off 3 but also a
-    complete one, so the rule picks 0.9 s; with no qualifying floor it picks none."""
-    cuts = {floor: ("1/20", "0/20") for floor in FLOORS}
-    cuts |= {0.0: ("10/20", "1/20"), 0.3: ("6/20", "0/20"), 0.6: ("3/20", "1/20")}
-    cuts |= {0.9: ("3/20", "0/20")}
-    assert set(cuts) == set(FLOORS)
+def rows_with(paused: str, complete: str, median: int, p90: int) -> list[dict[str, object]]:
+    """Summary rows: today's default cuts off 3 paused utterances; Moonshine + the default
+    strategy (floor 0) as given; the other floors cut off none."""
     rows: list[dict[str, object]] = [
         {"stt": "whisper", "strategy": "smart_turn", "cut_off_paused": "3/20"}
     ]
-    for floor, (paused, complete) in cuts.items():
-        rows.append(
-            {
-                "stt": "moonshine",
-                "strategy": floor_label(floor),
-                "cut_off_paused": paused,
-                "cut_off_complete": complete,
-            }
-        )
-    assert chosen_floor(rows) == 0.9
-    rows[0]["cut_off_paused"] = "0/20"
+    for floor in FLOORS:
+        row = {"cut_off_paused": "0/20", "cut_off_complete": "0/20", "median_ms": 2000}
+        if floor == 0.0:
+            row = {"cut_off_paused": paused, "cut_off_complete": complete, "median_ms": median}
+        rows.append({"stt": "moonshine", "strategy": floor_label(floor), "p90_ms": p90} | row)
+    return rows
+
+
+def test_the_chosen_floor_is_the_smallest_that_does_no_worse_than_today() -> None:
+    assert chosen_floor(rows_with("3/20", "0/20", 500, 900)) == 0.0
+    assert chosen_floor(rows_with("4/20", "0/20", 500, 900)) == FLOORS[1]
+    assert chosen_floor(rows_with("3/20", "1/20", 500, 900)) == FLOORS[1]
+    rows = rows_with("4/20", "0/20", 500, 900)
+    rows[0]["cut_off_paused"] = "-1/20"  # no floor can do better than that
     assert chosen_floor(rows) is None
+
+
+def test_the_goal_is_met_only_when_every_part_is() -> None:
+    """Median ≤ 500 ms, p90 ≤ 1000 ms, paused cut-offs ≤ today's, no complete one."""
+    assert all(goal_met(rows_with("3/20", "0/20", 500, 1000)).values())
+    assert goal_met(rows_with("3/20", "0/20", 501, 900)) == {
+        "median": False,
+        "p90": True,
+        "paused cut-offs": True,
+        "no complete cut-off": True,
+    }
+    assert not goal_met(rows_with("3/20", "0/20", 400, 1001))["p90"]
+    assert not goal_met(rows_with("4/20", "0/20", 400, 900))["paused cut-offs"]
+    assert not goal_met(rows_with("2/20", "1/20", 400, 900))["no complete cut-off"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import pytest
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
@@ -22,9 +23,24 @@ from pipecat.utils.asyncio.task_manager import TaskManager
 from pipecat.utils.time import time_now_iso8601
 
 from talkline.config import Settings
-from talkline.services.turn_taking import TranscriptTurnStopStrategy, TurnWaits, Verdict, judge
+from talkline.services.turn_taking import (
+    TranscriptTurnStopStrategy,
+    TurnWaits,
+    Verdict,
+    end_of_turn,
+    judge,
+)
 
 VAD_STOP = 0.2
+# Distinct waits, so that each test can tell which one ended the turn.
+WAITS = TurnWaits(
+    complete_pause_secs=0.3,
+    disputed_pause_secs=0.6,
+    unsure_pause_secs=0.9,
+    unfinished_pause_secs=1.2,
+    min_probability=0.05,
+    min_pause_secs=0.0,
+)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +51,8 @@ VAD_STOP = 0.2
         "Thanks!",
         "Where are you from?",
         "I like it.",
+        "The train leaves at 7.30.",
+        "Call me at 5.",
     ],
 )
 def test_finished_sentences_are_complete(text: str) -> None:
@@ -114,13 +132,7 @@ async def turn_end_after(
 ) -> float | None:
     """Seconds from the end of speech to the strategy's end of turn (None: not within
     ``wait``), when the user says ``text`` and then stays quiet."""
-    waits = TurnWaits(
-        complete_pause_secs=0.3,
-        unsure_pause_secs=1.5,
-        unfinished_pause_secs=1.5,
-        min_probability=0.05,
-        min_pause_secs=min_pause,
-    )
+    waits = replace(WAITS, min_pause_secs=min_pause)
     strategy = TranscriptTurnStopStrategy(
         turn_analyzer=StandInSmartTurn(complete, probability), waits=waits
     )
@@ -147,54 +159,89 @@ async def turn_end_after(
     return ended[0] - speech_end if ended else None
 
 
-async def test_a_complete_sentence_and_a_short_pause_end_the_turn() -> None:
-    """Smart Turn unsure (0.3), a finished sentence: the turn ends after the short pause."""
+def ended_within(after: float | None, pause: float) -> bool:
+    """Whether the turn ended after ``pause`` of silence, and not much later."""
+    return after is not None and pause - 0.02 <= after < pause + 0.25
+
+
+def test_each_verdict_and_smart_turn_probability_has_its_wait() -> None:
+    """The rule the strategy and the benchmark share: the words pick the wait, Smart Turn's
+    probability only picks among a complete sentence's waits; no words, no say."""
+    complete, unsure, unfinished = Verdict.COMPLETE, Verdict.UNSURE, Verdict.UNFINISHED
+    assert end_of_turn(10.0, complete, 0.9, WAITS) == 10.0 + 0.3
+    assert end_of_turn(10.0, complete, 0.3, WAITS) == 10.0 + 0.6
+    assert end_of_turn(10.0, complete, 0.01, WAITS) == 10.0 + 0.9
+    assert end_of_turn(10.0, unsure, 0.9, WAITS) == 10.0 + 0.9
+    assert end_of_turn(10.0, unfinished, 0.9, WAITS) == 10.0 + 1.2
+    assert end_of_turn(10.0, unfinished, 0.01, WAITS) == 10.0 + 1.2
+    assert end_of_turn(10.0, None, 0.9, WAITS) is None
+    floored = replace(WAITS, min_pause_secs=0.7)
+    assert end_of_turn(10.0, complete, 0.9, floored) == 10.0 + 0.7
+
+
+async def test_a_sentence_smart_turn_agrees_is_complete_waits_the_short_pause() -> None:
+    """Both say done: the turn ends after the short pause, not at the VAD's stop (a comma's
+    pause would end it)."""
+    after = await turn_end_after("No, not heartily.", complete=True, probability=0.9)
+    assert ended_within(after, 0.3), after
+
+
+async def test_a_complete_sentence_smart_turn_disputes_waits_a_little_longer() -> None:
+    """Smart Turn unsure (0.3), a finished sentence: the turn ends after the disputed pause,
+    not Smart Turn's 3 s."""
     after = await turn_end_after("No, not heartily, just less heartily.", complete=False)
-    assert after is not None and 0.25 <= after < 1.0, after
+    assert ended_within(after, 0.6), after
 
 
-async def test_smart_turn_nearly_sure_of_more_waits_the_longer_pause() -> None:
-    """A finished-looking sentence that Smart Turn is nearly sure is unfinished waits 1.5 s."""
+async def test_smart_turn_nearly_sure_of_more_waits_the_unsure_pause() -> None:
+    """A finished-looking sentence that Smart Turn is nearly sure is unfinished."""
     after = await turn_end_after("I'd like to book a table.", complete=False, probability=0.01)
-    assert after is not None and after >= 1.45, after
+    assert ended_within(after, 0.9), after
 
 
-async def test_an_unfinished_clause_waits_although_smart_turn_says_done() -> None:
-    """'a table for' with Smart Turn calling it complete: held until the longer pause."""
-    after = await turn_end_after("I'd like to book a table for", complete=True)
-    assert after is not None and after >= 1.45, after
+@pytest.mark.parametrize("complete", [True, False])
+async def test_an_unfinished_clause_waits_the_long_pause_whatever_smart_turn_says(
+    complete: bool,
+) -> None:
+    """'a table for': held until the long pause, whether Smart Turn calls it complete or not
+    (not its 3 s either)."""
+    probability = 0.9 if complete else 0.3
+    after = await turn_end_after(
+        "I'd like to book a table for", complete=complete, probability=probability
+    )
+    assert ended_within(after, 1.2), after
 
 
 async def test_a_filler_waits_although_smart_turn_says_done() -> None:
-    after = await turn_end_after("Um.", complete=True)
-    assert after is not None and after >= 1.45, after
+    after = await turn_end_after("Um.", complete=True, probability=0.9)
+    assert ended_within(after, 1.2), after
 
 
-async def test_unsure_words_wait_the_longer_pause_unless_smart_turn_says_done() -> None:
-    """No sign in the words: Smart Turn's 'unfinished' waits 1.5 s, its 'done' ends it."""
-    after = await turn_end_after("okay", complete=False)
-    assert after is not None and after >= 1.45, after
-    after = await turn_end_after("okay", complete=True)
-    assert after is not None and after < 1.0, after
-
-
-async def test_unfinished_words_and_smart_turn_agreeing_wait_for_smart_turn() -> None:
-    """Both say more is coming: only Smart Turn's own stop_secs (3 s) ends the turn."""
-    assert await turn_end_after("Set an alarm for", complete=False, wait=2.0) is None
+@pytest.mark.parametrize("complete", [True, False])
+async def test_unsure_words_wait_the_unsure_pause_whatever_smart_turn_says(
+    complete: bool,
+) -> None:
+    """No sign in the words ("Thanks" cut at a comma): Smart Turn alone does not end it."""
+    probability = 0.9 if complete else 0.3
+    after = await turn_end_after("Thanks", complete=complete, probability=probability)
+    assert ended_within(after, 0.9), after
 
 
 @pytest.mark.parametrize("complete", [True, False])
 async def test_no_turn_ends_below_the_floor(complete: bool) -> None:
     """A finished sentence, Smart Turn saying done (or unsure): with a 0.9 s floor the turn
     ends only after 0.9 s of silence, not at the VAD's stop or the 0.3 s pause."""
-    after = await turn_end_after("I'd like a table.", complete=complete, min_pause=0.9)
-    assert after is not None and 0.88 <= after < 1.4, after
+    probability = 0.9 if complete else 0.3
+    after = await turn_end_after(
+        "I'd like a table.", complete=complete, probability=probability, min_pause=0.9
+    )
+    assert ended_within(after, 0.9), after
 
 
 async def test_a_floor_below_the_rules_waits_changes_nothing() -> None:
-    """A floor shorter than the longer pause leaves that pause in charge."""
+    """A floor shorter than the unsure pause leaves that pause in charge."""
     after = await turn_end_after("okay", complete=False, min_pause=0.6)
-    assert after is not None and after >= 1.45, after
+    assert ended_within(after, 0.9), after
 
 
 async def test_speech_resuming_cancels_the_early_end() -> None:
@@ -222,7 +269,12 @@ async def test_speech_resuming_cancels_the_early_end() -> None:
 
 def test_the_floor_setting_reaches_the_strategys_waits() -> None:
     """TALKLINE_TURN_MIN_PAUSE_SECS is the waits' floor; unset, it is the waits' default."""
-    given = Settings(_env_file=None, turn_min_pause_secs=1.2)  # type: ignore[call-arg]
-    assert given.options(TurnWaits, prefix="turn_").min_pause_secs == 1.2
+    given = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        turn_min_pause_secs=1.2,
+        turn_disputed_pause_secs=0.65,
+    )
+    waits = given.options(TurnWaits, prefix="turn_")
+    assert (waits.min_pause_secs, waits.disputed_pause_secs) == (1.2, 0.65)
     default = Settings(_env_file=None)  # type: ignore[call-arg]
     assert default.options(TurnWaits, prefix="turn_") == TurnWaits()

@@ -210,19 +210,22 @@ class Settings(BaseSettings):
         "TALKLINE_SMART_TURN=false).",
     )
     turn_complete_pause_secs: float = Field(
-        0.3, ge=0, description="Silence after a complete sentence that ends the turn."
+        0.5, ge=0, description="Silence after a complete sentence Smart Turn agrees with."
+    )
+    turn_disputed_pause_secs: float = Field(
+        0.5, ge=0, description="Silence after a complete sentence Smart Turn calls unfinished."
     )
     turn_unsure_pause_secs: float = Field(
-        1.5, ge=0, description="Silence that ends a turn neither Smart Turn nor the words settle."
+        0.8, ge=0, description="Silence after words with no sign either way (no final stop)."
     )
     turn_unfinished_pause_secs: float = Field(
-        1.5, ge=0, description="Silence an unfinished clause or a filler waits for at least."
+        2.5, ge=0, description="Silence an unfinished clause or a filler waits for."
     )
     turn_min_probability: float = Field(
-        0.05, ge=0, le=1, description="Smart Turn probability below which a sentence waits."
+        0.05, ge=0, le=1, description="Smart Turn probability below which a sentence is unsure."
     )
     turn_min_pause_secs: float = Field(
-        1.2,
+        0.0,
         ge=0,
         description="Silence after speech before which the transcript strategy never ends a turn.",
     )

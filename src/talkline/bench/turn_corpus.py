@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,24 @@ PAUSED = [
     ("What I want to know is whether", "the shop is open on Mondays."),
     ("Send a message to", "Anna saying I'll be late."),
     ("I'd like a table", "by the window, please."),
+]
+# Held out: new sentences, same voices, pauses and noise, left unseen while the waits were
+# tuned on the sentences above; the report gives their figures apart.
+HELD_OUT_COMPLETE = [
+    "Can you play some relaxing music?",
+    "I'm running a little late this morning.",
+    "What time does the pharmacy close?",
+    "Turn the volume down, please.",
+    "My flight was cancelled again.",
+    "Okay, let's do that.",
+]
+HELD_OUT_PAUSED = [
+    ("Remind me to", "water the plants tomorrow."),
+    ("I'm looking for", "a good Italian restaurant nearby."),
+    ("Can you check if", "my package has arrived?"),
+    ("We should probably", "leave before the traffic gets bad."),
+    ("I bought some apples", "and a loaf of bread."),
+    ("Uh, what's the best way", "to get to the museum?"),
 ]
 PAUSES = (0.6, 0.9, 1.2)  # seconds of silence inside a paused utterance
 TAIL_SECS = 4.0  # quiet after the utterance: longer than any strategy waits
@@ -77,6 +95,7 @@ class Utterance:
     voice: str
     noisy: bool
     pcm: bytes  # 16 kHz mono, lead-in silence, the speech, TAIL_SECS of quiet
+    held_out: bool = False  # not looked at while the waits were tuned
 
 
 def speak(text: str, voice: Voice) -> bytes:
@@ -119,15 +138,26 @@ def add_noise(pcm: bytes, snr_db: float, seed: int) -> bytes:
 
 
 def build_corpus(snr_db: float = 20.0) -> list[Utterance]:
-    """Every sentence in a Piper and an espeak-ng voice, every other utterance with noise."""
+    """Every sentence in a Piper and an espeak-ng voice, every other utterance with noise:
+    the tuning set, then the held-out set."""
     if shutil.which("espeak-ng") is None:
         raise SystemExit("the turn-taking benchmark needs espeak-ng: apt-get install espeak-ng")
+    tuning = _utterances(COMPLETE, PAUSED, snr_db, start=0)
+    held_out = _utterances(HELD_OUT_COMPLETE, HELD_OUT_PAUSED, snr_db, start=len(COMPLETE))
+    return tuning + [replace(u, held_out=True) for u in held_out]
+
+
+def _utterances(
+    complete: list[str], paused: list[tuple[str, str]], snr_db: float, start: int
+) -> list[Utterance]:
+    """Both kinds of utterance; ``start`` carries the rotation of voices, pauses and noise on
+    from the sentences before."""
     utterances = []
-    for index, text in enumerate(COMPLETE):
+    for index, text in enumerate(complete, start):
         for turn, voice in enumerate(_two_voices(index)):
             speech = speak(text, voice)
             utterances.append(_utterance("complete", text, voice, speech, index + turn, snr_db))
-    for index, (first, second) in enumerate(PAUSED):
+    for index, (first, second) in enumerate(paused, start):
         for turn, voice in enumerate(_two_voices(index + 1)):
             pause = silence(PAUSES[(index + turn) % len(PAUSES)])
             speech = speak(first, voice) + pause + speak(second, voice)

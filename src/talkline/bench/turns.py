@@ -8,13 +8,16 @@ strategy's rule then says when the turn ends:
 
 - ``silence``: Pipecat's speech timeout, 0.6 s after the VAD's stop, once the transcript is in;
 - ``smart_turn``: Smart Turn's verdict at the pause, or its ``stop_secs`` (3 s) of silence;
-- ``transcript``: talkline's strategy (services/turn_taking.py), the same rule on the same
-  inputs (``judge`` and ``TurnWaits``, whose ``earliest_end`` is the floor), swept over the
-  floor ``min_pause_secs`` (``FLOORS``): each floor is a replay of the same analysed pauses.
+- ``transcript``: talkline's strategy (services/turn_taking.py): the very function the live
+  strategy calls (``end_of_turn``, on ``judge``'s verdict and Smart Turn's probability),
+  swept over the floor ``min_pause_secs`` (``FLOORS``, 0 being the default): each floor is a
+  replay of the same analysed pauses.
 
-A turn ended before the user resumed speaking is a cut-off. Latency is from the end of the
-user's speech to the first bot audio: the turn's end plus the time Piper takes to say the
-echo responder's first phrase ("You said:"), measured here too.
+As in the server, no strategy ends a turn before some words have been heard. A turn ended
+before the user resumed speaking is a cut-off. The corpus has a tuning set and a held-out
+set (sentences not looked at while the waits were chosen), reported apart. Latency is from
+the end of the user's speech to the first bot audio: the turn's end plus the time Piper
+takes to say the echo responder's first phrase ("You said:"), measured here too.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from talkline.audio import RATE
 from talkline.bench.turn_corpus import Utterance
 from talkline.services.turn_models import TurnModels
-from talkline.services.turn_taking import TurnWaits, Verdict, judge
+from talkline.services.turn_taking import SMART_TURN_COMPLETE, TurnWaits, end_of_turn, judge
 
 # --- Pipecat internals this module relies on -----------------------------------------------
 # (owner, name, kind, why), checked by tests/test_pipecat_contract.py. Both are methods
@@ -47,7 +50,8 @@ SMART_TURN_STOP_SECS = 3.0
 SMART_TURN_PRE_SPEECH_SECS = 0.5 + 0.2  # Smart Turn's pre-speech audio, plus VAD start_secs
 SPEECH_TIMEOUT_SECS = 0.6  # Pipecat's SpeechTimeoutUserTurnStopStrategy default
 STRATEGIES = ("silence", "smart_turn", "transcript")
-FLOORS = (0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.1)  # the transcript strategy's floors swept
+FLOORS = (0.0, 0.6, 1.2, 1.8)  # the transcript strategy's floors swept (0: the default)
+NO_WORDS_SECS = 12.0  # pipelines/build.py's TRANSCRIPT_WAIT_SECS: a turn with no words ends
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class Outcome:
     strategy: str
     cut_off: bool
     latency: float | None  # end of speech → turn end (None when cut off)
+    heard: str = ""  # each pause: the words, Smart Turn's probability, how long it lasted
 
 
 @dataclass
@@ -167,21 +172,15 @@ def _rule_end(strategy: str, pause: Pause, waits: TurnWaits) -> float:
     scored = pause.vad_stop + pause.smart_turn_secs  # Smart Turn has spoken
     if strategy == "silence":
         return max(pause.vad_stop + SPEECH_TIMEOUT_SECS, heard)
-    complete = pause.probability >= 0.5
+    complete = pause.probability >= SMART_TURN_COMPLETE
     timeout = pause.speech_end + SMART_TURN_STOP_SECS
     if strategy == "smart_turn":
         return max(scored, heard) if complete else max(timeout, heard)
     verdict = judge(pause.text) if pause.text else None
-    if complete:
-        if verdict is Verdict.UNFINISHED:
-            return max(heard, pause.speech_end + waits.unfinished_pause_secs)
-        return max(scored, heard)
-    if verdict is None or verdict is Verdict.UNFINISHED:
-        return max(timeout, heard)
-    plausible = pause.probability >= waits.min_probability
-    if verdict is Verdict.COMPLETE and plausible:
-        return max(heard, scored, pause.speech_end + waits.complete_pause_secs)
-    return max(heard, scored, pause.speech_end + waits.unsure_pause_secs)
+    end = end_of_turn(pause.speech_end, verdict, pause.probability, waits)
+    if end is None:  # no words: Smart Turn's own rule, as in the server
+        return max(scored, heard) if complete else max(timeout, heard)
+    return max(end, heard, scored)
 
 
 def outcome(
@@ -192,14 +191,27 @@ def outcome(
     waits: TurnWaits,
     label: str | None = None,
 ) -> Outcome:
-    """The first pause at which the strategy ends the turn before the user speaks again."""
+    """The first pause at which the strategy ends the turn before the user speaks again.
+    As in the server, where Pipecat's strategies and talkline's wait for a transcript, no
+    turn ends while no words have been heard (the pipeline's timeout ends a turn with none)."""
     name = label or strategy
+    said = False
     for index, pause in enumerate(pauses):
-        end = turn_end(strategy, pause, waits)
+        said = said or bool(pause.text)
+        end = turn_end(strategy, pause, waits) if said else pause.speech_end + NO_WORDS_SECS
         if pause.resumed is None or end < pause.resumed:
             last = index == len(pauses) - 1
-            return Outcome(utterance, stt, name, not last, end - pause.speech_end)
-    return Outcome(utterance, stt, name, False, None)
+            return Outcome(utterance, stt, name, not last, end - pause.speech_end, heard(pauses))
+    return Outcome(utterance, stt, name, False, None, heard(pauses))
+
+
+def heard(pauses: list[Pause]) -> str:
+    """What the recognizer and Smart Turn made of each pause, for the report."""
+    parts = []
+    for pause in pauses:
+        gap = f", {pause.resumed - pause.speech_end:.2f} s" if pause.resumed is not None else ""
+        parts.append(f'"{pause.text}" ({pause.probability:.2f}{gap})')
+    return " / ".join(parts)
 
 
 def run(utterances: list[Utterance], transcribers: list[Transcriber]) -> list[Outcome]:
@@ -260,6 +272,25 @@ def chosen_floor(rows: list[dict[str, object]], stt: str = "moonshine") -> float
         if _count(row["cut_off_paused"]) <= today and _count(row["cut_off_complete"]) == 0:
             return floor
     return None
+
+
+GOAL_MEDIAN_MS, GOAL_P90_MS = 500, 1000  # issue 13: end of speech → first bot audio
+
+
+def goal_met(rows: list[dict[str, object]], stt: str = "moonshine") -> dict[str, bool]:
+    """Issue 13's goal for ``stt`` + the default transcript strategy (floor 0), each part:
+    median and p90 latency, paused cut-offs no more than Whisper + Smart Turn's (today's
+    default before it) in the same rows, and no complete sentence cut off."""
+    table = {(r["stt"], r["strategy"]): r for r in rows}
+    mine = table[(stt, floor_label(0.0))]
+    today = _count(table[("whisper", "smart_turn")]["cut_off_paused"])
+    median, p90 = mine["median_ms"], mine["p90_ms"]
+    return {
+        "median": isinstance(median, int) and median <= GOAL_MEDIAN_MS,
+        "p90": isinstance(p90, int) and p90 <= GOAL_P90_MS,
+        "paused cut-offs": _count(mine["cut_off_paused"]) <= today,
+        "no complete cut-off": _count(mine["cut_off_complete"]) == 0,
+    }
 
 
 def _count(share: object) -> int:

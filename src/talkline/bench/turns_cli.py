@@ -15,6 +15,7 @@ from talkline.bench.turns import (
     Outcome,
     Transcriber,
     chosen_floor,
+    goal_met,
     measure_tts,
     run,
     summary,
@@ -68,9 +69,10 @@ def main(argv: list[str], prog: str = "talkline bench turns") -> int:
     stts = transcribers([name.strip() for name in args.stt.split(",") if name.strip()])
     outcomes = run(corpus, stts)
     tts = measure_tts()
-    rows = summary(outcomes, tts)
+    rows = summary([o for o in outcomes if not o.utterance.held_out], tts)
+    held_out = summary([o for o in outcomes if o.utterance.held_out], tts)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_report(args.out, rows, outcomes, stts, tts, time.monotonic() - began)
+    write_report(args.out, (rows, held_out), outcomes, stts, tts, time.monotonic() - began)
     plot(args.out / "turns.png", rows)
     print((args.out / "README.md").read_text())
     return 0
@@ -78,30 +80,40 @@ def main(argv: list[str], prog: str = "talkline bench turns") -> int:
 
 def write_report(
     out: Path,
-    rows: list[dict[str, object]],
+    sets: tuple[list[dict[str, object]], list[dict[str, object]]],
     outcomes: list[Outcome],
     stts: list[Transcriber],
     tts: float,
     took: float,
 ) -> None:
+    """README.md (both sets' tables, each utterance) and summary.json in ``out``."""
+    rows, held_out = sets
     lines = [
         "# Turn-taking benchmark (`talkline bench turns`)",
         "",
         f"{platform.node()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"run took {took:.0f} s. Latency: end of the user's speech → first bot audio "
         f'(turn end + Piper\'s "You said:", {tts * 1000:.0f} ms here), over the turns '
-        "not cut off. Cut-off: the turn ended in a pause before the user went on.",
+        "not cut off. Cut-off: the turn ended in a pause before the user went on. "
+        "`transcript, floor 0.0 s` is the default strategy.",
         "",
-        "| recognizer | strategy | median ms | p90 ms | cut off (paused) | cut off (complete) |",
-        "|---|---|---|---|---|---|",
+        "## Tuning set (the sentences the waits were chosen on)",
+        "",
+        *_table(rows),
+        "",
+        _goal_line(rows),
+        "",
+        _floor_choice(rows),
+        "",
+        "## Held-out set (new sentences, not looked at while tuning)",
+        "",
+        *_table(held_out),
+        "",
+        _goal_line(held_out),
+        "",
+        "Recognizer time per segment (ms, median / max):",
+        "",
     ]
-    for row in rows:
-        lines.append(
-            f"| {row['stt']} | {row['strategy']} | {row['median_ms']} | {row['p90_ms']} "
-            f"| {row['cut_off_paused']} | {row['cut_off_complete']} |"
-        )
-    lines += ["", _floor_choice(rows)]
-    lines += ["", "Recognizer time per segment (ms, median / max):", ""]
     for stt in stts:
         ms = sorted(t * 1000 for t in stt.timings)
         lines.append(f"- {stt.name}: {ms[len(ms) // 2]:.0f} / {ms[-1]:.0f}")
@@ -110,12 +122,40 @@ def write_report(
         "",
         "## Each utterance",
         "",
-        "| kind | voice | noise | text | stt | " + " | ".join(labels) + " |",
-        "|---|---|---|---|---|" + "---|" * len(labels),
+        "Heard: at each pause the words, Smart Turn's probability of a complete turn and, if the"
+        " user went on, the pause from the VAD's end of speech to its hearing speech again.",
+        "",
+        "| set | kind | voice | noise | text | stt | " + " | ".join(labels) + " | heard |",
+        "|---|---|---|---|---|---|" + "---|" * (len(labels) + 1),
     ]
     lines += _per_utterance(outcomes)
     (out / "README.md").write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    report = {"tuning": rows, "held_out": held_out, "goal": goal_met(rows)}
+    (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _table(rows: list[dict[str, object]]) -> list[str]:
+    lines = [
+        "| recognizer | strategy | median ms | p90 ms | cut off (paused) | cut off (complete) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['stt']} | {row['strategy']} | {row['median_ms']} | {row['p90_ms']} "
+            f"| {row['cut_off_paused']} | {row['cut_off_complete']} |"
+        )
+    return lines
+
+
+def _goal_line(rows: list[dict[str, object]]) -> str:
+    """Which parts of issue 13's goal Moonshine + the default strategy meets in ``rows``."""
+    parts = goal_met(rows)
+    verdict = "met" if all(parts.values()) else "not met"
+    detail = ", ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok in parts.items())
+    return (
+        f"Goal (Moonshine + default: median ≤ 0.5 s, p90 ≤ 1.0 s, paused cut-offs ≤ Whisper + "
+        f"smart_turn's, no complete one): **{verdict}** ({detail})."
+    )
 
 
 def _labels(rows: list[dict[str, object]]) -> list[str]:
@@ -147,10 +187,11 @@ def _per_utterance(outcomes: list[Outcome]) -> list[str]:
         first = next(iter(mine.values())).utterance
         cells = [_cell(mine[s]) for s in labels]
         noise = "yes" if first.noisy else ""
+        kind = "held out" if first.held_out else "tuning"
         lines.append(
-            f"| {first.kind} | {first.voice} | {noise} | {first.text} | {stt} | "
+            f"| {kind} | {first.kind} | {first.voice} | {noise} | {first.text} | {stt} | "
             + " | ".join(cells)
-            + " |"
+            + f" | {next(iter(mine.values())).heard} |"
         )
     return lines
 
