@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
@@ -77,15 +76,9 @@ class SileroBatcher:
     convoy delayed decisions, and the audio queued behind them, by seconds).
     """
 
-    def __init__(
-        self,
-        session: ort.InferenceSession,
-        batch_secs: float = BATCH_SECS,
-        executor: ThreadPoolExecutor | None = None,
-    ):
+    def __init__(self, session: ort.InferenceSession, batch_secs: float = BATCH_SECS):
         self.session = session
         self._batch_secs = batch_secs
-        self._executor = executor
         self._pending: dict[asyncio.AbstractEventLoop, list[Pending]] = {}
         self.batches = 0
         self.windows = 0
@@ -111,9 +104,6 @@ class SileroBatcher:
         live = [entry for entry in batch if not entry[2].done()]  # not cancelled meanwhile
         if not live:
             return
-        if self._executor is not None:
-            self._offload(loop, live)
-            return
         try:
             confidences = self._infer(live)
         except Exception as error:  # the model failed: every window in the batch says so
@@ -124,37 +114,6 @@ class SileroBatcher:
         self.windows += len(live)
         for (_stream, _window, future), confidence in zip(live, confidences, strict=True):
             future.set_result(confidence)
-
-    def _offload(self, loop: asyncio.AbstractEventLoop, live: list[Pending]) -> None:
-        x, state = self._inputs(live)
-        sr = np.array(RATE, dtype=np.int64)
-        assert self._executor is not None
-        ran = loop.run_in_executor(
-            self._executor, self.session.run, None, {"input": x, "state": state, "sr": sr}
-        )
-        ran.add_done_callback(lambda done: self._resolve(live, x, done))
-
-    def _resolve(self, live: list[Pending], x: np.ndarray, done: asyncio.Future) -> None:
-        if done.exception() is not None:
-            for _stream, _window, future in live:
-                if not future.done():
-                    future.set_exception(done.exception())
-            return
-        out, new_state = done.result()
-        self.batches += 1
-        self.windows += len(live)
-        for i, (stream, _window, future) in enumerate(live):
-            stream.state = new_state[:, i : i + 1, :].copy()
-            stream.context = x[i : i + 1, -CONTEXT:].copy()
-            if not future.done():
-                future.set_result(float(out[i, 0]))
-
-    @staticmethod
-    def _inputs(batch: list[Pending]) -> tuple[np.ndarray, np.ndarray]:
-        x = np.concatenate(
-            [np.concatenate((s.context, w[None, :]), axis=1) for s, w, _f in batch], axis=0
-        )
-        return x, np.concatenate([s.state for s, _w, _f in batch], axis=1)
 
     def _infer(self, batch: list[Pending]) -> list[float]:
         streams = [stream for stream, _window, _future in batch]

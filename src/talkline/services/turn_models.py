@@ -8,7 +8,6 @@ session keeps its own analyzer state while the weights and threads are shared.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -130,9 +129,7 @@ class TurnModels:
         from talkline.services.speech_gate import SileroBatcher, SpeechGate
 
         if self._batcher is None:
-            offload = os.environ.get("TALKLINE_VAD_OFFLOAD") == "1"  # EXPERIMENT
-            executor = ThreadPoolExecutor(1, thread_name_prefix="silero") if offload else None
-            self._batcher = SileroBatcher(self.vad_session, executor=executor)
+            self._batcher = SileroBatcher(self.vad_session)
         return SpeechGate(self._batcher, params=params)
 
     def smart_turn(self, stop_secs: float) -> SharedSmartTurnAnalyzer:
