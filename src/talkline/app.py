@@ -111,7 +111,6 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        watching = asyncio.create_task(metrics.watch_loop(), name="loop-lag")
         if history is not None:
             history.start()
         shared.start()
@@ -123,6 +122,7 @@ def create_app(settings: Settings, shared: SharedResources | None = None) -> Fas
             # A worker beside others: accept nothing until ready, so the shared port
             # sends every connection to a worker that can serve it.
             await shared.wait_ready()
+        watching = asyncio.create_task(metrics.watch_loop(), name="loop-lag")
         try:
             yield
         finally:

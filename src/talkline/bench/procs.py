@@ -208,20 +208,20 @@ class ProcessMonitor:
     _cpu0: float = 0.0
     _main0: float = 0.0
     _wall0: float = 0.0
-    _tree: _Tree | None = None
+    _members: _Tree | None = None
 
     def start(self) -> None:
         process = psutil.Process(self.pid)
-        self._tree = _Tree(process, self.children)
-        self._cpu0, self.usage.rss_start = _cpu_and_rss(self._tree.now())
+        self._members = _Tree(process, self.children)
+        self._cpu0, self.usage.rss_start = _cpu_and_rss(self._members.now())
         self._main0 = _main_thread_secs(process)
         self.usage.rss_peak = self.usage.rss_start
         self._wall0 = time.monotonic()
         self._task = asyncio.create_task(self._sample(process), name=f"monitor-{self.pid}")
 
     def _update(self, process: psutil.Process) -> None:
-        assert self._tree is not None, "start() first"
-        cpu, rss = _cpu_and_rss(self._tree.now())
+        assert self._members is not None, "start() first"
+        cpu, rss = _cpu_and_rss(self._members.now())
         self.usage.rss_peak = max(self.usage.rss_peak, rss)
         self.usage.cpu_secs = cpu - self._cpu0
         self.usage.main_thread_secs = _main_thread_secs(process) - self._main0

@@ -377,8 +377,9 @@ def capacity_target_rows(results: list[RunResult], verdict: Any) -> list[str]:
         f"| server CPU per Gemini session ≤ {TARGET_CPU_RATIO}x the baseline's, N = {at} "
         f"| {shown} "
         f"| {verdict(max(ratios.values()) <= TARGET_CPU_RATIO if all_run else None)} |",
-        f"| one process holds {TARGET_ONE_PROCESS} Gemini sessions (every turn answered, p95 "
-        f"< {TARGET_ADDED_MS:.0f} ms each way, no glitch) | {_held_text(one)} "
+        f"| one process holds {TARGET_ONE_PROCESS} Gemini sessions (every turn answered, no "
+        f"client failed, p95 < {TARGET_ADDED_MS:.0f} ms each way, no glitch, < "
+        f"{TARGET_RSS_MB:.0f} MB RSS per extra session) | {_held_text(one)} "
         f"| {verdict(None if one is None else meets(one))} |",
         f"| {workers} workers hold {held} Gemini sessions (the same) | {_held_text(several)} "
         f"| {verdict(None if several is None else meets(several))} |",
