@@ -9,11 +9,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from loguru import logger
 from prometheus_client import CollectorRegistry
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 
 from talkline.history.store import DatabaseUrlError, HistoryStore, lost_replicas, utcnow
+from talkline.history.tables import metadata
 from talkline.history.writer import HistoryMetrics, HistoryWriter, WriterOptions
 from talkline.lifecycle import SERVER_LOST
 from tests.history_support import session_row, turn_row
@@ -189,3 +192,22 @@ async def test_the_writer_purges_expired_sessions_itself(tmp_path: Path) -> None
                 await asyncio.sleep(0.1)
     finally:
         await writer.stop()
+
+
+async def test_the_migrations_build_exactly_the_schema_the_code_describes(
+    store: HistoryStore,
+) -> None:
+    """Alembic's migrations and ``tables.py`` describe the schema twice: after every migration,
+    Alembic's own comparison finds no column, index or table that one has and the other lacks
+    (a change to one of them without the other fails here)."""
+
+    def differences(sync: Connection) -> list[object]:
+        context = MigrationContext.configure(sync)
+        return [
+            diff
+            for diff in compare_metadata(context, metadata)
+            if not (diff[0] == "remove_table" and diff[1].name == "alembic_version")
+        ]
+
+    async with store.engine.connect() as connection:
+        assert await connection.run_sync(differences) == []
