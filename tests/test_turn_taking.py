@@ -29,6 +29,7 @@ from talkline.services.turn_taking import (
     Verdict,
     end_of_turn,
     judge,
+    smart_turn_complete,
 )
 
 VAD_STOP = 0.2
@@ -91,11 +92,12 @@ def processor_setup() -> FrameProcessorSetup:
 
 
 class StandInSmartTurn(BaseTurnAnalyzer):
-    """Says "complete" or not, with a probability, when the VAD reports a pause."""
+    """Says "complete" or not, with a probability, when the VAD reports a pause: the given
+    probabilities in turn, the last one from then on; None gives no score at all."""
 
-    def __init__(self, complete: bool, probability: float):
+    def __init__(self, complete: bool, *probabilities: float | None):
         super().__init__()
-        self.complete, self.probability = complete, probability
+        self.complete, self.probabilities = complete, list(probabilities)
 
     @property
     def speech_triggered(self) -> bool:
@@ -110,10 +112,14 @@ class StandInSmartTurn(BaseTurnAnalyzer):
 
     async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
         state = EndOfTurnState.COMPLETE if self.complete else EndOfTurnState.INCOMPLETE
+        many = len(self.probabilities) > 1
+        probability = self.probabilities.pop(0) if many else self.probabilities[0]
+        if probability is None:
+            return state, None
         data = TurnMetricsData(
             processor="smart-turn",
             is_complete=self.complete,
-            probability=self.probability,
+            probability=probability,
             e2e_processing_time_ms=1.0,
         )
         return state, data
@@ -123,7 +129,7 @@ class StandInSmartTurn(BaseTurnAnalyzer):
 
 
 async def turn_end_after(
-    text: str,
+    text: str | list[str],
     *,
     complete: bool,
     probability: float = 0.3,
@@ -131,7 +137,8 @@ async def turn_end_after(
     min_pause: float = 0.0,
 ) -> float | None:
     """Seconds from the end of speech to the strategy's end of turn (None: not within
-    ``wait``), when the user says ``text`` and then stays quiet."""
+    ``wait``), when the user says ``text`` and then stays quiet (a list: the recognizer
+    revises the transcript, each in turn, during the pause)."""
     waits = replace(WAITS, min_pause_secs=min_pause)
     strategy = TranscriptTurnStopStrategy(
         turn_analyzer=StandInSmartTurn(complete, probability), waits=waits
@@ -149,14 +156,20 @@ async def turn_end_after(
     await strategy.process_frame(
         VADUserStoppedSpeakingFrame(stop_secs=VAD_STOP, timestamp=speech_end + VAD_STOP)
     )
-    transcript = TranscriptionFrame(text, "user", time_now_iso8601())
-    transcript.finalized = True
-    await strategy.process_frame(transcript)
+    for words in [text] if isinstance(text, str) else text:
+        await strategy.process_frame(finalized(words))
     deadline = time.time() + wait
     while not ended and time.time() < deadline:
         await asyncio.sleep(0.02)
     await strategy.cleanup()
     return ended[0] - speech_end if ended else None
+
+
+def finalized(text: str) -> TranscriptionFrame:
+    """The recognizer's final transcript of the speech so far."""
+    transcript = TranscriptionFrame(text, "user", time_now_iso8601())
+    transcript.finalized = True
+    return transcript
 
 
 def ended_within(after: float | None, pause: float) -> bool:
@@ -177,6 +190,14 @@ def test_each_verdict_and_smart_turn_probability_has_its_wait() -> None:
     assert end_of_turn(10.0, None, 0.9, WAITS) is None
     floored = replace(WAITS, min_pause_secs=0.7)
     assert end_of_turn(10.0, complete, 0.9, floored) == 10.0 + 0.7
+
+
+def test_smart_turn_calls_complete_above_one_half_as_pipecat_does() -> None:
+    """Pipecat's Smart Turn says complete when its probability is above 0.5, not at 0.5:
+    exactly 0.5 is a disputed sentence."""
+    assert not smart_turn_complete(0.5) and smart_turn_complete(0.5001)
+    assert end_of_turn(10.0, Verdict.COMPLETE, 0.5, WAITS) == 10.0 + 0.6
+    assert end_of_turn(10.0, Verdict.COMPLETE, 0.5001, WAITS) == 10.0 + 0.3
 
 
 async def test_a_sentence_smart_turn_agrees_is_complete_waits_the_short_pause() -> None:
@@ -244,10 +265,21 @@ async def test_a_floor_below_the_rules_waits_changes_nothing() -> None:
     assert ended_within(after, 0.9), after
 
 
-async def test_speech_resuming_cancels_the_early_end() -> None:
-    """The user speaks again within the short pause: no end of turn from the first part."""
-    waits = TurnWaits(complete_pause_secs=0.5, min_pause_secs=0.0)
-    strategy = TranscriptTurnStopStrategy(turn_analyzer=StandInSmartTurn(False, 0.3), waits=waits)
+async def test_a_revised_transcript_that_shortens_the_wait_ends_the_turn_sooner() -> None:
+    """No full stop at first (the unsure pause pending), then the recognizer's revision ends
+    the sentence: the turn ends after the short pause, as the benchmark's replay assumes,
+    not at the deadline already pending."""
+    after = await turn_end_after(
+        ["I'd like a table", "I'd like a table."], complete=True, probability=0.9
+    )
+    assert ended_within(after, 0.3), after
+
+
+async def listening(
+    analyzer: StandInSmartTurn, waits: TurnWaits = WAITS
+) -> tuple[TranscriptTurnStopStrategy, list[float]]:
+    """A strategy set up at the start of a turn, and the times it ends the turn at."""
+    strategy = TranscriptTurnStopStrategy(turn_analyzer=analyzer, waits=waits)
     ended: list[float] = []
 
     @strategy.event_handler("on_user_turn_stopped")
@@ -256,12 +288,48 @@ async def test_speech_resuming_cancels_the_early_end() -> None:
 
     await strategy.setup(processor_setup())
     await strategy.handle_user_turn_started()
+    return strategy, ended
+
+
+async def pause_after(strategy: TranscriptTurnStopStrategy, text: str) -> float:
+    """The user speaks, stops (the VAD says so ``VAD_STOP`` later) and is transcribed;
+    returns when the speech ended."""
     await strategy.process_frame(VADUserStartedSpeakingFrame())
-    await strategy.process_frame(VADUserStoppedSpeakingFrame(stop_secs=VAD_STOP))
-    transcript = TranscriptionFrame("I'd like a table.", "user", time_now_iso8601())
-    transcript.finalized = True
-    await strategy.process_frame(transcript)
+    speech_end = time.time()
+    stop = VADUserStoppedSpeakingFrame(stop_secs=VAD_STOP, timestamp=speech_end + VAD_STOP)
+    await strategy.process_frame(stop)
+    await strategy.process_frame(finalized(text))
+    return speech_end
+
+
+def rechecks(strategy: TranscriptTurnStopStrategy) -> list[str]:
+    """The strategy's pending "look again at the deadline" tasks."""
+    names = [task.get_name() for task in strategy.task_manager.current_tasks()]
+    return [name for name in names if name.endswith("::look_again")]
+
+
+async def test_a_pause_smart_turn_did_not_score_counts_as_disputed() -> None:
+    """Smart Turn scored the first pause 0.9 but not the second: the finished sentence waits
+    the disputed pause, not the short one an earlier pause's score would give."""
+    strategy, ended = await listening(StandInSmartTurn(False, 0.9, None))
+    await pause_after(strategy, "I'd like a table for")  # unfinished: the long pause
+    speech_end = await pause_after(strategy, "I'd like a table for two.")
+    deadline = time.time() + 2.0
+    while not ended and time.time() < deadline:
+        await asyncio.sleep(0.02)
+    await strategy.cleanup()
+    assert ended and ended_within(ended[0] - speech_end, 0.6), ended
+
+
+async def test_speech_resuming_cancels_the_early_end() -> None:
+    """The user speaks again within the short pause: no end of turn from the first part,
+    and no timer left looking at the stale pause."""
+    waits = replace(WAITS, complete_pause_secs=0.5)
+    strategy, ended = await listening(StandInSmartTurn(True, 0.9), waits)
+    await pause_after(strategy, "I'd like a table.")
+    assert len(rechecks(strategy)) == 1  # the 0.5 s deadline, pending
     await strategy.process_frame(VADUserStartedSpeakingFrame())
+    assert rechecks(strategy) == []
     await asyncio.sleep(0.8)
     await strategy.cleanup()
     assert ended == []

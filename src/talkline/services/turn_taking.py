@@ -9,16 +9,16 @@ only picks among the waits for a complete sentence:
 - a complete sentence (ending in ``.``, ``!`` or ``?``, not on a filler or on a word that
   needs a continuation such as "and", "the", "for") ends the turn after
   ``complete_pause_secs`` of silence when Smart Turn also calls it complete (probability
-  ``SMART_TURN_COMPLETE`` or more), after ``disputed_pause_secs`` when Smart Turn calls it
-  unfinished, and after ``unsure_pause_secs`` when Smart Turn is nearly certain it is
-  unfinished (probability below ``min_probability``). ``complete_pause_secs`` sits just
-  above the pause people make at a comma ("Turn the volume down, … please"): 0.38-0.46 s
-  from the end of speech to speech again as the VAD hears it, on the benchmark's voices.
-  ``disputed_pause_secs`` is the same by default: on those synthetic voices Smart Turn
-  disputes about a third of the complete sentences, and the mid-sentence pauses it disputes
-  in the tuning set last 1.2 s or more, so a 0.7 s wait there saved none of them while it
-  slowed the median answer by a quarter of a second. A deployment whose users' voices
-  Smart Turn reads well can raise it;
+  above ``SMART_TURN_COMPLETE``, Pipecat's own boundary), after ``disputed_pause_secs`` when
+  Smart Turn calls it unfinished, and after ``unsure_pause_secs`` when Smart Turn is nearly
+  certain it is unfinished (probability below ``min_probability``). ``complete_pause_secs``
+  sits just above the pause people make at a comma ("Turn the volume down, … please"):
+  0.38-0.46 s from the end of speech to speech again as the VAD hears it, on the benchmark's
+  voices. ``disputed_pause_secs`` is the same by default: on those synthetic voices Smart
+  Turn disputes about a third of the complete sentences, and the mid-sentence pauses it
+  disputes in the tuning set last 1.2 s or more, so a 0.7 s wait there saved none of them
+  while it slowed the median answer by a quarter of a second. A deployment whose users'
+  voices Smart Turn reads well can raise it;
 - an unfinished clause ("a table for", "and", "um", a trailing comma) keeps listening until
   ``unfinished_pause_secs`` of silence, whatever Smart Turn says: longer than the pauses
   people make in mid-sentence (up to about 1.6 s measured), so the cost falls only on the
@@ -28,6 +28,8 @@ only picks among the waits for a complete sentence:
 
 Numbers are words too: "at 7.30." ends on "30", not on "at".
 
+Each pause starts with a neutral probability (``min_probability``: "disputed") until Smart
+Turn scores it, so a pause Smart Turn did not score never reuses an earlier pause's score.
 Until the words are in, Smart Turn's own rule stands (its verdict, or its stop_secs). Whatever
 the verdicts, no turn ends before ``min_pause_secs`` of silence (the floor, 0 by default: the
 waits above do its work). ``end_of_turn`` and ``TurnWaits.earliest_end`` are shared with the
@@ -107,6 +109,11 @@ def judge(text: str) -> Verdict:
 SMART_TURN_COMPLETE = 0.5  # Smart Turn v3 calls a turn complete above this probability
 
 
+def smart_turn_complete(probability: float) -> bool:
+    """Smart Turn's verdict from its probability, as Pipecat draws it (``> 0.5``)."""
+    return probability > SMART_TURN_COMPLETE
+
+
 @dataclass(frozen=True)
 class TurnWaits:
     """How long the transcript-aware strategy waits (seconds of silence after speech)."""
@@ -138,7 +145,7 @@ def pause_for(verdict: Verdict, probability: float, waits: TurnWaits) -> float:
     """The silence after speech that ends a turn with these words (see the module's doc)."""
     if verdict is Verdict.UNFINISHED:
         return waits.unfinished_pause_secs
-    if verdict is Verdict.COMPLETE and probability >= SMART_TURN_COMPLETE:
+    if verdict is Verdict.COMPLETE and smart_turn_complete(probability):
         return waits.complete_pause_secs
     if verdict is Verdict.COMPLETE and probability >= waits.min_probability:
         return waits.disputed_pause_secs
@@ -152,19 +159,27 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         super().__init__(**kwargs)
         self._waits = waits
         self._speech_ended_at: float | None = None  # wall clock, when VAD last heard speech
-        self._probability = 1.0  # Smart Turn's last "complete" probability
+        # Smart Turn's "complete" probability for this pause; neutral ("disputed") until it
+        # scores the pause, which Pipecat asks for on the VAD's stop.
+        self._probability = waits.min_probability
         self._recheck: asyncio.Task | None = None
+        self._recheck_at = 0.0  # the wall-clock deadline the pending recheck looks again at
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             self._speech_ended_at = frame.timestamp - frame.stop_secs
-        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            self._probability = self._waits.min_probability  # before super asks Smart Turn
+        result = await super().process_frame(frame)
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            # The user is speaking again: the pause's deadline no longer holds, so drop the
+            # timer that would look at it. Only after Pipecat has dropped its own verdict:
+            # with no pause on record its rule decides, and its pending timeout could end
+            # the turn on the stale verdict while this awaits.
             self._speech_ended_at = None
             await self._cancel_recheck()
-        return await super().process_frame(frame)
+        return result
 
     async def handle_user_turn_started(self) -> None:
-        self._probability = 1.0
         await self._cancel_recheck()
         await super().handle_user_turn_started()
 
@@ -185,12 +200,12 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         if self._speech_ended_at is None:
             await super()._maybe_trigger_user_turn_stopped()  # no VAD stop: Pipecat's fallback
             return
-        if not self._waited_until(self._waits.earliest_end(self._speech_ended_at)):
+        if not await self._waited_until(self._waits.earliest_end(self._speech_ended_at)):
             return  # below the floor, whatever Smart Turn and the words say
         end = end_of_turn(self._speech_ended_at, self._verdict(), self._probability, self._waits)
         if end is None:
             await super()._maybe_trigger_user_turn_stopped()  # no words yet: Smart Turn's rule
-        elif self._waited_until(end):
+        elif await self._waited_until(end):
             await self.trigger_user_turn_stopped()
 
     def _verdict(self) -> Verdict | None:
@@ -201,12 +216,17 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
             return None
         return judge(self._text)
 
-    def _waited_until(self, deadline: float) -> bool:
-        """Whether the wall clock has passed ``deadline``; if not, look again when it has."""
+    async def _waited_until(self, deadline: float) -> bool:
+        """Whether the wall clock has passed ``deadline``; if not, look again when it has.
+        One recheck is pending at a time, at the earliest deadline asked for: a later
+        transcript may shorten the wait (unsure → complete), and a later deadline is looked
+        at again when the earlier one's recheck finds it not yet passed."""
         remaining = deadline - time.time()
         if remaining <= 0:
             return True
-        if self._recheck is None:
+        if self._recheck is None or deadline < self._recheck_at:
+            await self._cancel_recheck()
+            self._recheck_at = deadline
             self._recheck = self.task_manager.create_task(
                 self._look_again(remaining), f"{self}::look_again"
             )
