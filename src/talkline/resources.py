@@ -21,6 +21,10 @@ from talkline.services.turn_models import TurnModels
 GEMINI_MODULE = "talkline.services.gemini"  # imported only when the Gemini brain is used
 
 
+def _import_gemini() -> None:
+    importlib.import_module(GEMINI_MODULE)
+
+
 @dataclass(frozen=True)
 class ResourceOptions:
     """Which shared pieces to load: Moonshine or Whisper when it transcribes, Piper when it
@@ -98,7 +102,7 @@ class SharedResources:
                 self.llm = LlamaServerProcess(options.local_llm)
                 loads.append(self.llm.start())
             if options.gemini:  # ~0.35 s of CPU the first caller would otherwise wait for
-                loads.append(asyncio.to_thread(importlib.import_module, GEMINI_MODULE))
+                loads.append(asyncio.to_thread(_import_gemini))
             await asyncio.gather(*loads)
             self.ready.set()
             logger.info("ready")
