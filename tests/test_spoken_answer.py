@@ -67,6 +67,11 @@ class RecordingTTS(AnswerSpeechTTSService):
         ("Dr. Who said hello. And then", True, "Dr. Who said hello."),
         ("The capital of France is Paris, which is", False, "The capital of France is Paris."),
         ("Paris is lovely; its", False, "Paris is lovely."),
+        ("Paris is lovely,", False, "Paris is lovely."),
+        # Punctuation inside a number is no clause end: cutting there would say a wrong fact.
+        ("It costs 1,000 euros and", False, "It costs 1,000 euros and..."),
+        ("The train leaves at 7:30 and then", False, "The train leaves at 7:30 and then..."),
+        ("It costs 1,", False, "It costs 1,..."),
         ("The capital of France is", False, "The capital of France is..."),
         ("", False, ""),
     ],
@@ -95,6 +100,50 @@ async def test_a_cut_is_forgotten_after_its_answer_or_an_interruption() -> None:
     aggregator.cut()
     await aggregator.handle_interruption()
     assert await flushed(aggregator, "Oslo is cold, and") == ["Oslo is cold, and"]
+
+
+async def test_a_reset_forgets_a_cut() -> None:
+    """A cut answer then a reset (Pipecat resets the aggregator when it starts anew): the next
+    answer is flushed whole."""
+    aggregator = AnswerTextAggregator()
+    aggregator.cut()
+    await aggregator.reset()
+    assert await flushed(aggregator, "Oslo is cold, and") == ["Oslo is cold, and"]
+
+
+async def test_a_cut_tail_is_read_in_the_aggregators_language() -> None:
+    """German: "bzw." is an abbreviation, not a sentence end, so the cut tail is one
+    unfinished sentence that trails off (in English it would stop at "bzw.")."""
+    aggregator = AnswerTextAggregator(language="de")
+    aggregator.cut()
+    spoken = await flushed(aggregator, "Wir treffen uns bzw. später und")
+    assert spoken == ["Wir treffen uns bzw. später und..."]
+
+
+@pytest.mark.parametrize(
+    ("answer", "sentences"),
+    [
+        # Bold and italics spanning two sentences: each sentence gets one unpaired mark.
+        (
+            "**Paris is lovely. It is old.** Yes.",
+            ["Paris is lovely.", "It is old.", "Yes."],
+        ),
+        ("_Paris is lovely. It is old._ Yes.", ["Paris is lovely.", "It is old.", "Yes."]),
+        # Inline code spanning two sentences.
+        ("`x = 1. And y = 2.` Done.", ["x = 1.", "And y = 2.", "Done."]),
+        ("Run `pip install x`. Then `x --help`.", ["Run pip install x.", "Then x --help."]),
+        # Marks that are content stay: inside a word, between digits, standing alone.
+        (
+            "Use my_var and 2*3 here. Press * then #.",
+            ["Use my_var and 2*3 here.", "Press * then #."],
+        ),
+    ],
+)
+async def test_markdown_spanning_sentences_leaves_no_stray_marks(
+    answer: str, sentences: list[str]
+) -> None:
+    """Emphasis or code opened in one sentence and closed in another is not read aloud."""
+    assert await flushed(AnswerTextAggregator(), answer) == sentences
 
 
 async def speak_answer(

@@ -12,7 +12,9 @@ Two things a model writes are not meant for the ear:
   sentence goes through Pipecat's ``strip_markdown`` as it leaves the aggregator, so the
   voice, the ``bot-output`` / ``bot-tts-text`` the client shows and the conversation's
   context all hold the same plain words (a small model that sees its own markdown in the
-  context keeps writing it).
+  context keeps writing it). Emphasis or inline code that spans sentences is split by the
+  sentence ends, so a sentence can hold one unpaired ``**`` or backtick; those stray marks
+  are removed too (``stray_marks_removed``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,17 @@ from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 from pipecat.utils.text.transforms import strip_markdown
 
 TRAILING_OFF = "..."
-# Where a clause ends inside a sentence: the place to stop a fragment cut mid-clause.
-CLAUSE_END = re.compile(r"[,;:]|\s[-\u2013\u2014]\s")  # , ; : or a spaced dash
+# Where a clause ends inside a sentence: the place to stop a fragment cut mid-clause. A
+# , ; or : followed by a space (never one inside a number: "1,000", "7:30"), or ending the
+# fragment unless a digit is before it (the number may have gone on); or a spaced dash.
+CLAUSE_END = re.compile(r"[,;:](?=\s)|(?<!\d)[,;:]$|\s[-\u2013\u2014]\s")
+# An emphasis mark (run of * or _) left unpaired when its span was split into sentences: one
+# at a word's edge ("**Paris", "old.**") or at the text's start or end ("** Yes."). A mark
+# with no space on either side is content ("snake_case", "2*3"), as is one standing alone
+# between spaces ("Press * then #"); Pipecat's strip_markdown keeps those.
+STRAY_EMPHASIS = re.compile(r"(?<!\S)[*_]+(?!\s)|(?<!\s)[*_]+(?!\S)")
+# Backticks strip_markdown left are unpaired: never spoken, never content in a spoken answer.
+STRAY_BACKTICKS = re.compile(r"`+")
 
 # --- Pipecat internals this module relies on -----------------------------------------------
 # Private names of Pipecat's TTSService that AnswerSpeechTTSService reads or writes, with why;
@@ -56,10 +67,11 @@ class AnswerCutFrame(ControlFrame):
     """
 
 
-def complete_sentences(text: str) -> str:
-    """The leading complete sentences of ``text`` ("" when the first is unfinished)."""
+def complete_sentences(text: str, language: str | None = None) -> str:
+    """The leading complete sentences of ``text`` ("" when the first is unfinished), as
+    Pipecat finds sentence ends in ``language`` (None: its default, English)."""
     end = 0
-    while found := match_endofsentence(text[end:]):
+    while found := match_endofsentence(text[end:], language=language):
         end += found
     return text[:end].strip()
 
@@ -74,22 +86,29 @@ def rounded_off(fragment: str) -> str:
     return f"{fragment.strip()}{TRAILING_OFF}" if fragment.strip() else ""
 
 
-def spoken_ending(tail: str, *, said_before: bool) -> str:
+def spoken_ending(tail: str, *, said_before: bool, language: str | None = None) -> str:
     """What to say of the unspoken ``tail`` of an answer cut off mid-sentence.
 
     Its complete sentences, if any; else nothing when earlier sentences were spoken; else
     (the whole answer is one unfinished sentence) the fragment rounded off.
     """
-    whole = complete_sentences(tail)
+    whole = complete_sentences(tail, language)
     if whole or said_before:
         return whole
     return rounded_off(tail)
 
 
+def stray_marks_removed(text: str) -> str:
+    """``text`` without the unpaired emphasis marks and backticks markdown stripping left."""
+    text = STRAY_BACKTICKS.sub("", STRAY_EMPHASIS.sub("", text))
+    return text.strip(" ")
+
+
 async def plain(aggregation: Aggregation) -> Aggregation:
-    """The aggregation with its markdown removed (Pipecat's ``strip_markdown``)."""
+    """The aggregation with its markdown removed (Pipecat's ``strip_markdown``), and the
+    marks of emphasis or code that began or ended in another sentence."""
     text = await strip_markdown(aggregation.text, aggregation.type)
-    return Aggregation(text=text, type=aggregation.type)
+    return Aggregation(text=stray_marks_removed(text), type=aggregation.type)
 
 
 class AnswerTextAggregator(SimpleTextAggregator):
@@ -120,7 +139,7 @@ class AnswerTextAggregator(SimpleTextAggregator):
             return None
         rest = await plain(rest)
         if cut:
-            rest.text = spoken_ending(rest.text, said_before=said)
+            rest.text = spoken_ending(rest.text, said_before=said, language=self.language)
         return rest if rest.text else None
 
     async def handle_interruption(self) -> None:
