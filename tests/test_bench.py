@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from talkline.audio import peak
-from talkline.bench import main
+from talkline.bench import cli, main
 from talkline.bench.analysis import TurnSummary, playback_gaps
 from talkline.bench.cli import parse_workers_run
 from talkline.bench.procs import Usage
@@ -153,3 +153,35 @@ def test_workers_run_is_read_as_workers_and_sessions() -> None:
     for bad in ("2x60", "two:60", "0:60"):
         with pytest.raises(SystemExit, match="--workers-run"):
             parse_workers_run(bad)
+
+
+async def test_the_bots_take_turns_at_each_n_and_a_collapsed_one_stops(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """talkline and the baseline alternate N by N (a ratio compares runs minutes apart); the
+    baseline, no longer conversational at N=20, is not run at 40; the report lists each bot's
+    runs together."""
+    calls: list[tuple[str, int]] = []
+
+    async def fake_attempt(target: Target, brain: str, sessions: int, *args: object) -> RunResult:
+        calls.append((target, sessions))
+        result = run(sessions, inbound_p95=4.0, cpu=0.1 * sessions, target=target)
+        if target == "baseline" and sessions >= 20:
+            result.summary.answered = 0  # collapsed
+        return result
+
+    monkeypatch.setattr(cli, "attempt", fake_attempt)
+    options = cli.options_from(
+        cli.build_parser("bench").parse_args(
+            ["--brain", "gemini", "--sessions", "10,20,40", "--out", str(tmp_path)]
+        )
+    )
+    voiced = (np.sin(np.arange(CHUNK_BYTES * 20) / 5) * 8000).astype(np.int16).tobytes()
+    results = await cli.sweep(options, voiced)
+    assert calls == [
+        ("talkline", 10), ("baseline", 10), ("talkline", 20), ("baseline", 20), ("talkline", 40)
+    ]  # fmt: skip
+    assert [(r.target, r.sessions) for r in results] == [
+        ("talkline", 10), ("talkline", 20), ("talkline", 40), ("baseline", 10), ("baseline", 20)
+    ]  # fmt: skip
+    assert results[-1].notes == ["sweep stopped here: no longer conversational"]

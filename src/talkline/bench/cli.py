@@ -138,33 +138,53 @@ async def sweep(options: Options, speech: bytes) -> list[RunResult]:
     results: list[RunResult] = []
     if "gemini" in options.brains:
         plan = make_plan(speech, options.turns, options.gap)
-        for fmt in options.formats:
-            results += await sweep_target("talkline", reformat(plan, fmt), options, logs)
+        results += await sweep_gemini(plan, options, logs)
         for workers, sessions in options.workers_runs:
             run = await attempt("talkline", "gemini", sessions, plan, options, logs, workers)
             results += [run] if run is not None else []
-        if options.baseline:  # a plain Pipecat bot does not convert: 16 kHz mono only
-            results += await sweep_target("baseline", plan, options, logs)
     if "local" in options.brains:
         plan = make_plan(speech, options.local_turns, options.local_gap)
         for fmt in options.formats:
             result = await attempt("talkline", "local", 1, reformat(plan, fmt), options, logs)
             if result is not None:
                 results.append(result)
-    return results
+    return sorted(results, key=run_order)
 
 
-async def sweep_target(target: Target, plan: Plan, options: Options, logs: Path) -> list[RunResult]:
-    """The Gemini runs of ``target`` for each N, until one is no longer conversational."""
+def run_order(result: RunResult) -> tuple[bool, str, int, int, str, int]:
+    """The report's order: talkline before the baseline, Gemini before offline, by workers,
+    client format and N (the runs themselves take turns, see ``sweep_gemini``)."""
+    return (
+        result.target != "talkline",
+        result.brain,
+        result.workers,
+        0 if result.native else 1,
+        result.client_format,
+        result.sessions,
+    )
+
+
+async def sweep_gemini(plan: Plan, options: Options, logs: Path) -> list[RunResult]:
+    """Each bot's Gemini run at one N, then the next N: talkline (each client format) and the
+    baseline take turns, so a ratio compares runs made minutes apart, not a sweep apart (the
+    machine's speed drifts). A bot's sweep stops at its first N that is no longer
+    conversational."""
+    lanes: list[tuple[Target, Plan]] = [("talkline", reformat(plan, f)) for f in options.formats]
+    if options.baseline:  # a plain Pipecat bot does not convert: 16 kHz mono only
+        lanes.append(("baseline", plan))
+    stopped: set[int] = set()
     results: list[RunResult] = []
     for sessions in options.sessions:
-        result = await attempt(target, "gemini", sessions, plan, options, logs)
-        if result is None:
-            break
-        results.append(result)
-        if collapsed(result):
-            result.notes.append("sweep stopped here: no longer conversational")
-            break
+        for lane, (target, lane_plan) in enumerate(lanes):
+            if lane in stopped:
+                continue
+            result = await attempt(target, "gemini", sessions, lane_plan, options, logs)
+            if result is None or collapsed(result):
+                stopped.add(lane)
+            if result is not None:
+                results.append(result)
+                if collapsed(result):
+                    result.notes.append("sweep stopped here: no longer conversational")
     return results
 
 
