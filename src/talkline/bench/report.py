@@ -362,12 +362,17 @@ def _held_text(result: RunResult | None) -> str:
 
 def capacity_target_rows(results: list[RunResult], verdict: Any) -> list[str]:
     """The capacity goals: CPU per session against the baseline, and sessions held."""
-    ratios = {}
+    ratios, shown_parts = {}, []
     for n in TARGET_CPU_AT:
         t, b = _gemini_run(results, "talkline", 1, n), _gemini_run(results, "baseline", 1, n)
         if t is not None and b is not None and b.server.cores > 0:
             ratios[n] = t.server.cores / b.server.cores  # same N: the per-session ratio
-    shown = ", ".join(f"N={n}: {r:.2f}x" for n, r in ratios.items()) or NA
+            # A baseline that no longer keeps up does less than its share of the work, so
+            # its CPU per session reads low and the ratio high: said, not corrected.
+            behind = b.summary.answered < b.summary.expected
+            saturated = f" (baseline saturated: {b.summary.answered}/{b.summary.expected} turns)"
+            shown_parts.append(f"N={n}: {ratios[n]:.2f}x" + (saturated if behind else ""))
+    shown = ", ".join(shown_parts) or NA
     all_run = len(ratios) == len(TARGET_CPU_AT)
     at = " and ".join(str(n) for n in TARGET_CPU_AT)
     one = _gemini_run(results, "talkline", 1, TARGET_ONE_PROCESS)
