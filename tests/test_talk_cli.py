@@ -8,7 +8,10 @@ import sys
 import wave
 from pathlib import Path
 
+import pytest
+
 from talkline.audio import as_format, peak, piper_speech, write_wav
+from talkline.talk import server_url
 from tests.support import ServerThread
 
 
@@ -84,3 +87,34 @@ def test_talk_refuses_a_file_that_is_not_a_wav(tmp_path: Path) -> None:
     result = talk(str(bogus))
     assert result.returncode == 2
     assert "notes.wav" in result.stderr
+
+
+def test_talk_takes_the_address_the_page_is_served_at(server: ServerThread, tmp_path: Path) -> None:
+    """``--url http://host:port`` (what a user copies from the browser) reaches /ws."""
+    piper_speech("Hello there.", save=tmp_path / "h.wav")
+    result = talk(str(tmp_path / "h.wav"), "--url", server.http_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bot: You said:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("given", "reached"),
+    [
+        ("http://127.0.0.1:5000", "ws://127.0.0.1:5000/ws"),
+        ("https://voice.example.com/", "wss://voice.example.com/ws"),
+        ("http://h:5000/talkline", "ws://h:5000/talkline/ws"),
+        ("127.0.0.1:5000", "ws://127.0.0.1:5000/ws"),
+        ("ws://h:5000", "ws://h:5000/ws"),
+        ("wss://h/custom?x=1", "wss://h/custom?x=1"),
+    ],
+)
+def test_server_addresses_become_their_websocket(given: str, reached: str) -> None:
+    assert server_url(given) == reached
+
+
+def test_talk_refuses_an_address_that_is_no_server(tmp_path: Path) -> None:
+    """ftp://, or no host: exit 2 with one line saying what to give, no traceback."""
+    piper_speech("Hello.", save=tmp_path / "h.wav")
+    result = talk(str(tmp_path / "h.wav"), "--url", "ftp://example.com")
+    assert result.returncode == 2
+    assert "not a server address" in result.stderr and "Traceback" not in result.stderr

@@ -72,17 +72,18 @@ def show_config(args: argparse.Namespace) -> int:
 
 def run_talk(args: argparse.Namespace) -> int:
     from talkline.audio import AudioFileError, read_wav
-    from talkline.talk import summary, talk
+    from talkline.talk import ServerAddressError, server_url, summary, talk
 
     try:
         audio = read_wav(Path(args.wav), native=args.native)
-    except AudioFileError as error:
+        url = server_url(args.url)
+    except (AudioFileError, ServerAddressError) as error:
         print(f"talkline talk: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        result = asyncio.run(talk(args.url, audio, out=args.out, as_json=args.json, wait=args.wait))
+        result = asyncio.run(talk(url, audio, out=args.out, as_json=args.json, wait=args.wait))
     except (OSError, TimeoutError) as error:
-        print(f"talkline talk: cannot talk to {args.url}: {error}", file=sys.stderr)
+        print(f"talkline talk: cannot talk to {url}: {error}", file=sys.stderr)
         return 1
     if not args.json:
         print(summary(result))
@@ -148,7 +149,11 @@ def parser() -> argparse.ArgumentParser:
 
     talk_cmd = commands.add_parser("talk", help="speak a WAV file to a server, print what it says")
     talk_cmd.add_argument("wav", help="a WAV file (any rate and channels)")
-    talk_cmd.add_argument("--url", default="ws://127.0.0.1:5000/ws")
+    talk_cmd.add_argument(
+        "--url",
+        default="ws://127.0.0.1:5000/ws",
+        help="the server: http://host:5000 (where the page is) or its ws://host:5000/ws",
+    )
     talk_cmd.add_argument("--out", type=Path, help="save the bot's audio to this WAV file")
     talk_cmd.add_argument("--json", action="store_true", help="one JSON object per event")
     talk_cmd.add_argument(

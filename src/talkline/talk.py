@@ -8,12 +8,34 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from talkline.audio import WavAudio, write_wav
 from talkline.client import Event, RTVIClient
 from talkline.client_resume import ResumingRTVIClient
 
 SETTLE_SECS = 1.5  # quiet time after the bot's last answer before hanging up
+WS_SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+
+
+class ServerAddressError(ValueError):
+    """``--url`` names no server talkline talk can reach."""
+
+
+def server_url(text: str) -> str:
+    """The /ws address for ``--url``: a ws(s):// URL as given, or the address the page is
+    served at (``http://host:5000``, ``https://…``, ``host:5000``) turned into its /ws."""
+    parts = urlsplit(text.strip() if "://" in text else f"http://{text.strip()}")
+    scheme = WS_SCHEMES.get(parts.scheme)
+    if scheme is None or not parts.hostname:
+        raise ServerAddressError(
+            f"{text!r} is not a server address: give http://host:5000 or ws://host:5000/ws"
+        )
+    path = parts.path.rstrip("/")
+    page_address = parts.scheme in ("http", "https") or not path
+    if page_address and not path.endswith("/ws"):
+        path += "/ws"  # where the page's server takes sessions
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
 def describe(event: Event) -> str | None:
