@@ -83,7 +83,9 @@ LONG_QUESTION = (
     "in the mountains and guards a great pile of gold"
 )
 QUIET_SECS = 1.5  # no bot audio for this long: the answer is over
-WHOLE = 0.9  # of the answer's length without SIGTERM, for a transcript as long
+# Of the answer's length without SIGTERM, for a transcript as long: a comma heard in one turn
+# and not the other moves Piper's length by ~10%; an answer cut at the end grace is ~0.7.
+WHOLE = 0.8
 
 
 @pytest.fixture(scope="module")
