@@ -25,7 +25,6 @@ from pipecat.turns.user_stop import (
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from talkline.config import Settings, reveal
-from talkline.lean_transport import lean_aggregator_pair
 from talkline.resources import SharedResources
 from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.moonshine_stt import MoonshineSTTService
@@ -192,7 +191,7 @@ def build_gemini_pipeline(
     )
     params = user_params(settings, shared, realtime, batched_vad=True)
     context = LLMContext()
-    user, assistant = lean_aggregator_pair(context, params)
+    aggregators = LLMContextAggregatorPair(context, user_params=params)
     resume = UpstreamResume(hooks.handle, list(hooks.transcript), hooks.on_handle, context)
     gemini = TalklineGeminiLiveService(
         gemini_options(settings),
@@ -204,11 +203,11 @@ def build_gemini_pipeline(
     pipeline = Pipeline(
         [
             transport.input(),
-            user,
+            aggregators.user(),
             gemini,
             *voice,
             transport.output(),
-            assistant,
+            aggregators.assistant(),
         ]
     )
     return BuiltPipeline(pipeline, gemini.stats, resume)
