@@ -113,9 +113,61 @@ async def test_words_transcribed_after_the_answer_keep_their_place() -> None:
     assert ordered[0]["at"] < ordered[1]["at"]
 
 
-def test_a_resume_is_counted_in_the_record() -> None:
+async def answer(history: SessionHistory, said: str, reply: str, latency: float) -> None:
+    await history.on_push_frame(pushed(UserStartedSpeakingFrame()))
+    await history.on_push_frame(pushed(TranscriptionFrame(said, "u", "t")))
+    await history.on_push_frame(pushed(BotStartedSpeakingFrame()))
+    history.answered(latency)
+    await history.on_push_frame(spoken(reply))
+    await history.on_push_frame(pushed(BotStoppedSpeakingFrame()))
+
+
+async def test_a_resumed_connection_goes_on_after_the_earlier_ones() -> None:
+    """Connection 2 of a conversation numbers its turns after connection 1's (none is
+    overwritten), keeps the conversation's start, counts the resume, and once the earlier
+    record is read back, counts its answers, latencies and numbers too."""
+    first_rows = Rows()
+    first = recorder(first_rows)
+    first.counters.tokens = lambda: 7
+    first.started()
+    await answer(first, "turn 1", "reply 1", 0.5)
+    await answer(first, "turn 2", "reply 2", 0.7)
+    first.ended("client-disconnected", 4.0)
+
     rows = Rows()
-    history = recorder(rows)
-    history.started()
-    history.resumed()
+    second = recorder(rows)
+    second.continues(epoch=2, started=1_700_000_000.0)
+    second.counters.tokens = lambda: 3
+    second.counters.latencies = lambda: [0.9]  # the session's observer's, this connection
+    second.started()
     assert rows.sessions[-1]["resumes"] == 1
+    assert rows.sessions[-1]["started_at"].isoformat() == "2023-11-14T22:13:20"
+    await answer(second, "turn 3", "reply 3", 0.9)
+    second.recall(first_rows.sessions[-1], first_rows.turns)
+    second.ended("client-disconnected", 2.0)
+
+    seqs = [t["seq"] for t in first_rows.turns + rows.turns]
+    assert len(set(seqs)) == len(seqs), "no turn of connection 1 is overwritten"
+    ordered = sorted(first_rows.turns + rows.turns, key=lambda turn: turn["seq"])
+    expected = ["turn 1", "reply 1", "turn 2", "reply 2", "turn 3", "reply 3"]
+    assert [t["text"] for t in ordered] == expected
+    final = rows.sessions[-1]
+    assert final["turns"] == 3 and final["resumes"] == 1 and final["llm_tokens"] == 10
+    assert final["latency_p50_ms"] == 700 and final["latency_p95_ms"] == 900
+
+
+async def test_a_recall_after_this_connection_wrote_its_row_counts_the_earlier_turns() -> None:
+    """The row read back is already this connection's (resumes == its own): the earlier
+    answers are counted from their turns, not from that row."""
+    first_rows = Rows()
+    first = recorder(first_rows)
+    await answer(first, "turn 1", "reply 1", 0.5)
+    rows = Rows()
+    second = recorder(rows)
+    second.continues(epoch=2, started=1_700_000_000.0)
+    second.counters.latencies = lambda: [0.9]
+    second.started()
+    await answer(second, "turn 2", "reply 2", 0.9)
+    second.recall(rows.sessions[-1], first_rows.turns + rows.turns)
+    assert rows.sessions[-1]["turns"] == 2
+    assert rows.sessions[-1]["latency_p95_ms"] == 900

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,9 @@ from talkline.audio import silence
 from talkline.client import RTVIClient
 from talkline.client_resume import resumable, resume_url
 from talkline.emulator import GeminiEmulator
+from talkline.history.service import RECALL_AFTER_SECS
 from talkline.lifecycle import EndReason
+from tests.history_support import wait_for_session
 from tests.support import ServerThread, running_gemini_server, speak_until_turns
 
 ANSWER_TIMEOUT = 30.0
@@ -224,3 +227,38 @@ async def test_a_resume_does_not_restart_the_idle_timeout(emulator: GeminiEmulat
 
     ending = [e for e in second.of_type("server-message") if e.data["type"] == "session-ending"]
     assert ending and ending[0].data["reason"] == EndReason.IDLE_TIMEOUT.label
+
+
+async def test_a_resumed_conversation_keeps_its_whole_history(
+    emulator: GeminiEmulator, weather_pcm: bytes, tmp_path: Path
+) -> None:
+    """The history of a resumed conversation holds both connections' turns, in order, and
+    none twice: the resumed connection writes after the first one's turns instead of over
+    them, and its record keeps the conversation's start and counts the resume and all
+    three answers."""
+    with running_gemini_server(emulator, data_dir=tmp_path) as server:
+        async with RTVIClient(server.ws_url) as first:
+            await first.client_ready()
+            offer = await wait_resumable(first)
+            await talk_turns(first, weather_pcm, 2)
+            await asyncio.sleep(0.3)  # the last answer's handle reaches the registry
+            drop(first)
+        await emulator.wait_for(lambda: emulator.connections[0].closed_at is not None, 10)
+        second = await resume(server, offer["resume"])
+        try:
+            await second.client_ready()
+            await speak_until_turns(second, weather_pcm + silence(0.6), 1)
+            await asyncio.sleep(RECALL_AFTER_SECS + 0.5)  # the earlier record is read back
+        finally:
+            await second.close()
+        record = await wait_for_session(server.http_url, offer["session_id"], turns=6)
+
+    transcript = record["transcript"]
+    assert [t["role"] for t in transcript] == ["user", "bot"] * 3
+    assert [t["text"] for t in transcript if t["role"] == "bot"] == [
+        "reply 1",
+        "reply 2",
+        "reply 3",
+    ]
+    assert record["resumes"] == 1 and record["turns"] == 3
+    assert record["started_at"] <= transcript[0]["at"]

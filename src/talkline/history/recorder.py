@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pipecat.frames.frames import (
@@ -49,6 +49,20 @@ class Counters:
     reconnects: Callable[[], int] = lambda: 0
     tokens: Callable[[], int] = lambda: 0
     bad_inputs: Callable[[], int] = lambda: 0
+
+
+SEQ_SPAN = 100_000  # transcript places per connection of one conversation (see continues)
+
+
+@dataclass
+class Earlier:
+    """What a resumed conversation's earlier connections recorded, counted in its row."""
+
+    turns: int = 0
+    latencies: tuple[float, ...] = ()
+    reconnects: int = 0
+    tokens: int = 0
+    bad_inputs: int = 0
 
 
 @dataclass
@@ -89,8 +103,10 @@ class SessionHistory(BaseObserver):
         self._identity = dict(identity) | {"started_at": utcnow()}
         self._transcripts = transcripts
         self.counters = Counters()
-        self.resumes = 0  # see resumed()
+        self.resumes = 0  # see continues()
         self._seq = 0
+        self._first_seq = 0  # this connection's turns are numbered after it
+        self._earlier = Earlier()
         self._user: OpenTurn | None = None
         self._bot: OpenTurn | None = None
         self._latency: float | None = None  # the answer under way's
@@ -105,9 +121,31 @@ class SessionHistory(BaseObserver):
     def started(self) -> None:
         self._writer.put_session(self.snapshot())
 
-    def resumed(self) -> None:
-        """The client came back to this conversation (cluster resume): count it."""
-        self.resumes += 1
+    def continues(self, epoch: int, started: float) -> None:
+        """This connection resumes its conversation, as connection ``epoch`` (the first is
+        1), begun at ``started`` (wall clock). Each connection writes its turns from
+        ``(epoch - 1) * SEQ_SPAN`` on, so none overwrites an earlier connection's, and the
+        transcript reads in order; the row keeps the conversation's start and counts the
+        resumes. Call before ``started``; ``recall`` adds what the earlier ones counted."""
+        self._seq = self._first_seq = (epoch - 1) * SEQ_SPAN
+        self.resumes = epoch - 1
+        self._identity["started_at"] = datetime.fromtimestamp(started, UTC).replace(tzinfo=None)
+
+    def recall(self, row: Mapping[str, Any], turns: Sequence[Mapping[str, Any]]) -> None:
+        """The conversation as the store holds it (read back after a resume): the earlier
+        connections' answers, latencies and counts go into this connection's row."""
+        answers = [t for t in turns if t["seq"] <= self._first_seq and t["role"] == "bot"]
+        latencies = tuple(t["latency_ms"] / 1000 for t in answers if t["latency_ms"] is not None)
+        if int(row.get("resumes") or 0) < self.resumes:  # the row an earlier one wrote
+            self._earlier = Earlier(
+                turns=int(row.get("turns") or 0),
+                latencies=latencies,
+                reconnects=int(row.get("upstream_reconnects") or 0),
+                tokens=int(row.get("llm_tokens") or 0),
+                bad_inputs=int(row.get("bad_inputs") or 0),
+            )
+        else:  # this connection's own row came first: its turns are what is known
+            self._earlier = Earlier(turns=len(answers), latencies=latencies)
         self._writer.put_session(self.snapshot())
 
     def answered(self, latency: float | None) -> None:
@@ -123,15 +161,16 @@ class SessionHistory(BaseObserver):
         self._writer.put_session(self.snapshot())
 
     def snapshot(self) -> dict[str, Any]:
-        counters, latencies = self.counters, list(self.counters.latencies())
+        counters, earlier = self.counters, self._earlier
+        latencies = [*earlier.latencies, *counters.latencies()]
         row = self._identity | {
-            "turns": self._bot_turns,
+            "turns": earlier.turns + self._bot_turns,
             "latency_p50_ms": percentile_ms(latencies, 0.5),
             "latency_p95_ms": percentile_ms(latencies, 0.95),
-            "upstream_reconnects": counters.reconnects(),
+            "upstream_reconnects": earlier.reconnects + counters.reconnects(),
             "resumes": self.resumes,
-            "llm_tokens": counters.tokens(),
-            "bad_inputs": counters.bad_inputs(),
+            "llm_tokens": earlier.tokens + counters.tokens(),
+            "bad_inputs": earlier.bad_inputs + counters.bad_inputs(),
         }
         return row | (self._ended or {"ended_at": None, "duration_secs": None, "end_reason": None})
 

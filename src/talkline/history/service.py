@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from loguru import logger
 from prometheus_client import CollectorRegistry
 
 from talkline.history.recorder import SessionHistory
 from talkline.history.store import HistoryStore
 from talkline.history.writer import HistoryMetrics, HistoryWriter, WriterOptions
+
+RECALL_AFTER_SECS = 1.0  # the previous connection's last rows land first (writer: 0.2 s)
+RECALL_TIMEOUT_SECS = 10.0
 
 
 @dataclass(frozen=True)
@@ -33,13 +38,41 @@ class History:
             retention_days=options.retention_days,
         )
         self.writer = HistoryWriter(self.store, writer_options, HistoryMetrics(registry))
+        self._recalls: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         """Migrate and write in the background: a database that is down delays nothing."""
         self.writer.start()
 
     async def stop(self) -> None:
+        for task in list(self._recalls):
+            task.cancel()
         await self.writer.stop()
+
+    def resumed(self, history: SessionHistory, epoch: int, started: float) -> None:
+        """``history`` records connection ``epoch`` of a resumed conversation begun at
+        ``started``: it goes on from the earlier connections' turns, and, once their last
+        rows have landed, counts what they recorded (read back in the background: a
+        database that is slow or down delays no audio, and the row then counts this
+        connection's answers alone until it can be read)."""
+        history.continues(epoch, started)
+        task = asyncio.create_task(self._recall(history), name=f"recall-{history.session_id}")
+        self._recalls.add(task)
+        task.add_done_callback(self._recalls.discard)
+
+    async def _recall(self, history: SessionHistory) -> None:
+        await asyncio.sleep(RECALL_AFTER_SECS)
+        try:
+            async with asyncio.timeout(RECALL_TIMEOUT_SECS):
+                found = await self.store.get_session(history.session_id)
+        except Exception as error:  # the error's type only: a database URL may hold a password
+            logger.warning(
+                f"history: could not read back resumed session {history.session_id} "
+                f"({type(error).__name__}); its record counts this connection only"
+            )
+            return
+        if found is not None:
+            history.recall(*found)
 
     def recorder(
         self, session_id: str, client: str, about: Mapping[str, str], api_key_id: str | None

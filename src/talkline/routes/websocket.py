@@ -86,6 +86,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await refuse(websocket, state, decision.ws_code, decision.refusal.label, decision.reason)
         return
     history = recorder(websocket, state, record.id)
+    if history is not None and resumed is not None:
+        assert state.history is not None
+        conversation = resumed.conversation
+        state.history.resumed(history, conversation.epoch, conversation.started)
     with logger.contextualize(session_id=record.id):
         await run_session(websocket, state, record, resumed, history)
 
