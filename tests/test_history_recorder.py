@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -16,7 +17,9 @@ from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import TransportParams
+from prometheus_client import CollectorRegistry
 
+from talkline.history import service
 from talkline.history.recorder import SessionHistory
 from talkline.observer import reads_audio
 from tests.support import pushed
@@ -171,3 +174,53 @@ async def test_a_recall_after_this_connection_wrote_its_row_counts_the_earlier_t
     second.recall(rows.sessions[-1], first_rows.turns + rows.turns)
     assert rows.sessions[-1]["turns"] == 2
     assert rows.sessions[-1]["latency_p95_ms"] == 900
+
+
+class FlakyStore:
+    """A store that fails ``failures`` reads, then finds the earlier connection's record."""
+
+    def __init__(self, failures: int, found: tuple[dict[str, Any], list[dict[str, Any]]]):
+        self.failures = failures
+        self.found = found
+        self.reads = 0
+
+    async def get_session(self, session_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        self.reads += 1
+        if self.reads <= self.failures:
+            raise OSError("connection refused by postgresql://talk:hunter2@db/history")
+        return self.found
+
+
+async def resumed_after(failures: int, monkeypatch: Any, logged: list[str]) -> dict[str, Any]:
+    """The resumed connection's last row, its earlier record read back after ``failures``."""
+    monkeypatch.setattr(service, "RECALL_TRIES_SECS", (0.0, 0.0, 0.0))
+    first_rows = Rows()
+    first = recorder(first_rows)
+    await answer(first, "turn 1", "reply 1", 0.5)
+    history = service.History(
+        service.HistoryOptions(url="sqlite+aiosqlite:///unused.db", replica="r"),
+        CollectorRegistry(),
+    )
+    rows = Rows()
+    second = recorder(rows)
+    history.store = FlakyStore(failures, (first_rows.sessions[-1], first_rows.turns))  # type: ignore[assignment]
+    history.resumed(second, epoch=2, started=1_700_000_000.0)
+    second.started()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    return rows.sessions[-1]
+
+
+async def test_the_earlier_record_is_read_back_once_the_database_answers(
+    monkeypatch: Any, logged: list[str]
+) -> None:
+    assert (await resumed_after(2, monkeypatch, logged))["turns"] == 1
+    assert not [line for line in logged if "could not read back" in line]
+
+
+async def test_a_database_that_never_answers_is_logged_without_its_address(
+    monkeypatch: Any, logged: list[str]
+) -> None:
+    assert (await resumed_after(3, monkeypatch, logged))["turns"] == 0
+    failed = [line for line in logged if "could not read back" in line]
+    assert len(failed) == 1 and "OSError" in failed[0] and "hunter2" not in "".join(logged)

@@ -14,6 +14,7 @@ from talkline.history.store import HistoryStore
 from talkline.history.writer import HistoryMetrics, HistoryWriter, WriterOptions
 
 RECALL_AFTER_SECS = 1.0  # the previous connection's last rows land first (writer: 0.2 s)
+RECALL_TRIES_SECS = (RECALL_AFTER_SECS, 2.0, 4.0, 8.0, 16.0, 32.0)  # waits before each read
 RECALL_TIMEOUT_SECS = 10.0
 
 
@@ -52,27 +53,30 @@ class History:
     def resumed(self, history: SessionHistory, epoch: int, started: float) -> None:
         """``history`` records connection ``epoch`` of a resumed conversation begun at
         ``started``: it goes on from the earlier connections' turns, and, once their last
-        rows have landed, counts what they recorded (read back in the background: a
-        database that is slow or down delays no audio, and the row then counts this
-        connection's answers alone until it can be read)."""
+        rows have landed, counts what they recorded (read back in the background, so a
+        database that is slow or down delays no audio; retried for about a minute)."""
         history.continues(epoch, started)
         task = asyncio.create_task(self._recall(history), name=f"recall-{history.session_id}")
         self._recalls.add(task)
         task.add_done_callback(self._recalls.discard)
 
     async def _recall(self, history: SessionHistory) -> None:
-        await asyncio.sleep(RECALL_AFTER_SECS)
-        try:
-            async with asyncio.timeout(RECALL_TIMEOUT_SECS):
-                found = await self.store.get_session(history.session_id)
-        except Exception as error:  # the error's type only: a database URL may hold a password
-            logger.warning(
-                f"history: could not read back resumed session {history.session_id} "
-                f"({type(error).__name__}); its record counts this connection only"
-            )
+        problem = "no answer"
+        for delay in RECALL_TRIES_SECS:
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(RECALL_TIMEOUT_SECS):
+                    found = await self.store.get_session(history.session_id)
+            except Exception as error:  # its type only: a database URL may hold a password
+                problem = type(error).__name__
+                continue
+            if found is not None:
+                history.recall(*found)
             return
-        if found is not None:
-            history.recall(*found)
+        logger.warning(
+            f"history: could not read back resumed session {history.session_id} ({problem}); "
+            "its record counts this connection's answers only"
+        )
 
     def recorder(
         self, session_id: str, client: str, about: Mapping[str, str], api_key_id: str | None
