@@ -52,6 +52,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from loguru import logger
 from pipecat.frames.frames import (
     Frame,
     InterimTranscriptionFrame,
@@ -214,12 +215,14 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         (only the context write is owed then), else a fresh inference answers."""
         speculation, self._speculation = self._speculation, None
         if speculation is not None and speculation.text == self._turn_text():
+            logger.debug(f"{self}: the turn ended as the early answer assumed, releasing it")
             await self.trigger_user_turn_finalized(
                 enable_user_speaking_frames=enable_user_speaking_frames,
                 confirms_speculation=True,
             )
             return
         if speculation is not None:
+            logger.debug(f"{self}: withdrawing the early answer to [{speculation.text}]")
             await self.trigger_user_turn_speculation_cancelled()
         await super().trigger_user_turn_stopped(
             enable_user_speaking_frames=enable_user_speaking_frames
@@ -276,11 +279,13 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         if self._verdict() is not Verdict.COMPLETE:
             return
         self._speculation = UserTurnSpeculation(text=self._turn_text())
+        logger.debug(f"{self}: answering early, during the wait: [{self._speculation.text}]")
         await self.trigger_user_turn_inference_triggered(speculation=self._speculation)
 
     async def _withdraw(self) -> None:
         """Withdraw the answer started early, if one is in flight."""
         if self._speculation is not None:
+            logger.debug(f"{self}: withdrawing the early answer to [{self._speculation.text}]")
             self._speculation = None
             await self.trigger_user_turn_speculation_cancelled()
 
