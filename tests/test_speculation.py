@@ -54,7 +54,8 @@ def asked(text: str, *, speculation: bool) -> LLMContextFrame:
 
 async def said(frames: Sequence[Frame], delay: type[Frame] | None = None) -> list[str]:
     """What reaches the output, in order: the answers' words and "<end of turn>"."""
-    pipeline = Pipeline([SpeculationMarker(), EchoResponder(), Delay(delay), HeldSpeechGate()])
+    marker = SpeculationMarker(responder_holds=False)
+    pipeline = Pipeline([marker, EchoResponder(), Delay(delay), HeldSpeechGate()])
     down, _up = await run_test(pipeline, frames_to_send=frames)
     spoken = []
     for frame in down:

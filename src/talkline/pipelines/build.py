@@ -14,6 +14,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.llm_service import LLMService
 from pipecat.services.tts_service import TextAggregationMode
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy
@@ -140,7 +141,8 @@ def build_cascade_pipeline(
     responder = build_responder(settings, shared.llm.api_url if shared.llm else None)
     tts = build_tts(settings, shared)
     # A speculative answer is generated and spoken into a hold, released at the turn's end.
-    answer = [SpeculationMarker(), responder, tts, HeldSpeechGate()]
+    marker = SpeculationMarker(responder_holds=isinstance(responder, LLMService))
+    answer = [marker, responder, tts, HeldSpeechGate()]
     return Pipeline(
         [
             transport.input(),

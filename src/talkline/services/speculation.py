@@ -3,12 +3,18 @@
 The transcript strategy (turn_taking.py) starts answering as soon as the words say the
 sentence is complete, while it still waits out the pause: Pipecat's speculative inference
 (``LLMContextFrame.speculation``). Pipecat holds such an answer in the LLM service's own
-``SpeculationGate``, which holds the answer's *text*: the TTS would only start once the turn
-is confirmed, and the echo responder is no LLM service and would speak it at once. Here the
-same ``SpeculationGate`` sits between the TTS and the output transport instead, so the answer
-is generated and synthesized during the wait and only its audio waits: the turn's end
-(``UserStoppedSpeakingFrame``) releases it; a withdrawal (``EagerEndOfTurnCancelFrame``, when
-the user speaks again or the transcript changes) discards it.
+``SpeculationGate``, and only there: the echo responder is no LLM service and would speak it
+at once, and an LLM's gate holds the answer's *text*, so Piper could only start once the turn
+is confirmed. Here the same ``SpeculationGate`` also sits between the TTS and the output
+transport, so the echo responder's answer is synthesized during the wait and only its audio
+waits: the turn's end (``UserStoppedSpeakingFrame``) releases it; a withdrawal
+(``EagerEndOfTurnCancelFrame``, when the user speaks again or the transcript changes)
+discards it.
+
+An LLM responder keeps Pipecat's own hold on its text (``responder_holds``): on a withdrawal
+Pipecat then stops the generation, where an answer let through to the TTS would run to its
+end (up to ``local_llm_max_tokens``) ahead of the answer to the whole turn. The LLM's time,
+the larger part, is still spent during the wait; Piper's is not.
 
 ``SpeculationMarker`` (before the responder) brackets each speculative inference with two
 in-band frames, which the responder and the TTS pass on in order with the answer between
@@ -16,11 +22,8 @@ them. ``HeldSpeechGate`` (after the TTS) thus learns that an answer is speculati
 of it, as the gate asks (``begin_speculation`` when the inference starts), and can drop an
 answer withdrawn before any of it came: the strategy has at most one speculation in flight
 and withdraws each at most once, so a withdrawal that finds no speculation here is for the
-next bracket to arrive. The marker also clears the context frame's ``speculation`` flag, so
-an LLM responder's own gate lets the text through to the TTS.
-
-A withdrawn answer is still generated and synthesized to its end (its output dropped here):
-the responder is not stopped mid-answer.
+next bracket to arrive. For the echo responder, a withdrawn answer is still synthesized to
+its end (one short Piper request) and dropped here.
 """
 
 from __future__ import annotations
@@ -57,7 +60,12 @@ class SpeculativeAnswerEndFrame(ControlFrame):
 
 class SpeculationMarker(FrameProcessor):
     """Brackets each speculative inference for ``HeldSpeechGate``; goes before the
-    responder."""
+    responder. ``responder_holds``: the responder holds speculative answers itself (an LLM
+    service); else the context frame's flag is cleared, as the responder would not heed it."""
+
+    def __init__(self, *, responder_holds: bool, **kwargs):
+        super().__init__(**kwargs)
+        self._responder_holds = responder_holds
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -65,9 +73,8 @@ class SpeculationMarker(FrameProcessor):
             await self.push_frame(frame, direction)
             return
         await self.push_frame(SpeculativeAnswerStartFrame(), direction)
-        # Held after the TTS, not in the responder; the same frame (not a copy), so that
-        # observers see it once.
-        frame.speculation = False
+        # The same frame, not a copy, so that observers see it once.
+        frame.speculation = self._responder_holds
         await self.push_frame(frame, direction)
         await self.push_frame(SpeculativeAnswerEndFrame(), direction)
 
