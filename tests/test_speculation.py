@@ -14,6 +14,7 @@ from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
     Frame,
     LLMContextFrame,
+    LLMContextUserTurnFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
     SystemFrame,
@@ -101,3 +102,31 @@ async def test_a_withdrawn_early_answer_is_never_heard(late: type[Frame] | None)
 
 def ended() -> SystemFrame:
     return UserStoppedSpeakingFrame()
+
+
+async def test_an_answer_withdrawn_while_held_leaves_nothing_after_it_dropped() -> None:
+    """Withdrawn halfway through (its words still coming): the rest of it is dropped, and
+    what comes after it is not (here the user's turn as written to the context)."""
+    written = LLMContextUserTurnFrame(text="Hi. There.", timestamp="")
+    frames = [
+        asked("Hi.", speculation=True),
+        SleepFrame(0.1),
+        EagerEndOfTurnCancelFrame(),
+        SleepFrame(0.8),
+        ended(),
+        written,
+        asked("Hi. There.", speculation=False),
+        SleepFrame(0.8),
+    ]
+    pipeline = Pipeline(
+        [
+            SpeculationMarker(responder_holds=False),
+            EchoResponder(),
+            Delay(LLMTextFrame),
+            HeldSpeechGate(),
+        ]
+    )
+    down, _up = await run_test(pipeline, frames_to_send=frames)
+    texts = [frame.text.strip() for frame in down if isinstance(frame, LLMTextFrame)]
+    assert texts == ["You said:", "Hi. There."]
+    assert any(isinstance(frame, LLMContextUserTurnFrame) for frame in down)

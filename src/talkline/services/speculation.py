@@ -35,10 +35,11 @@ from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
     Frame,
     LLMContextFrame,
+    LLMFullResponseEndFrame,
     SystemFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from pipecat.turns.speculation_gate import SpeculationGate
+from pipecat.turns.speculation_gate import SpeculationGate, SpeculationState
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 
@@ -69,7 +70,9 @@ class SpeculationMarker(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if not (isinstance(frame, LLMContextFrame) and frame.speculation):
+        if not (
+            isinstance(frame, LLMContextFrame) and frame.speculation and direction is DOWNSTREAM
+        ):
             await self.push_frame(frame, direction)
             return
         await self.push_frame(SpeculativeAnswerStartFrame(), direction)
@@ -95,11 +98,11 @@ class HeldSpeechGate(FrameProcessor):
         if isinstance(frame, SpeculativeAnswerStartFrame):
             self._open_bracket()
         elif isinstance(frame, SpeculativeAnswerEndFrame):
-            self._bracket_open = self._dropping = False
+            self._close_bracket()
         elif self._dropping and self._drops(frame, direction):
             return
         else:
-            if isinstance(frame, EagerEndOfTurnCancelFrame):
+            if isinstance(frame, EagerEndOfTurnCancelFrame) and direction is DOWNSTREAM:
                 self._withdraw()
             for gated, gated_direction in self._gate.process(frame, direction):
                 await self.push_frame(gated, gated_direction)
@@ -111,6 +114,14 @@ class HeldSpeechGate(FrameProcessor):
             self._dropping = True
         else:
             self._gate.begin_speculation(True)
+
+    def _close_bracket(self) -> None:
+        """The answer has come whole. If it was withdrawn while held, the gate dropped what
+        it held and waits to drop the rest up to the answer's end, which this dropped
+        instead: that end, so the gate drops nothing after the answer."""
+        if self._dropping and self._gate.state is SpeculationState.DROPPING:
+            self._gate.process(LLMFullResponseEndFrame(), DOWNSTREAM)
+        self._bracket_open = self._dropping = False
 
     def _withdraw(self) -> None:
         """Before the gate discards what it holds: a withdrawal of an answer still to come."""
