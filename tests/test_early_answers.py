@@ -27,7 +27,9 @@ from tests.support import (
     words,
 )
 
-WAIT = 1.2  # seconds of silence that end a turn, whatever the words
+# Seconds of silence that end a turn, whatever the words: the pause in ``paused_sentence``
+# lasts about 1.15 s as the VAD hears it (Piper's own silences, the VAD's start time).
+WAIT = 2.0
 QUIET_AFTER = 2.0  # listened to after the answer, for a second one
 
 
@@ -51,7 +53,8 @@ def patient_server() -> Iterator[ServerThread]:
 
 
 def paused_sentence() -> bytes:
-    """'I'd like to book a table.' … 'For two people, please.', half a second apart."""
+    """'I'd like to book a table.' … 'For two people, please.', half a second apart
+    (about 1.15 s as the VAD hears it)."""
     first = piper_speech("I'd like to book a table.", tail=0.0)
     return first + silence(0.5) + piper_speech("For two people, please.", lead=0.0)
 
