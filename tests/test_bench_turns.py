@@ -10,6 +10,7 @@ from talkline.audio import silence
 from talkline.bench.turn_corpus import Utterance
 from talkline.bench.turns import (
     FLOORS,
+    NO_SPECULATION,
     Outcome,
     Pause,
     Rows,
@@ -185,3 +186,40 @@ def test_the_report_judges_each_set_against_its_own_bar(tmp_path: Path) -> None:
     write_report(tmp_path, (tuning, held_out), [], [], tts=0.1, took=1.0)
     report = json.loads((tmp_path / "summary.json").read_text())
     assert report["goal"]["paused cut-offs"] and not report["goal_held_out"]["paused cut-offs"]
+
+
+def test_an_early_answer_is_heard_at_the_turns_end_or_when_ready() -> None:
+    """A complete sentence: the answer starts once the words are in (0.1 s after the VAD's
+    stop), so the first audio comes at the turn's end if Piper is quicker than the wait,
+    else when Piper is done; without early answers, after both."""
+    utterance = Utterance("complete", "I'd like a table.", "piper x1", False, silence(1))
+    done = [pause("I'd like a table.", probability=0.9)]
+    early = outcome(utterance, "moonshine", "transcript", done, WAITS, speculate=True)
+    late = outcome(utterance, "moonshine", "transcript", done, WAITS)
+    wait = WAITS.complete_pause_secs
+    assert early.early is not None and abs(early.early - 0.3) < 1e-9  # 0.2 VAD + 0.1 words
+    assert early.first_audio(0.1) == early.latency == wait
+    assert abs(early.first_audio(0.4) - 0.7) < 1e-9  # type: ignore[operator]
+    assert late.early is None and late.first_audio(0.1) == wait + 0.1
+    rows = summary([early], tts_secs=0.1)
+    assert rows[0]["median_ms"] == round(wait * 1000)
+
+
+def test_only_a_complete_sentence_is_answered_early() -> None:
+    """Unsure or unfinished words, or words in after the turn's end: no early answer."""
+    utterance = Utterance("complete", "Thanks", "piper x1", False, silence(1))
+    for words in ("Thanks", "A table for"):
+        result = outcome(
+            utterance, "moonshine", "transcript", [pause(words, 0.9)], WAITS, speculate=True
+        )
+        assert result.early is None, words
+    slow = Pause(1.0, 1.2, None, 0.9, 0.1, "I'd like a table.", 0.5)  # words in at 1.7 s
+    result = outcome(utterance, "moonshine", "transcript", [slow], WAITS, speculate=True)
+    assert result.early is None and result.latency is not None
+
+
+def test_the_default_row_answers_early_beside_the_old_one() -> None:
+    """The replay runs the old default (no early answer) beside the new one (floor 0)."""
+    made = {v.label: v for v in variants(WAITS)}
+    assert made[floor_label(0.0)].speculate and not made[NO_SPECULATION].speculate
+    assert made[NO_SPECULATION].waits.min_pause_secs == 0.0

@@ -13,16 +13,20 @@ from dataclasses import replace
 import pytest
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
 from pipecat.frames.frames import (
+    InterimTranscriptionFrame,
     TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.metrics.metrics import MetricsData, TurnMetricsData
 from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.turns.types import UserTurnSpeculation
+from pipecat.turns.user_stop.base_user_turn_stop_strategy import UserTurnStoppedParams
 from pipecat.utils.asyncio.task_manager import TaskManager
 from pipecat.utils.time import time_now_iso8601
 
 from talkline.config import Settings
+from talkline.pipelines.build import speculates
 from talkline.services.turn_taking import (
     TranscriptTurnStopStrategy,
     TurnWaits,
@@ -346,3 +350,115 @@ def test_the_floor_setting_reaches_the_strategys_waits() -> None:
     assert (waits.min_pause_secs, waits.disputed_pause_secs) == (1.2, 0.65)
     default = Settings(_env_file=None)  # type: ignore[call-arg]
     assert default.options(TurnWaits, prefix="turn_") == TurnWaits()
+
+
+class Recorded:
+    """What a speculating strategy told its controller, in order."""
+
+    def __init__(self, strategy: TranscriptTurnStopStrategy):
+        self.events: list[tuple[str, str]] = []
+
+        @strategy.event_handler("on_user_turn_inference_triggered")
+        async def inference(_strategy: object, speculation: UserTurnSpeculation | None) -> None:
+            kind = "speculate" if speculation else "infer"
+            self.events.append((kind, speculation.text if speculation else ""))
+
+        @strategy.event_handler("on_user_turn_speculation_cancelled")
+        async def withdrawn(_strategy: object) -> None:
+            self.events.append(("withdraw", ""))
+
+        @strategy.event_handler("on_user_turn_stopped")
+        async def stopped(_strategy: object, params: UserTurnStoppedParams) -> None:
+            self.events.append(("stop", "confirms" if params.confirms_speculation else ""))
+
+
+async def speculating(
+    probability: float = 0.9,
+) -> tuple[TranscriptTurnStopStrategy, Recorded]:
+    """A speculating strategy at the start of a turn (the complete pause: 0.3 s)."""
+    strategy = TranscriptTurnStopStrategy(
+        turn_analyzer=StandInSmartTurn(probability > 0.5, probability),
+        waits=WAITS,
+        speculate=True,
+    )
+    recorded = Recorded(strategy)
+    await strategy.setup(processor_setup())
+    await strategy.handle_user_turn_started()
+    return strategy, recorded
+
+
+async def test_a_complete_sentence_is_answered_early_and_confirmed_at_the_turns_end() -> None:
+    """The words say complete: the answer starts at once, with the turn's words, while the
+    wait runs; the end of the wait confirms it (no second inference)."""
+    strategy, recorded = await speculating()
+    await pause_after(strategy, "I'd like a table.")
+    assert recorded.events == [("speculate", "I'd like a table.")]
+    await asyncio.sleep(0.5)
+    await strategy.cleanup()
+    assert recorded.events == [("speculate", "I'd like a table."), ("stop", "confirms")]
+
+
+async def test_speaking_again_withdraws_the_early_answer() -> None:
+    """The user speaks again within the wait: the early answer is withdrawn at once, and
+    the turn does not end."""
+    strategy, recorded = await speculating()
+    await pause_after(strategy, "I'd like a table.")
+    await strategy.process_frame(VADUserStartedSpeakingFrame())
+    assert recorded.events == [("speculate", "I'd like a table."), ("withdraw", "")]
+    await asyncio.sleep(0.5)
+    await strategy.cleanup()
+    assert [kind for kind, _ in recorded.events] == ["speculate", "withdraw"]
+
+
+async def test_more_words_withdraw_the_early_answer_and_the_whole_turn_is_answered() -> None:
+    """More of the turn is transcribed: the answer to the first part is withdrawn, a new
+    one answers both parts, and the end of the wait confirms that one."""
+    strategy, recorded = await speculating()
+    await pause_after(strategy, "I'd like a table.")
+    await strategy.process_frame(finalized("For two."))
+    await asyncio.sleep(0.5)
+    await strategy.cleanup()
+    assert recorded.events == [
+        ("speculate", "I'd like a table."),
+        ("withdraw", ""),
+        ("speculate", "I'd like a table. For two."),
+        ("stop", "confirms"),
+    ]
+
+
+async def test_an_interim_transcript_withdraws_the_early_answer() -> None:
+    """The recognizer is still at work on more speech: the early answer is withdrawn."""
+    strategy, recorded = await speculating()
+    await pause_after(strategy, "I'd like a table.")
+    await strategy.process_frame(InterimTranscriptionFrame("for", "user", time_now_iso8601()))
+    await strategy.cleanup()
+    # (what follows is Pipecat's rule with no final words: this stand-in's STT budget is 0)
+    assert recorded.events[:2] == [("speculate", "I'd like a table."), ("withdraw", "")]
+
+
+@pytest.mark.parametrize("text", ["I'd like a table for", "Thanks"])
+async def test_words_that_are_not_a_complete_sentence_are_not_answered_early(text: str) -> None:
+    """Unfinished or unsure words: the answer starts only when the turn ends."""
+    strategy, recorded = await speculating()
+    await pause_after(strategy, text)
+    await asyncio.sleep(1.4)
+    await strategy.cleanup()
+    assert recorded.events == [("infer", ""), ("stop", "")]
+
+
+async def test_a_turn_ended_otherwise_withdraws_the_early_answer() -> None:
+    """The turn ends by another way (Pipecat's stop watchdog) while the answer waits: it is
+    withdrawn, so that the hold does not release it."""
+    strategy, recorded = await speculating()
+    await pause_after(strategy, "I'd like a table.")
+    await strategy.handle_user_turn_stopped()
+    await strategy.cleanup()
+    assert recorded.events == [("speculate", "I'd like a table."), ("withdraw", "")]
+
+
+def test_speculation_is_a_setting_on_by_default() -> None:
+    """TALKLINE_TURN_SPECULATE: on unless turned off, and only for the transcript strategy."""
+    assert speculates(Settings(_env_file=None))  # type: ignore[call-arg]
+    off = Settings(_env_file=None, turn_speculate=False)  # type: ignore[call-arg]
+    silence = Settings(_env_file=None, turn_strategy="silence")  # type: ignore[call-arg]
+    assert not speculates(off) and not speculates(silence)

@@ -229,6 +229,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Silence after speech before which the transcript strategy never ends a turn.",
     )
+    turn_speculate: bool = Field(
+        True,
+        description="Transcript strategy: start the answer when the words say the sentence is "
+        "complete, during the wait; its audio is held until the turn ends.",
+    )
 
     # Offline brain: speech to text (Moonshine by default, Whisper as a setting)
     moonshine_model: str = Field(

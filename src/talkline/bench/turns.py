@@ -11,7 +11,11 @@ strategy's rule then says when the turn ends:
 - ``transcript``: talkline's strategy (services/turn_taking.py): the very function the live
   strategy calls (``end_of_turn``, on ``judge``'s verdict and Smart Turn's probability),
   swept over the floor ``min_pause_secs`` (``FLOORS``, 0 being the default): each floor is a
-  replay of the same analysed pauses.
+  replay of the same analysed pauses. It answers early, as the server does by default
+  (``TALKLINE_TURN_SPECULATE``): once the words of the pause that ends the turn are in and
+  say the sentence is complete, the answer is started, so its first audio is ready Piper's
+  time later and heard at the turn's end or then, whichever is later. A row without early
+  answers (``NO_SPECULATION``) is the strategy as it was: the turn's end, then Piper.
 
 As in the server, no strategy ends a turn before some words have been heard. A turn ended
 before the user resumed speaking is a cut-off. The corpus has a tuning set and a held-out
@@ -19,7 +23,10 @@ set (new sentences written before the waits were tuned), reported apart; the hel
 is not quite blind: the complete-sentence waits were raised from 0.45 to 0.5 s after one of
 its utterances was cut off (bench/results/turns/NOTES.md). Latency is from
 the end of the user's speech to the first bot audio: the turn's end plus the time Piper
-takes to say the echo responder's first phrase ("You said:"), measured here too.
+takes to say the echo responder's first phrase ("You said:"), measured here too; with an
+early answer, the later of the turn's end and the answer's start plus that time. An early
+answer withdrawn because the user went on costs nothing here: the turn then ends at a later
+pause, whose own words start (or not) the answer that is heard.
 """
 
 from __future__ import annotations
@@ -38,7 +45,13 @@ from talkline.audio import RATE
 from talkline.bench.turn_corpus import Utterance
 from talkline.pipelines.build import TRANSCRIPT_WAIT_SECS
 from talkline.services.turn_models import TurnModels
-from talkline.services.turn_taking import TurnWaits, end_of_turn, judge, smart_turn_complete
+from talkline.services.turn_taking import (
+    TurnWaits,
+    Verdict,
+    end_of_turn,
+    judge,
+    smart_turn_complete,
+)
 
 # --- Pipecat internals this module relies on -----------------------------------------------
 # (owner, name, kind, why), checked by tests/test_pipecat_contract.py. Both are methods
@@ -54,6 +67,7 @@ SMART_TURN_PRE_SPEECH_SECS = 0.5 + 0.2  # Smart Turn's pre-speech audio, plus VA
 SPEECH_TIMEOUT_SECS = 0.6  # Pipecat's SpeechTimeoutUserTurnStopStrategy default
 STRATEGIES = ("silence", "smart_turn", "transcript")
 FLOORS = (0.0, 0.6, 1.2, 1.8)  # the transcript strategy's floors swept (0: the default)
+NO_SPECULATION = "transcript, floor 0.0 s, no early answer"  # the default before early answers
 
 
 @dataclass(frozen=True)
@@ -63,13 +77,17 @@ class Variant:
     label: str
     strategy: str
     waits: TurnWaits
+    speculate: bool = False
 
 
 def variants(waits: TurnWaits) -> list[Variant]:
-    """Silence, Smart Turn alone, and the transcript strategy at each floor of the sweep."""
+    """Silence, Smart Turn alone, the transcript strategy without early answers, and with
+    them (the default) at each floor of the sweep."""
     made = [Variant("silence", "silence", waits), Variant("smart_turn", "smart_turn", waits)]
+    made.append(Variant(NO_SPECULATION, "transcript", replace(waits, min_pause_secs=0.0)))
     for floor in FLOORS:
-        made.append(Variant(floor_label(floor), "transcript", replace(waits, min_pause_secs=floor)))
+        floored = replace(waits, min_pause_secs=floor)
+        made.append(Variant(floor_label(floor), "transcript", floored, speculate=True))
     return made
 
 
@@ -100,6 +118,15 @@ class Outcome:
     cut_off: bool
     latency: float | None  # end of speech → turn end (None when cut off)
     heard: str = ""  # each pause: the words, Smart Turn's probability, how long it lasted
+    early: float | None = None  # end of speech → an early answer's start, if one was heard
+
+    def first_audio(self, tts_secs: float) -> float | None:
+        """End of speech → first bot audio, when Piper takes ``tts_secs`` to speak."""
+        if self.latency is None:
+            return None
+        if self.early is None:
+            return self.latency + tts_secs
+        return max(self.latency, self.early + tts_secs)
 
 
 @dataclass
@@ -185,6 +212,16 @@ def _rule_end(strategy: str, pause: Pause, waits: TurnWaits) -> float:
     return max(end, heard, scored)
 
 
+def early_start(pause: Pause, end: float) -> float | None:
+    """When the transcript strategy starts answering early at ``pause``, which ends the turn
+    at ``end``: once the words are in (and Smart Turn has spoken) if they say the sentence is
+    complete and the turn has not ended by then; else None."""
+    if not pause.text or judge(pause.text) is not Verdict.COMPLETE:
+        return None
+    start = max(pause.vad_stop + pause.stt_secs, pause.vad_stop + pause.smart_turn_secs)
+    return start if start < end else None
+
+
 def outcome(
     utterance: Utterance,
     stt: str,
@@ -192,11 +229,13 @@ def outcome(
     pauses: list[Pause],
     waits: TurnWaits,
     label: str | None = None,
+    *,
+    speculate: bool = False,
 ) -> Outcome:
     """The first pause at which the strategy ends the turn before the user speaks again.
     As in the server, where Pipecat's strategies and talkline's wait for a transcript, no
     turn ends while no words have been heard (the pipeline's timeout, TRANSCRIPT_WAIT_SECS,
-    ends a turn with none)."""
+    ends a turn with none). ``speculate``: the transcript strategy answers early."""
     name = label or strategy
     said = False
     for index, pause in enumerate(pauses):
@@ -204,7 +243,10 @@ def outcome(
         end = turn_end(strategy, pause, waits) if said else pause.speech_end + TRANSCRIPT_WAIT_SECS
         if pause.resumed is None or end < pause.resumed:
             last = index == len(pauses) - 1
-            return Outcome(utterance, stt, name, not last, end - pause.speech_end, heard(pauses))
+            result = Outcome(utterance, stt, name, not last, end - pause.speech_end, heard(pauses))
+            start = early_start(pause, end) if speculate and strategy == "transcript" else None
+            result.early = None if start is None else start - pause.speech_end
+            return result
     return Outcome(utterance, stt, name, False, None, heard(pauses))
 
 
@@ -228,7 +270,15 @@ def run(utterances: list[Utterance], transcribers: list[Transcriber]) -> list[Ou
                 pauses = analyse(models, stt, utterance)  # the expensive part, once
                 for v in replays:
                     outcomes.append(
-                        outcome(utterance, stt.name, v.strategy, pauses, v.waits, v.label)
+                        outcome(
+                            utterance,
+                            stt.name,
+                            v.strategy,
+                            pauses,
+                            v.waits,
+                            v.label,
+                            speculate=v.speculate,
+                        )
                     )
     finally:
         models.close()
@@ -247,7 +297,8 @@ def summary(outcomes: list[Outcome], tts_secs: float) -> list[dict[str, object]]
     keys = sorted({(o.stt, o.strategy) for o in outcomes}, key=lambda k: (k[0], labels.index(k[1])))
     for stt, strategy in keys:
         mine = [o for o in outcomes if o.stt == stt and o.strategy == strategy]
-        latencies = [o.latency + tts_secs for o in mine if o.latency is not None and not o.cut_off]
+        heard = [o.first_audio(tts_secs) for o in mine if not o.cut_off]
+        latencies = [latency for latency in heard if latency is not None]
         paused = [o for o in mine if o.utterance.kind == "paused"]
         complete = [o for o in mine if o.utterance.kind == "complete"]
         rows.append(

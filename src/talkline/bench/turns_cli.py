@@ -95,9 +95,12 @@ def write_report(
         "",
         f"{platform.node()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"run took {took:.0f} s. Latency: end of the user's speech → first bot audio "
-        f'(turn end + Piper\'s "You said:", {tts * 1000:.0f} ms here), over the turns '
-        "not cut off. Cut-off: the turn ended in a pause before the user went on. "
-        "`transcript, floor 0.0 s` is the default strategy.",
+        f'(turn end + Piper\'s "You said:", {tts * 1000:.0f} ms here; with an early answer, '
+        "started once the words of a complete sentence are in, the later of the turn end and "
+        "the answer's start + Piper's), over the turns not cut off. Cut-off: the turn ended in "
+        "a pause before the user went on. `transcript, floor 0.0 s` is the default strategy "
+        "(early answers on); `transcript, floor 0.0 s, no early answer` is it without them. "
+        "Each utterance's cells: end of speech → turn end.",
         "",
         "## Tuning set (the sentences the waits were chosen on)",
         "",

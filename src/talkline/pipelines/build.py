@@ -14,6 +14,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.llm_service import LLMService
 from pipecat.services.tts_service import TextAggregationMode
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy
@@ -30,6 +31,7 @@ from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.moonshine_stt import MoonshineSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder, phrase_by_phrase
+from talkline.services.speculation import HeldSpeechGate, SpeculationMarker
 from talkline.services.turn_taking import TranscriptTurnStopStrategy, TurnWaits
 
 if TYPE_CHECKING:
@@ -79,10 +81,16 @@ def local_turn_strategies(settings: Settings, shared: SharedResources) -> UserTu
     analyzer = shared.turn_models.smart_turn(settings.smart_turn_stop_secs)
     if strategy == "transcript":
         waits = settings.options(TurnWaits, prefix="turn_")
-        stop = TranscriptTurnStopStrategy(turn_analyzer=analyzer, waits=waits)
+        speculate = speculates(settings)
+        stop = TranscriptTurnStopStrategy(turn_analyzer=analyzer, waits=waits, speculate=speculate)
     else:
         stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
     return UserTurnStrategies(stop=[stop])
+
+
+def speculates(settings: Settings) -> bool:
+    """Whether the offline brain starts answering during the transcript strategy's wait."""
+    return settings.turn_speculate and settings.effective_turn_strategy == "transcript"
 
 
 def build_stt(settings: Settings, shared: SharedResources) -> FrameProcessor:
@@ -130,13 +138,17 @@ def build_cascade_pipeline(
     context = LLMContext()  # the responder carries the system instruction
     params = user_params(settings, shared, local_turn_strategies(settings, shared))
     aggregators = LLMContextAggregatorPair(context, user_params=params)
+    responder = build_responder(settings, shared.llm.api_url if shared.llm else None)
+    tts = build_tts(settings, shared)
+    # A speculative answer is generated and spoken into a hold, released at the turn's end.
+    marker = SpeculationMarker(responder_holds=isinstance(responder, LLMService))
+    answer = [marker, responder, tts, HeldSpeechGate()]
     return Pipeline(
         [
             transport.input(),
             build_stt(settings, shared),
             aggregators.user(),
-            build_responder(settings, shared.llm.api_url if shared.llm else None),
-            build_tts(settings, shared),
+            *(answer if speculates(settings) else [responder, tts]),
             transport.output(),
             aggregators.assistant(),
         ]

@@ -28,6 +28,14 @@ only picks among the waits for a complete sentence:
 
 Numbers are words too: "at 7.30." ends on "30", not on "at".
 
+With ``speculate`` on, the answer is started as soon as the words say the sentence is complete
+and the wait begins (Pipecat's speculative inference: ``trigger_user_turn_inference_triggered``
+with a ``UserTurnSpeculation`` of the turn's words so far); the turn's end confirms it
+(``confirms_speculation``: the context is written, no second inference), and the user speaking
+again, a changed transcript or a turn ended some other way withdraws it. The answer's audio
+is held until then (services/speculation.py), so the user hears it at the end of the wait or
+when it is ready, whichever is later, instead of after both.
+
 Each pause starts with a neutral probability (``min_probability``: "disputed") until Smart
 Turn scores it, so a pause Smart Turn did not score never reuses an earlier pause's score.
 Until the words are in, Smart Turn's own rule stands (its verdict, or its stop_secs). Whatever
@@ -44,14 +52,18 @@ import re
 import time
 from dataclasses import dataclass
 
+from loguru import logger
 from pipecat.frames.frames import (
     Frame,
+    InterimTranscriptionFrame,
+    TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.metrics.metrics import MetricsData, TurnMetricsData
-from pipecat.turns.types import ProcessFrameResult
+from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
+from pipecat.utils.string import TextPartForConcatenation, concatenate_aggregated_text
 
 # --- Pipecat internals this module relies on -----------------------------------------------
 # (owner, name, kind, why), checked by tests/test_pipecat_contract.py.
@@ -155,9 +167,13 @@ def pause_for(verdict: Verdict, probability: float, waits: TurnWaits) -> float:
 class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
     """Smart Turn's stop strategy, overruled by the transcript where it is clear."""
 
-    def __init__(self, *, waits: TurnWaits, **kwargs):
+    def __init__(self, *, waits: TurnWaits, speculate: bool = False, **kwargs):
         super().__init__(**kwargs)
         self._waits = waits
+        self._speculate = speculate
+        self._speculation: UserTurnSpeculation | None = None  # the answer started early
+        self._heard: list[TextPartForConcatenation] = []  # the turn's words, as the user
+        # aggregator joins them into the context's message
         self._speech_ended_at: float | None = None  # wall clock, when VAD last heard speech
         # Smart Turn's "complete" probability for this pause; neutral ("disputed") until it
         # scores the pause, which Pipecat asks for on the VAD's stop.
@@ -169,6 +185,8 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             self._speech_ended_at = frame.timestamp - frame.stop_secs
             self._probability = self._waits.min_probability  # before super asks Smart Turn
+        elif isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
+            await self._hear(frame)  # before super, which may speculate on the new words
         result = await super().process_frame(frame)
         if isinstance(frame, VADUserStartedSpeakingFrame):
             # The user is speaking again: the pause's deadline no longer holds, so drop the
@@ -177,19 +195,38 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
             # the turn on the stale verdict while this awaits.
             self._speech_ended_at = None
             await self._cancel_recheck()
+            await self._withdraw()
         return result
 
     async def handle_user_turn_started(self) -> None:
-        await self._cancel_recheck()
+        await self._end_of_turn_state()
         await super().handle_user_turn_started()
 
     async def handle_user_turn_stopped(self) -> None:
-        await self._cancel_recheck()
+        await self._end_of_turn_state()
         await super().handle_user_turn_stopped()
 
     async def cleanup(self) -> None:
         await self._cancel_recheck()
         await super().cleanup()
+
+    async def trigger_user_turn_stopped(self, *, enable_user_speaking_frames: bool | None = None):
+        """End the turn: the answer started early stands if its words are still the turn's
+        (only the context write is owed then), else a fresh inference answers."""
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation.text == self._turn_text():
+            logger.debug(f"{self}: the turn ended as the early answer assumed, releasing it")
+            await self.trigger_user_turn_finalized(
+                enable_user_speaking_frames=enable_user_speaking_frames,
+                confirms_speculation=True,
+            )
+            return
+        if speculation is not None:
+            logger.debug(f"{self}: withdrawing the early answer to [{speculation.text}]")
+            await self.trigger_user_turn_speculation_cancelled()
+        await super().trigger_user_turn_stopped(
+            enable_user_speaking_frames=enable_user_speaking_frames
+        )
 
     async def _handle_prediction_result(self, result: MetricsData | None) -> None:
         if isinstance(result, TurnMetricsData):
@@ -201,12 +238,15 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
             await super()._maybe_trigger_user_turn_stopped()  # no VAD stop: Pipecat's fallback
             return
         if not await self._waited_until(self._waits.earliest_end(self._speech_ended_at)):
+            await self._maybe_speculate()
             return  # below the floor, whatever Smart Turn and the words say
         end = end_of_turn(self._speech_ended_at, self._verdict(), self._probability, self._waits)
         if end is None:
             await super()._maybe_trigger_user_turn_stopped()  # no words yet: Smart Turn's rule
         elif await self._waited_until(end):
             await self.trigger_user_turn_stopped()
+        else:
+            await self._maybe_speculate()
 
     def _verdict(self) -> Verdict | None:
         """The transcript's verdict once it covers everything said and the user is quiet."""
@@ -215,6 +255,45 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         if not (self._text and self._transcript_finalized):
             return None
         return judge(self._text)
+
+    def _turn_text(self) -> str:
+        """The turn's words so far, as the context's user message will read."""
+        return concatenate_aggregated_text(self._heard)
+
+    async def _hear(self, frame: TranscriptionFrame | InterimTranscriptionFrame) -> None:
+        """New words: an answer started on the old ones no longer answers the turn."""
+        if isinstance(frame, TranscriptionFrame) and frame.text.strip():
+            self._heard.append(
+                TextPartForConcatenation(frame.text, frame.includes_inter_frame_spaces)
+            )
+        if self._speculation is not None and (
+            isinstance(frame, InterimTranscriptionFrame)
+            or self._speculation.text != self._turn_text()
+        ):
+            await self._withdraw()
+
+    async def _maybe_speculate(self) -> None:
+        """Start the answer while the wait for a complete sentence runs (``speculate``)."""
+        if not self._speculate or self._speculation is not None:
+            return
+        if self._verdict() is not Verdict.COMPLETE:
+            return
+        self._speculation = UserTurnSpeculation(text=self._turn_text())
+        logger.debug(f"{self}: answering early, during the wait: [{self._speculation.text}]")
+        await self.trigger_user_turn_inference_triggered(speculation=self._speculation)
+
+    async def _withdraw(self) -> None:
+        """Withdraw the answer started early, if one is in flight."""
+        if self._speculation is not None:
+            logger.debug(f"{self}: withdrawing the early answer to [{self._speculation.text}]")
+            self._speculation = None
+            await self.trigger_user_turn_speculation_cancelled()
+
+    async def _end_of_turn_state(self) -> None:
+        """At a turn boundary: no recheck, no speculation left over, no words."""
+        await self._cancel_recheck()
+        await self._withdraw()
+        self._heard.clear()
 
     async def _waited_until(self, deadline: float) -> bool:
         """Whether the wall clock has passed ``deadline``; if not, look again when it has.
