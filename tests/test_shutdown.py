@@ -17,7 +17,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from talkline.audio import piper_speech
+from talkline.audio import peak, piper_speech
 from talkline.client import RTVIClient
 from talkline.lifecycle import EndReason
 from talkline.processes import free_port
@@ -86,6 +86,7 @@ QUIET_SECS = 1.5  # no bot audio for this long: the answer is over
 # Of the answer's length without SIGTERM, for a transcript as long: a comma heard in one turn
 # and not the other moves Piper's length by ~10%; an answer cut at the end grace is ~0.7.
 WHOLE = 0.8
+SILENT_PEAK = 300  # int16 peak below which Piper's output is its trailing silence
 
 
 @pytest.fixture(scope="module")
@@ -206,17 +207,19 @@ async def test_sigterm_lets_the_current_answer_finish_then_exits_0(
     assert not alive(pipers[0])
 
 
-@pytest.mark.parametrize("sent", [0.5, 1.0], ids=["while-the-user-speaks", "while-transcribing"])
+@pytest.mark.parametrize("at", [-1.2, 0.25], ids=["while-the-user-speaks", "while-transcribing"])
 async def test_sigterm_before_the_bot_speaks_still_answers_the_turn_whole(
-    served: tuple[subprocess.Popen[bytes], str], weather_pcm: bytes, sent: float
+    served: tuple[subprocess.Popen[bytes], str], weather_pcm: bytes, at: float
 ) -> None:
-    """SIGTERM when ``sent`` of the question is spoken: the question is still answered whole."""
+    """SIGTERM ``at`` seconds from the end of the question's speech (mid-sentence, or once the
+    VAD has stopped and the words are being transcribed, a quarter of a second before the
+    turn-taking wait could end): the question is still answered whole."""
     process, url = served
     async with RTVIClient(url.replace("http", "ws") + "/ws") as client:
         await client.client_ready()
         reference = await reference_answer(client, weather_pcm)
         marks = Marks(client)
-        cut = int(len(weather_pcm) * sent) // 2 * 2
+        cut = (speech_end(weather_pcm) + int(at * 16000) * 2) // 2 * 2
         await client.stream(weather_pcm[:cut])
         process.send_signal(signal.SIGTERM)
         bot_had_started = marks.saw("bot-started-speaking")
@@ -230,6 +233,15 @@ async def test_sigterm_before_the_bot_speaks_still_answers_the_turn_whole(
         EndReason.SERVER_SHUTDOWN.label
     )
     assert process.wait(timeout=30) == 0
+
+
+def speech_end(pcm: bytes, chunk: int = 640) -> int:
+    """Where the speech in ``pcm`` ends (Piper leaves half a second of silence after it, as
+    long as the turn-taking wait): the signal's moment is counted from there."""
+    end = len(pcm)
+    while end > chunk and peak(pcm[end - chunk : end]) < SILENT_PEAK:
+        end -= chunk
+    return end
 
 
 def descendants(pid: int, needle: str) -> list[int]:
