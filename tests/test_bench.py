@@ -13,7 +13,7 @@ from talkline.bench import cli, main
 from talkline.bench.analysis import TurnSummary, playback_gaps
 from talkline.bench.cli import parse_workers_run
 from talkline.bench.procs import Usage
-from talkline.bench.report import MB, capacity_target_rows, knees
+from talkline.bench.report import MB, capacity_target_rows, knees, offline_heading
 from talkline.bench.runner import RunResult, Target
 from talkline.bench.speech import (
     CHUNK_BYTES,
@@ -25,6 +25,7 @@ from talkline.bench.speech import (
     tag,
 )
 from talkline.services.turn_models import SILENCE_PEAK
+from tests.support import local_settings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -187,3 +188,11 @@ async def test_the_bots_take_turns_at_each_n_and_a_collapsed_one_stops(
         ("talkline", 10), ("talkline", 20), ("talkline", 40), ("baseline", 10), ("baseline", 20)
     ]  # fmt: skip
     assert results[-1].notes == ["sweep stopped here: no longer conversational"]
+
+
+def test_the_offline_heading_names_the_stages_that_ran() -> None:
+    """The offline rows say which recognizer, responder and voice answered (the heading had
+    named Whisper after Moonshine became the default)."""
+    heading = offline_heading(local_settings())
+    assert heading == "## Offline brain (Moonshine + echo + Piper), one session"
+    assert "(Whisper + echo + Piper)" in offline_heading(local_settings(stt="whisper"))

@@ -17,6 +17,7 @@ import psutil
 from talkline.bench import plots
 from talkline.bench.analysis import TurnSummary
 from talkline.bench.runner import RunResult
+from talkline.config import Settings
 
 REPORT_NAME = "report.md"
 TARGET_SESSIONS = 100
@@ -30,6 +31,26 @@ TARGET_ONE_PROCESS = 40  # sessions one process holds (every target met)
 TARGET_WORKERS = (2, 60)  # worker processes, and the sessions they hold together
 MB = 2**20
 NA = "n/a"
+
+
+STAGE_NAMES = {
+    "moonshine": "Moonshine",
+    "whisper": "Whisper",
+    "deepgram": "Deepgram",
+    "echo": "echo",
+    "openai": "an OpenAI-compatible LLM",
+    "local": "the local LLM",
+    "piper": "Piper",
+    "elevenlabs": "ElevenLabs",
+}
+
+
+def offline_heading(settings: Settings | None = None) -> str:
+    """The offline rows' heading, naming the stages the bench's server ran: its defaults as
+    this environment sets them (the bench starts ``talkline serve`` with it)."""
+    about = (settings or Settings(brain="local")).about()  # type: ignore[call-arg]
+    stt, responder, tts = (STAGE_NAMES.get(about[k], about[k]) for k in ("stt", "responder", "tts"))
+    return f"## Offline brain ({stt} + {responder} + {tts}), one session"
 
 
 def ms(value: float | None) -> str:
@@ -475,7 +496,7 @@ def write(
         "",
         *format_rows(results),
         "",
-        "## Offline brain (Whisper + echo + Piper), one session",
+        offline_heading(),
         "",
         *local_rows(results),
         "",
