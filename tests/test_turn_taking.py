@@ -456,6 +456,19 @@ async def test_a_turn_ended_otherwise_withdraws_the_early_answer() -> None:
     assert recorded.events == [("speculate", "I'd like a table."), ("withdraw", "")]
 
 
+async def test_words_that_come_after_their_turn_ended_start_no_early_answer() -> None:
+    """A late transcript (the turn ended on the earlier words) opens no answer: Pipecat
+    would drop it outside a turn but pass on its withdrawal, and the hold would count that
+    against the next turn's early answer, leaving that turn unanswered."""
+    strategy, recorded = await speculating()
+    await pause_after(strategy, "I'd like a table for")
+    await strategy.handle_user_turn_stopped()
+    await strategy.process_frame(finalized("For two."))
+    await strategy.handle_user_turn_started()
+    await strategy.cleanup()
+    assert recorded.events == []
+
+
 def test_speculation_is_a_setting_on_by_default() -> None:
     """TALKLINE_TURN_SPECULATE: on unless turned off, and only for the transcript strategy."""
     assert speculates(Settings(_env_file=None))  # type: ignore[call-arg]

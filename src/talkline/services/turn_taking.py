@@ -172,6 +172,7 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         self._waits = waits
         self._speculate = speculate
         self._speculation: UserTurnSpeculation | None = None  # the answer started early
+        self._turn_open = False  # an answer is started early only inside a user turn
         self._heard: list[TextPartForConcatenation] = []  # the turn's words, as the user
         # aggregator joins them into the context's message
         self._speech_ended_at: float | None = None  # wall clock, when VAD last heard speech
@@ -200,9 +201,11 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
 
     async def handle_user_turn_started(self) -> None:
         await self._end_of_turn_state()
+        self._turn_open = True
         await super().handle_user_turn_started()
 
     async def handle_user_turn_stopped(self) -> None:
+        self._turn_open = False
         await self._end_of_turn_state()
         await super().handle_user_turn_stopped()
 
@@ -274,7 +277,10 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
 
     async def _maybe_speculate(self) -> None:
         """Start the answer while the wait for a complete sentence runs (``speculate``)."""
-        if not self._speculate or self._speculation is not None:
+        # A transcript that comes after its turn ended opens no answer: Pipecat would drop
+        # the inference (no turn) but pass on its withdrawal, which the hold would then
+        # count against the next turn's early answer, and that turn would go unanswered.
+        if not self._speculate or self._speculation is not None or not self._turn_open:
             return
         if self._verdict() is not Verdict.COMPLETE:
             return
