@@ -125,55 +125,71 @@ async def answer(history: SessionHistory, said: str, reply: str, latency: float)
     await history.on_push_frame(pushed(BotStoppedSpeakingFrame()))
 
 
-async def test_a_resumed_connection_goes_on_after_the_earlier_ones() -> None:
-    """Connection 2 of a conversation numbers its turns after connection 1's (none is
-    overwritten), keeps the conversation's start, counts the resume, and once the earlier
-    record is read back, counts its answers, latencies and numbers too."""
-    first_rows = Rows()
-    first = recorder(first_rows)
+class Store(Rows):
+    """The database as the writer leaves it: one row per session (the newest write replaces
+    it, as the store's upsert does) and one row per turn number."""
+
+    @property
+    def row(self) -> dict[str, Any]:
+        return self.sessions[-1]
+
+    def transcript(self) -> list[dict[str, Any]]:
+        by_seq = {turn["seq"]: turn for turn in self.turns}
+        return [by_seq[seq] for seq in sorted(by_seq)]
+
+
+async def two_connections(store: Store) -> SessionHistory:
+    """Connection 1 answers twice and drops; connection 2 resumes and answers once."""
+    first = recorder(store)
     first.counters.tokens = lambda: 7
     first.started()
     await answer(first, "turn 1", "reply 1", 0.5)
     await answer(first, "turn 2", "reply 2", 0.7)
     first.ended("client-disconnected", 4.0)
-
-    rows = Rows()
-    second = recorder(rows)
+    second = recorder(store)
     second.continues(epoch=2, started=1_700_000_000.0)
     second.counters.tokens = lambda: 3
     second.counters.latencies = lambda: [0.9]  # the session's observer's, this connection
     second.started()
-    assert rows.sessions[-1]["resumes"] == 1
-    assert rows.sessions[-1]["started_at"].isoformat() == "2023-11-14T22:13:20"
     await answer(second, "turn 3", "reply 3", 0.9)
-    second.recall(first_rows.sessions[-1], first_rows.turns)
+    return second
+
+
+async def test_a_resumed_connection_goes_on_after_the_earlier_ones() -> None:
+    """Connection 2 numbers its turns after connection 1's (none is overwritten) and holds
+    its row until connection 1's is read back: then the row keeps the conversation's start,
+    counts the resume and all three answers, their latencies and both connections' tokens."""
+    store = Store()
+    second = await two_connections(store)
+    assert store.row["resumes"] == 0, "connection 1's record is not replaced before it is read"
+    second.recall(store.row, store.transcript())
     second.ended("client-disconnected", 2.0)
 
-    seqs = [t["seq"] for t in first_rows.turns + rows.turns]
-    assert len(set(seqs)) == len(seqs), "no turn of connection 1 is overwritten"
-    ordered = sorted(first_rows.turns + rows.turns, key=lambda turn: turn["seq"])
     expected = ["turn 1", "reply 1", "turn 2", "reply 2", "turn 3", "reply 3"]
-    assert [t["text"] for t in ordered] == expected
-    final = rows.sessions[-1]
+    assert [t["text"] for t in store.transcript()] == expected
+    final = store.row
     assert final["turns"] == 3 and final["resumes"] == 1 and final["llm_tokens"] == 10
     assert final["latency_p50_ms"] == 700 and final["latency_p95_ms"] == 900
+    assert final["started_at"].isoformat() == "2023-11-14T22:13:20"
 
 
-async def test_a_recall_after_this_connection_wrote_its_row_counts_the_earlier_turns() -> None:
-    """The row read back is already this connection's (resumes == its own): the earlier
-    answers are counted from their turns, not from that row."""
-    first_rows = Rows()
-    first = recorder(first_rows)
-    await answer(first, "turn 1", "reply 1", 0.5)
-    rows = Rows()
-    second = recorder(rows)
-    second.continues(epoch=2, started=1_700_000_000.0)
-    second.counters.latencies = lambda: [0.9]
-    second.started()
-    await answer(second, "turn 2", "reply 2", 0.9)
-    second.recall(rows.sessions[-1], first_rows.turns + rows.turns)
-    assert rows.sessions[-1]["turns"] == 2
-    assert rows.sessions[-1]["latency_p95_ms"] == 900
+async def test_with_nothing_read_back_the_row_counts_this_connection() -> None:
+    store = Store()
+    second = await two_connections(store)
+    second.recalled_nothing()
+    assert store.row["resumes"] == 1 and store.row["turns"] == 1 and store.row["llm_tokens"] == 3
+
+
+async def test_a_row_a_later_connection_wrote_is_left_as_it_is() -> None:
+    """Read back late (the database was down), the row is already a later connection's:
+    this one writes no row over it, then or at its end."""
+    store = Store()
+    second = await two_connections(store)
+    later = store.row | {"resumes": 2, "turns": 5}
+    store.put_session(later)
+    second.recall(later, store.transcript())
+    second.ended("client-disconnected", 2.0)
+    assert store.row == later
 
 
 class FlakyStore:

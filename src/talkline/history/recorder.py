@@ -107,6 +107,8 @@ class SessionHistory(BaseObserver):
         self._seq = 0
         self._first_seq = 0  # this connection's turns are numbered after it
         self._earlier = Earlier()
+        self._row_held = False  # a resumed connection's, until the earlier one is read back
+        self._superseded = False  # a later connection of the conversation writes the row
         self._user: OpenTurn | None = None
         self._bot: OpenTurn | None = None
         self._latency: float | None = None  # the answer under way's
@@ -119,34 +121,47 @@ class SessionHistory(BaseObserver):
 
     # --- hooks the session calls -----------------------------------------------------------
     def started(self) -> None:
-        self._writer.put_session(self.snapshot())
+        self._put_session()
 
     def continues(self, epoch: int, started: float) -> None:
         """This connection resumes its conversation, as connection ``epoch`` (the first is
         1), begun at ``started`` (wall clock). Each connection writes its turns from
         ``(epoch - 1) * SEQ_SPAN`` on, so none overwrites an earlier connection's, and the
         transcript reads in order; the row keeps the conversation's start and counts the
-        resumes. Call before ``started``; ``recall`` adds what the earlier ones counted."""
+        resumes. Call before ``started``. The row itself waits for ``recall`` (or
+        ``recalled_nothing``): written first, it would replace the earlier connections'
+        record before their numbers were read back."""
         self._seq = self._first_seq = (epoch - 1) * SEQ_SPAN
         self.resumes = epoch - 1
         self._identity["started_at"] = datetime.fromtimestamp(started, UTC).replace(tzinfo=None)
+        self._row_held = True
 
     def recall(self, row: Mapping[str, Any], turns: Sequence[Mapping[str, Any]]) -> None:
         """The conversation as the store holds it (read back after a resume): the earlier
-        connections' answers, latencies and counts go into this connection's row."""
+        connections' answers, latencies and counts go into this connection's row, which
+        is written from now on. A row a later connection wrote (it resumed again) is left
+        as it is, and so is everything this connection would write after it."""
+        if int(row.get("resumes") or 0) > self.resumes:
+            self._superseded = True
+            return
         answers = [t for t in turns if t["seq"] <= self._first_seq and t["role"] == "bot"]
-        latencies = tuple(t["latency_ms"] / 1000 for t in answers if t["latency_ms"] is not None)
-        if int(row.get("resumes") or 0) < self.resumes:  # the row an earlier one wrote
-            self._earlier = Earlier(
-                turns=int(row.get("turns") or 0),
-                latencies=latencies,
-                reconnects=int(row.get("upstream_reconnects") or 0),
-                tokens=int(row.get("llm_tokens") or 0),
-                bad_inputs=int(row.get("bad_inputs") or 0),
-            )
-        else:  # this connection's own row came first: its turns are what is known
-            self._earlier = Earlier(turns=len(answers), latencies=latencies)
-        self._writer.put_session(self.snapshot())
+        self._earlier = Earlier(
+            turns=int(row.get("turns") or 0),
+            latencies=tuple(t["latency_ms"] / 1000 for t in answers if t["latency_ms"] is not None),
+            reconnects=int(row.get("upstream_reconnects") or 0),
+            tokens=int(row.get("llm_tokens") or 0),
+            bad_inputs=int(row.get("bad_inputs") or 0),
+        )
+        self.recalled_nothing()
+
+    def recalled_nothing(self) -> None:
+        """No earlier record could be read: the row counts this connection alone."""
+        self._row_held = False
+        self._put_session()
+
+    def _put_session(self) -> None:
+        if not self._row_held and not self._superseded:
+            self._writer.put_session(self.snapshot())
 
     def answered(self, latency: float | None) -> None:
         """The session's observer saw an answer start, ``latency`` after the user stopped."""
@@ -158,7 +173,7 @@ class SessionHistory(BaseObserver):
         self._close_user()
         self._close_bot()
         self._ended = {"ended_at": utcnow(), "duration_secs": duration, "end_reason": end_reason}
-        self._writer.put_session(self.snapshot())
+        self._put_session()
 
     def snapshot(self) -> dict[str, Any]:
         counters, earlier = self.counters, self._earlier
@@ -256,4 +271,4 @@ class SessionHistory(BaseObserver):
                     "latency_ms": None if turn.latency is None else turn.latency * 1000,
                 }
             )
-        self._writer.put_session(self.snapshot())
+        self._put_session()

@@ -46,15 +46,18 @@ class History:
         self.writer.start()
 
     async def stop(self) -> None:
-        for task in list(self._recalls):
-            task.cancel()
+        recalls = list(self._recalls)
+        for task in recalls:
+            task.cancel()  # each writes the row it held (see _recall), then the writer flushes
+        await asyncio.gather(*recalls, return_exceptions=True)
         await self.writer.stop()
 
     def resumed(self, history: SessionHistory, epoch: int, started: float) -> None:
         """``history`` records connection ``epoch`` of a resumed conversation begun at
         ``started``: it goes on from the earlier connections' turns, and, once their last
         rows have landed, counts what they recorded (read back in the background, so a
-        database that is slow or down delays no audio; retried for about a minute)."""
+        database that is slow or down delays no audio; retried for about a minute). Its
+        row is written once that is done."""
         history.continues(epoch, started)
         task = asyncio.create_task(self._recall(history), name=f"recall-{history.session_id}")
         self._recalls.add(task)
@@ -62,21 +65,28 @@ class History:
 
     async def _recall(self, history: SessionHistory) -> None:
         problem = "no answer"
-        for delay in RECALL_TRIES_SECS:
-            await asyncio.sleep(delay)
-            try:
-                async with asyncio.timeout(RECALL_TIMEOUT_SECS):
-                    found = await self.store.get_session(history.session_id)
-            except Exception as error:  # its type only: a database URL may hold a password
-                problem = type(error).__name__
-                continue
-            if found is not None:
-                history.recall(*found)
-            return
-        logger.warning(
-            f"history: could not read back resumed session {history.session_id} ({problem}); "
-            "its record counts this connection's answers only"
-        )
+        try:
+            for delay in RECALL_TRIES_SECS:
+                await asyncio.sleep(delay)
+                try:
+                    async with asyncio.timeout(RECALL_TIMEOUT_SECS):
+                        found = await self.store.get_session(history.session_id)
+                except Exception as error:  # its type only: a database URL may hold a password
+                    problem = type(error).__name__
+                    continue
+                if found is None:
+                    history.recalled_nothing()
+                else:
+                    history.recall(*found)
+                return
+            logger.warning(
+                f"history: could not read back resumed session {history.session_id} "
+                f"({problem}); its record counts this connection's answers only"
+            )
+            history.recalled_nothing()
+        except asyncio.CancelledError:  # the server stops: the row it holds is still written
+            history.recalled_nothing()
+            raise
 
     def recorder(
         self, session_id: str, client: str, about: Mapping[str, str], api_key_id: str | None
