@@ -25,8 +25,10 @@ its utterances was cut off (bench/results/turns/NOTES.md). Latency is from
 the end of the user's speech to the first bot audio: the turn's end plus the time Piper
 takes to say the echo responder's first phrase ("You said:"), measured here too; with an
 early answer, the later of the turn's end and the answer's start plus that time. An early
-answer withdrawn because the user went on costs nothing here: the turn then ends at a later
-pause, whose own words start (or not) the answer that is heard.
+answer withdrawn because the user went on costs nothing in this replay: the turn then ends at
+a later pause, whose own words start (or not) the answer that is heard. (In the server the
+withdrawn answer's Piper request may still be running when the next one starts, so the
+replay's figures are a little optimistic there.)
 """
 
 from __future__ import annotations
