@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ from talkline.coordinator.resume import (
 )
 from talkline.lifecycle import EndReason
 from talkline.resumption import ResumeLink
+from tests.cluster import running_redis
 from tests.replicas import redis_server
 from tests.support import Clock, StandInResources, in_process, local_settings
 
@@ -180,3 +182,22 @@ async def test_a_keep_alive_records_when_someone_last_spoke(registry: ResumeRegi
     assert await registry.keep_alive("s-active", 1, 1_700_000_123.25) is Hold.KEPT
     assert await registry.keep_alive("s-active", 1) is Hold.KEPT  # no news: kept as it was
     assert (await registry.check(secret, "key-0")).last_active == 1_700_000_123.25
+
+
+async def test_a_redis_restart_does_not_cost_the_next_conversation_its_entry(
+    tmp_path: Path,
+) -> None:
+    """Redis restarts under a live registry: the next conversation is still registered (a
+    transaction on a pooled connection Redis dropped fails once; redis-py does not retry
+    transactions, the registry does)."""
+    with running_redis(tmp_path) as server:
+        registry = RedisResumeRegistry(server.url, 60)
+        try:
+            before = await started(registry, "s-before")
+            server.stop()
+            server.start()
+            after = await started(registry, "s-after")
+            assert (await registry.check(after, "key-0")).session_id == "s-after"
+            assert before != after
+        finally:
+            await registry.close()

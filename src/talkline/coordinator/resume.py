@@ -289,13 +289,25 @@ class RedisResumeRegistry:
         return max(1, int(self.window * 1000))
 
     async def create(self, conversation: Conversation) -> None:
+        """Write the entry (MULTI: HSET, PEXPIRE). redis-py retries single commands on a
+        connection Redis dropped, not transactions: after Redis restarts, the first one on
+        each pooled connection fails. Writing the same entry again is harmless, so a
+        dropped connection is tried once more, on a fresh one."""
+        from redis.exceptions import ConnectionError as Dropped  # only when used
+
         self.calls += 1
         key = KEY_PREFIX + conversation.session_id
         mapping: dict[Any, Any] = to_hash(conversation)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=mapping)
-            pipe.pexpire(key, self._ttl_ms)
-            await pipe.execute()
+        for last in (False, True):
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.hset(key, mapping=mapping)
+                    pipe.pexpire(key, self._ttl_ms)
+                    await pipe.execute()
+                return
+            except Dropped:
+                if last:
+                    raise
 
     async def check(self, secret: str, key_id: str) -> Conversation:
         self.calls += 1
