@@ -107,6 +107,19 @@ async def test_a_pause_mid_sentence_gets_one_answer_to_the_whole_sentence(
     assert len(started) == 2 and "table" in words(started[0]), started  # the first part
     assert "people" not in words(started[0]) and "people" in words(started[1]), started
     assert "withdrawing the early answer" in " ".join(logged)
+    told_once(client, {"table", "two", "people"})
+
+
+def told_once(client: RTVIClient, said: set[str]) -> None:
+    """The client was told of one answer, the one it heard: the withdrawn one's
+    bot-llm-started, bot-llm-text (the web page's "about to say" line) and bot-tts-started
+    never reached it."""
+    told = " ".join("".join(e.data.get("text", "") for e in client.of_type("bot-llm-text")).split())
+    assert told.count("You said") + told.count("I heard") == 1 and said <= words(told), told
+    for kind in ("bot-llm-started", "bot-llm-stopped"):
+        assert len(client.of_type(kind)) == 1, [e.type for e in client.events]
+    tts = len(client.of_type("bot-tts-started"))
+    assert tts == len(client.of_type("bot-tts-stopped")) >= 1, [e.type for e in client.events]
 
 
 async def test_an_llm_answers_a_sentence_with_a_pause_once_and_whole(logged: list[str]) -> None:
@@ -121,3 +134,4 @@ async def test_an_llm_answers_a_sentence_with_a_pause_once_and_whole(logged: lis
     asked = [words(request.messages[-1]["content"]) for request in llm.completions]
     assert len(asked) == 2 and "table" in asked[0] and "people" not in asked[0], asked
     assert {"table", "people"} <= asked[1], asked
+    told_once(client, {"table", "two", "people"})

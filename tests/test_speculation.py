@@ -24,11 +24,14 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
+from pydantic import BaseModel
 
 from talkline.services.responder import EchoResponder
 from talkline.services.speculation import (
+    HeldAnswerRTVIObserver,
     HeldSpeechGate,
     SpeculationMarker,
+    SpeculativeAnswers,
     SpeculativeAnswerStartFrame,
 )
 
@@ -53,17 +56,48 @@ def asked(text: str, *, speculation: bool) -> LLMContextFrame:
     return LLMContextFrame(context=context, speculation=speculation)
 
 
-async def said(frames: Sequence[Frame], delay: type[Frame] | None = None) -> list[str]:
-    """What reaches the output, in order: the answers' words and "<end of turn>"."""
+class Told(HeldAnswerRTVIObserver):
+    """The RTVI observer of a session with early answers, keeping what it would send."""
+
+    def __init__(self, answers: SpeculativeAnswers):
+        super().__init__(None, answers=answers)
+        self.sent: list[tuple[str, str]] = []
+
+    async def send_rtvi_message(self, model: BaseModel, exclude_none: bool = True) -> None:
+        data = getattr(model, "data", None)
+        self.sent.append((str(getattr(model, "type", "")), str(getattr(data, "text", ""))))
+
+    def words(self) -> list[str]:
+        """The answers' words as bot-llm-text told them."""
+        return [text.strip() for kind, text in self.sent if kind == "bot-llm-text"]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for sent, _ in self.sent if sent == kind)
+
+
+async def said(
+    frames: Sequence[Frame], delay: type[Frame] | None = None, told: list[Told] | None = None
+) -> list[str]:
+    """What reaches the output, in order: the answers' words and "<end of turn>". ``told``
+    gets the RTVI observer, whose reports are checked against what was said."""
     marker = SpeculationMarker(responder_holds=False)
-    pipeline = Pipeline([marker, EchoResponder(), Delay(delay), HeldSpeechGate()])
-    down, _up = await run_test(pipeline, frames_to_send=frames)
+    gate = HeldSpeechGate()
+    observer = Told(gate.answers)
+    pipeline = Pipeline([marker, EchoResponder(), Delay(delay), gate])
+    down, _up = await run_test(pipeline, frames_to_send=frames, observers=[observer])
     spoken = []
     for frame in down:
         if isinstance(frame, UserStoppedSpeakingFrame):
             spoken.append("<end of turn>")
         elif isinstance(frame, LLMTextFrame):
             spoken.append(frame.text.strip())
+    # the client is told of exactly the answers it hears, each started and ended once
+    assert observer.words() == [words for words in spoken if words != "<end of turn>"]
+    answers = sum(1 for words in spoken if words == "You said:")
+    assert observer.count("bot-llm-started") == observer.count("bot-llm-stopped") == answers
+    assert observer.count("bot-tts-started") == 0  # this pipeline's "TTS" starts nothing
+    if told is not None:
+        told.append(observer)
     return spoken
 
 

@@ -14,7 +14,7 @@ from fastapi import WebSocket
 from loguru import logger
 from pipecat.frames.frames import LLMRunFrame
 from pipecat.pipeline.worker import PipelineParams
-from pipecat.processors.frameworks.rtvi import RTVIProcessor
+from pipecat.processors.frameworks.rtvi import RTVIObserver, RTVIProcessor
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 from pipecat.workers.runner import WorkerRunner
 
@@ -27,6 +27,7 @@ from talkline.metrics import Metrics
 from talkline.observer import LeanPipelineWorker, SessionObserver
 from talkline.pipelines.build import PipelineFactory, SessionHooks
 from talkline.resumption import ResumeLink
+from talkline.services.speculation import HeldAnswerRTVIObserver, SpeculativeAnswers
 from talkline.transport import GuardedSerializer, InputLimits, SessionSocket
 
 END_GRACE_SECS = 5.0
@@ -66,6 +67,14 @@ class TalklineRTVIProcessor(RTVIProcessor):
         super().__init__()
         self._about = dict(about)
         self._before, self._after = before, after
+        self.answers: SpeculativeAnswers | None = None  # set when answers can be early
+
+    def create_rtvi_observer(self, *, params: Any = None, **kwargs: Any) -> RTVIObserver:
+        """Pipecat's observer, or, where early answers are held, one that tells the client
+        of an answer only once it is released (services/speculation.py)."""
+        if self.answers is None:
+            return super().create_rtvi_observer(params=params, **kwargs)
+        return HeldAnswerRTVIObserver(self, params=params, answers=self.answers, **kwargs)
 
     async def set_bot_ready(self, about: Mapping[str, Any] | None = None) -> None:
         extra = await self._before() if self._before else {}
@@ -125,6 +134,7 @@ class Session:
                 earlier = link.resumed.conversation
                 self.observer.last_active = earlier.last_active or earlier.started
         built = pipelines.build(self.transport, hooks)
+        self.rtvi.answers = built.answers
         self.upstream = built.upstream
         self.upstream_resume = built.resume
         observers: list[Any] = [self.observer]

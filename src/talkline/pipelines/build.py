@@ -31,7 +31,7 @@ from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.moonshine_stt import MoonshineSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder, phrase_by_phrase
-from talkline.services.speculation import HeldSpeechGate, SpeculationMarker
+from talkline.services.speculation import HeldSpeechGate, SpeculationMarker, SpeculativeAnswers
 from talkline.services.turn_taking import TranscriptTurnStopStrategy, TurnWaits
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def build_tts(settings: Settings, shared: SharedResources) -> FrameProcessor:
 
 def build_cascade_pipeline(
     settings: Settings, transport: BaseTransport, shared: SharedResources
-) -> Pipeline:
+) -> BuiltPipeline:
     """Speech to text → responder → text to speech (Moonshine, Whisper or Deepgram; Piper or
     ElevenLabs)."""
     context = LLMContext()  # the responder carries the system instruction
@@ -142,17 +142,18 @@ def build_cascade_pipeline(
     tts = build_tts(settings, shared)
     # A speculative answer is generated and spoken into a hold, released at the turn's end.
     marker = SpeculationMarker(responder_holds=isinstance(responder, LLMService))
-    answer = [marker, responder, tts, HeldSpeechGate()]
-    return Pipeline(
+    gate = HeldSpeechGate()
+    pipeline = Pipeline(
         [
             transport.input(),
             build_stt(settings, shared),
             aggregators.user(),
-            *(answer if speculates(settings) else [responder, tts]),
+            *([marker, responder, tts, gate] if speculates(settings) else [responder, tts]),
             transport.output(),
             aggregators.assistant(),
         ]
     )
+    return BuiltPipeline(pipeline, answers=gate.answers if speculates(settings) else None)
 
 
 @dataclass
@@ -172,6 +173,7 @@ class BuiltPipeline:
     pipeline: Pipeline
     upstream: UpstreamStats | None = None
     resume: UpstreamResume | None = None  # Gemini: whether the handle was taken
+    answers: SpeculativeAnswers | None = None  # early answers: what became of each
 
 
 def gemini_options(settings: Settings) -> GeminiOptions:
@@ -236,4 +238,4 @@ class PipelineFactory:
         settings, shared = self._settings, self._shared
         if settings.effective_brain == "gemini":
             return build_gemini_pipeline(settings, transport, shared, hooks)
-        return BuiltPipeline(build_cascade_pipeline(settings, transport, shared))
+        return build_cascade_pipeline(settings, transport, shared)

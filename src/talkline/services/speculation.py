@@ -24,11 +24,22 @@ answer withdrawn before any of it came: the strategy has at most one speculation
 and withdraws each at most once, so a withdrawal that finds no speculation here is for the
 next bracket to arrive. For the echo responder, a withdrawn answer is still synthesized to
 its end (one short Piper request) and dropped here.
+
+What the client is told follows what it hears. The responder and the TTS, ahead of the hold,
+push an answer's ``LLMFullResponseStartFrame``, text and ``TTSStartedFrame`` before anyone
+knows whether it will be spoken, and Pipecat's RTVI observer reports each frame at its first
+push: a withdrawn answer showed as ``bot-llm-started``, ``bot-llm-text``,
+``bot-transcription`` (the web page's "about to say" line) and ``bot-tts-started`` with no
+speech after them. Each bracket is numbered; the gate records what became of each
+(``SpeculativeAnswers``), and ``HeldAnswerRTVIObserver`` holds those messages until then:
+sent when the answer is released, never when it is withdrawn.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipecat.frames.frames import (
     ControlFrame,
@@ -36,9 +47,16 @@ from pipecat.frames.frames import (
     Frame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
     SystemFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    UserStoppedSpeakingFrame,
 )
+from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frameworks.rtvi import RTVIObserver
 from pipecat.turns.speculation_gate import SpeculationGate, SpeculationState
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
@@ -47,8 +65,10 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 @dataclass
 class SpeculativeAnswerStartFrame(ControlFrame):
     """What follows (up to ``SpeculativeAnswerEndFrame``) answers a turn not yet ended.
-    Uninterruptible, like its end: an interruption never leaves a bracket half-delivered."""
+    Uninterruptible, like its end: an interruption never leaves a bracket half-delivered.
+    ``number``: the bracket's, counted by the marker from 1."""
 
+    number: int = 0
     interruptible: bool = field(default=False, init=False)
 
 
@@ -56,7 +76,19 @@ class SpeculativeAnswerStartFrame(ControlFrame):
 class SpeculativeAnswerEndFrame(ControlFrame):
     """The end of a speculative answer's bracket."""
 
+    number: int = 0
     interruptible: bool = field(default=False, init=False)
+
+
+@dataclass
+class SpeculativeAnswers:
+    """What became of each numbered speculative answer: released (True: it is heard) or
+    withdrawn (False). Written by ``HeldSpeechGate``, read by ``HeldAnswerRTVIObserver``."""
+
+    verdicts: dict[int, bool] = field(default_factory=dict)
+
+    def settle(self, number: int, released: bool) -> None:
+        self.verdicts.setdefault(number, released)
 
 
 class SpeculationMarker(FrameProcessor):
@@ -67,6 +99,7 @@ class SpeculationMarker(FrameProcessor):
     def __init__(self, *, responder_holds: bool, **kwargs):
         super().__init__(**kwargs)
         self._responder_holds = responder_holds
+        self._numbers = itertools.count(1)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -75,28 +108,31 @@ class SpeculationMarker(FrameProcessor):
         ):
             await self.push_frame(frame, direction)
             return
-        await self.push_frame(SpeculativeAnswerStartFrame(), direction)
+        number = next(self._numbers)
+        await self.push_frame(SpeculativeAnswerStartFrame(number=number), direction)
         # The same frame, not a copy, so that observers see it once.
         frame.speculation = self._responder_holds
         await self.push_frame(frame, direction)
-        await self.push_frame(SpeculativeAnswerEndFrame(), direction)
+        await self.push_frame(SpeculativeAnswerEndFrame(number=number), direction)
 
 
 class HeldSpeechGate(FrameProcessor):
     """Pipecat's ``SpeculationGate`` hosted after the TTS: holds a speculative answer's
     frames (audio included) until the turn ends, drops them if it is withdrawn."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, answers: SpeculativeAnswers | None = None, **kwargs):
         super().__init__(**kwargs)
         self._gate = SpeculationGate(name=f"{self}::SpeculationGate")
         self._withdrawn_ahead = 0  # withdrawals for brackets that have not come yet
         self._bracket_open = False
         self._dropping = False  # inside a bracket withdrawn before its answer came
+        self.answers = answers or SpeculativeAnswers()
+        self._pending = 0  # the bracket held awaiting its verdict (0: none)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, SpeculativeAnswerStartFrame):
-            self._open_bracket()
+            self._open_bracket(frame.number)
         elif isinstance(frame, SpeculativeAnswerEndFrame):
             self._close_bracket()
         elif self._dropping and self._drops(frame, direction):
@@ -104,16 +140,30 @@ class HeldSpeechGate(FrameProcessor):
         else:
             if isinstance(frame, EagerEndOfTurnCancelFrame) and direction is DOWNSTREAM:
                 self._withdraw()
-            for gated, gated_direction in self._gate.process(frame, direction):
-                await self.push_frame(gated, gated_direction)
+            gated = self._gate.process(frame, direction)
+            if self._pending and not self._gate.is_speculating:  # the turn settled it
+                self._settle(isinstance(frame, UserStoppedSpeakingFrame))
+            for frame_out, direction_out in gated:
+                await self.push_frame(frame_out, direction_out)
 
-    def _open_bracket(self) -> None:
+    def _open_bracket(self, number: int) -> None:
+        self._settle(False)  # a new answer supersedes one still held
         self._bracket_open = True
         if self._withdrawn_ahead:
             self._withdrawn_ahead -= 1
             self._dropping = True
+            self.answers.settle(number, False)
         else:
             self._gate.begin_speculation(True)
+            if self._gate.is_speculating:
+                self._pending = number
+            else:  # the turn is already over: nothing to hold
+                self.answers.settle(number, True)
+
+    def _settle(self, released: bool) -> None:
+        if self._pending:
+            self.answers.settle(self._pending, released)
+            self._pending = 0
 
     def _close_bracket(self) -> None:
         """The answer has come whole. If it was withdrawn while held, the gate dropped what
@@ -136,3 +186,53 @@ class HeldSpeechGate(FrameProcessor):
         belong to no answer (uninterruptible), not upstream ones."""
         answer = frame.interruptible and not isinstance(frame, SystemFrame)
         return direction is DOWNSTREAM and answer
+
+
+# What the RTVI observer reports of an answer before it is spoken (the rest, bot-output and
+# bot-tts-text, it reports once the output transport has sent the words: after the hold).
+ANSWER_FRAMES = (
+    LLMFullResponseStartFrame,
+    LLMFullResponseEndFrame,
+    LLMTextFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+)
+
+
+class HeldAnswerRTVIObserver(RTVIObserver):
+    """Pipecat's RTVI observer, telling the client of a speculative answer only once it is
+    released: an answer frame first pushed by a processor inside a bracket (between its
+    ``SpeculativeAnswerStartFrame`` and ``SpeculativeAnswerEndFrame``) is reported when the
+    gate has released that answer, held until it decides, and never reported if it was
+    withdrawn. Everything else is reported as Pipecat does."""
+
+    def __init__(self, rtvi: Any = None, *, answers: SpeculativeAnswers, **kwargs: Any):
+        super().__init__(rtvi, **kwargs)
+        self._answers = answers
+        self._inside: dict[int, int] = {}  # id of a processor → the bracket it is pushing
+        self._held: dict[int, list[FramePushed]] = {}  # bracket → its reports, undecided
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        await self._report_settled()
+        frame, source = data.frame, id(data.source)
+        if isinstance(frame, SpeculativeAnswerStartFrame):
+            self._inside[source] = frame.number
+        elif isinstance(frame, SpeculativeAnswerEndFrame):
+            self._inside.pop(source, None)
+        number = self._inside.get(source)
+        if number is None or not data.first_push or not isinstance(frame, ANSWER_FRAMES):
+            await super().on_push_frame(data)
+            return
+        released = self._answers.verdicts.get(number)
+        if released is None:
+            self._held.setdefault(number, []).append(data)
+        elif released:
+            await super().on_push_frame(data)
+
+    async def _report_settled(self) -> None:
+        """Reports held for answers the gate has decided on since: sent or forgotten."""
+        for number in [n for n in self._held if n in self._answers.verdicts]:
+            held = self._held.pop(number)
+            if self._answers.verdicts[number]:
+                for data in held:
+                    await super().on_push_frame(data)
