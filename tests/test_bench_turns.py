@@ -201,6 +201,7 @@ def test_a_part_that_did_not_run_says_why(tmp_path: Path) -> None:
     write_report(tmp_path, sets, [], [], tts=0.1, took=1.0, skipped="not run: no index")
     report = json.loads((tmp_path / "summary.json").read_text())
     assert "goal_human" not in report and "human" not in report
+    assert report["human_not_run"] == "not run: no index"
     text = (tmp_path / "README.md").read_text()
     assert "## Recorded people" in text and "not run: no index" in text
 

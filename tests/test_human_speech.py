@@ -7,9 +7,15 @@ the same member names, so nothing leaves the machine.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import functools
 import hashlib
+import http.server
 import io
 import tarfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +127,70 @@ def test_the_corpus_joins_the_book_halves_with_each_pause(tmp_path: Path) -> Non
         assert utterance.pcm[start : start + int(pause * RATE) * 2] == silence(pause)
 
 
-def test_the_index_is_pips_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
-    assert human_speech._index_url() == "https://mirror.example/simple"
-    monkeypatch.delenv("PIP_INDEX_URL")
-    assert human_speech._index_url() == human_speech.DEFAULT_INDEX
+def test_credentials_of_a_private_index_go_in_a_header_and_never_in_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``PIP_INDEX_URL=http://user:password@host/simple``: a real HTTP index that asks for
+    the password gets it as Basic auth; a wrong one fails with a message that names the
+    index without the password, and so does the progress line."""
+    digest = fake_sdist(tmp_path)
+    with basic_auth_server(tmp_path, "reader", "s3cret pass") as port:
+        monkeypatch.setenv("PIP_INDEX_URL", f"http://reader:s3cret%20pass@127.0.0.1:{port}/index/")
+        folder = recordings_folder(tmp_path / "cache", sha256=digest)
+        assert (folder / COMPLETE[0][0]).is_file()
+        monkeypatch.setenv("PIP_INDEX_URL", f"http://reader:wrong-pw@127.0.0.1:{port}/index/")
+        with pytest.raises(FetchError) as refused:
+            recordings_folder(tmp_path / "other", sha256=digest)
+    out = capsys.readouterr().out
+    assert "401" in str(refused.value) and f"127.0.0.1:{port}/index" in str(refused.value)
+    for text in (str(refused.value), out):
+        assert "wrong-pw" not in text and "s3cret" not in text and "reader" not in text, text
+
+
+def test_a_folder_another_run_completed_meanwhile_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two first runs at once: the one that finishes second leaves the other's folder (which
+    may be being read) as it is, and uses it."""
+    digest = fake_sdist(tmp_path)
+    cache = tmp_path / "cache"
+    first = recordings_folder(cache, index_url(tmp_path), sha256=digest)
+    marker = first / COMPLETE[0][0]
+    marker.write_bytes(b"the other run's file")
+    # this run began while the folder was incomplete (the other run still at work)
+    looks = iter([False, True])
+    monkeypatch.setattr(human_speech, "_complete", lambda folder: next(looks))
+    assert recordings_folder(cache, index_url(tmp_path), sha256=digest) == first
+    assert marker.read_bytes() == b"the other run's file"
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging left
+
+
+class _Index(http.server.SimpleHTTPRequestHandler):
+    expected = ""
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != self.expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="index"')
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def basic_auth_server(folder: Path, user: str, password: str) -> Iterator[int]:
+    """An HTTP server for ``folder`` on a free loopback port that wants Basic auth."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    handler = functools.partial(_Index, directory=str(folder))
+    _Index.expected = f"Basic {token}"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()

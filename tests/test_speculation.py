@@ -31,7 +31,6 @@ from talkline.services.speculation import (
     HeldAnswerRTVIObserver,
     HeldSpeechGate,
     SpeculationMarker,
-    SpeculativeAnswers,
     SpeculativeAnswerStartFrame,
 )
 
@@ -59,8 +58,8 @@ def asked(text: str, *, speculation: bool) -> LLMContextFrame:
 class Told(HeldAnswerRTVIObserver):
     """The RTVI observer of a session with early answers, keeping what it would send."""
 
-    def __init__(self, answers: SpeculativeAnswers):
-        super().__init__(None, answers=answers)
+    def __init__(self) -> None:
+        super().__init__(None)
         self.sent: list[tuple[str, str]] = []
 
     async def send_rtvi_message(self, model: BaseModel, exclude_none: bool = True) -> None:
@@ -81,9 +80,8 @@ async def said(
     """What reaches the output, in order: the answers' words and "<end of turn>". ``told``
     gets the RTVI observer, whose reports are checked against what was said."""
     marker = SpeculationMarker(responder_holds=False)
-    gate = HeldSpeechGate()
-    observer = Told(gate.answers)
-    pipeline = Pipeline([marker, EchoResponder(), Delay(delay), gate])
+    observer = Told()
+    pipeline = Pipeline([marker, EchoResponder(), Delay(delay), HeldSpeechGate()])
     down, _up = await run_test(pipeline, frames_to_send=frames, observers=[observer])
     spoken = []
     for frame in down:
@@ -105,6 +103,37 @@ async def test_an_early_answer_waits_for_the_end_of_the_turn() -> None:
     """Ready long before the turn ends, the answer is let out only then, whole."""
     spoken = await said([asked("Hi.", speculation=True), SleepFrame(0.3), ended()])
     assert spoken == ["<end of turn>", "You said:", "Hi."]
+
+
+async def test_the_client_is_told_of_an_early_answer_after_the_turn_ends() -> None:
+    """The held answer's reports come once the turn has ended, after the client is told so
+    (bot-llm-started after user-stopped-speaking), though they were made long before."""
+    told: list[Told] = []
+    await said([asked("Hi.", speculation=True), SleepFrame(0.3), ended()], told=told)
+    kinds = [kind for kind, _ in told[0].sent]
+    assert kinds.index("user-stopped-speaking") < kinds.index("bot-llm-started"), kinds
+
+
+async def test_an_early_answer_to_a_turn_already_over_is_told_at_once() -> None:
+    """Asked early, but the turn ended before the answer reached the hold: nothing is held,
+    and the client is told of it (``said`` checks the reports against the words)."""
+    spoken = await said([ended(), SleepFrame(0.1), asked("Hi.", speculation=True)])
+    assert spoken == ["<end of turn>", "You said:", "Hi."]
+
+
+async def test_an_early_answer_superseded_by_another_is_neither_heard_nor_told() -> None:
+    """A second early answer while the first is held: the first is dropped, the second
+    heard and told when the turn ends."""
+    frames = [
+        asked("Hi.", speculation=True),
+        SleepFrame(0.2),
+        asked("Hi. There.", speculation=True),
+        SleepFrame(0.2),
+        ended(),
+        SleepFrame(0.2),
+    ]
+    spoken = await said(frames)
+    assert spoken == ["<end of turn>", "You said:", "Hi. There."]
 
 
 async def test_an_answer_to_a_turn_already_ended_is_not_held() -> None:

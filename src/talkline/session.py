@@ -27,7 +27,7 @@ from talkline.metrics import Metrics
 from talkline.observer import LeanPipelineWorker, SessionObserver
 from talkline.pipelines.build import PipelineFactory, SessionHooks
 from talkline.resumption import ResumeLink
-from talkline.services.speculation import HeldAnswerRTVIObserver, SpeculativeAnswers
+from talkline.services.speculation import HeldAnswerRTVIObserver
 from talkline.transport import GuardedSerializer, InputLimits, SessionSocket
 
 END_GRACE_SECS = 5.0
@@ -67,14 +67,14 @@ class TalklineRTVIProcessor(RTVIProcessor):
         super().__init__()
         self._about = dict(about)
         self._before, self._after = before, after
-        self.answers: SpeculativeAnswers | None = None  # set when answers can be early
+        self.early_answers = False  # set when the pipeline holds speculative answers
 
     def create_rtvi_observer(self, *, params: Any = None, **kwargs: Any) -> RTVIObserver:
         """Pipecat's observer, or, where early answers are held, one that tells the client
         of an answer only once it is released (services/speculation.py)."""
-        if self.answers is None:
+        if not self.early_answers:
             return super().create_rtvi_observer(params=params, **kwargs)
-        return HeldAnswerRTVIObserver(self, params=params, answers=self.answers, **kwargs)
+        return HeldAnswerRTVIObserver(self, params=params, **kwargs)
 
     async def set_bot_ready(self, about: Mapping[str, Any] | None = None) -> None:
         extra = await self._before() if self._before else {}
@@ -134,7 +134,7 @@ class Session:
                 earlier = link.resumed.conversation
                 self.observer.last_active = earlier.last_active or earlier.started
         built = pipelines.build(self.transport, hooks)
-        self.rtvi.answers = built.answers
+        self.rtvi.early_answers = built.early_answers
         self.upstream = built.upstream
         self.upstream_resume = built.resume
         observers: list[Any] = [self.observer]

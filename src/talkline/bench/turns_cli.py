@@ -141,7 +141,9 @@ def write_report(
     for part, (heading, key) in PARTS.items():
         lines += ["", f"## {heading}", ""]
         if part not in sets:
-            lines.append(skipped or "not run")
+            why = (skipped if part == HUMAN else None) or "not run"
+            lines.append(why)
+            report[f"{key}_not_run"] = why
             continue
         rows = sets[part]
         lines += [*_table(rows), "", _goal_line(rows)]

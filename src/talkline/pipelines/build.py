@@ -31,7 +31,7 @@ from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.moonshine_stt import MoonshineSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder, phrase_by_phrase
-from talkline.services.speculation import HeldSpeechGate, SpeculationMarker, SpeculativeAnswers
+from talkline.services.speculation import HeldSpeechGate, SpeculationMarker
 from talkline.services.turn_taking import TranscriptTurnStopStrategy, TurnWaits
 
 if TYPE_CHECKING:
@@ -142,18 +142,18 @@ def build_cascade_pipeline(
     tts = build_tts(settings, shared)
     # A speculative answer is generated and spoken into a hold, released at the turn's end.
     marker = SpeculationMarker(responder_holds=isinstance(responder, LLMService))
-    gate = HeldSpeechGate()
+    early = speculates(settings)
     pipeline = Pipeline(
         [
             transport.input(),
             build_stt(settings, shared),
             aggregators.user(),
-            *([marker, responder, tts, gate] if speculates(settings) else [responder, tts]),
+            *([marker, responder, tts, HeldSpeechGate()] if early else [responder, tts]),
             transport.output(),
             aggregators.assistant(),
         ]
     )
-    return BuiltPipeline(pipeline, answers=gate.answers if speculates(settings) else None)
+    return BuiltPipeline(pipeline, early_answers=early)
 
 
 @dataclass
@@ -173,7 +173,7 @@ class BuiltPipeline:
     pipeline: Pipeline
     upstream: UpstreamStats | None = None
     resume: UpstreamResume | None = None  # Gemini: whether the handle was taken
-    answers: SpeculativeAnswers | None = None  # early answers: what became of each
+    early_answers: bool = False  # speculative answers are held (services/speculation.py)
 
 
 def gemini_options(settings: Settings) -> GeminiOptions:

@@ -30,9 +30,11 @@ push an answer's ``LLMFullResponseStartFrame``, text and ``TTSStartedFrame`` bef
 knows whether it will be spoken, and Pipecat's RTVI observer reports each frame at its first
 push: a withdrawn answer showed as ``bot-llm-started``, ``bot-llm-text``,
 ``bot-transcription`` (the web page's "about to say" line) and ``bot-tts-started`` with no
-speech after them. Each bracket is numbered; the gate records what became of each
-(``SpeculativeAnswers``), and ``HeldAnswerRTVIObserver`` holds those messages until then:
-sent when the answer is released, never when it is withdrawn.
+speech after them. Each bracket is numbered; the gate pushes what became of each
+(``SpeculativeAnswerVerdictFrame``, right after the frame that decided it, ahead of the
+answer it releases), and ``HeldAnswerRTVIObserver`` holds those messages until then: sent
+when the answer is released, in order with what the client is told of the turn, never when it
+is withdrawn.
 """
 
 from __future__ import annotations
@@ -81,14 +83,11 @@ class SpeculativeAnswerEndFrame(ControlFrame):
 
 
 @dataclass
-class SpeculativeAnswers:
-    """What became of each numbered speculative answer: released (True: it is heard) or
-    withdrawn (False). Written by ``HeldSpeechGate``, read by ``HeldAnswerRTVIObserver``."""
+class SpeculativeAnswerVerdictFrame(SystemFrame):
+    """What became of speculative answer ``number``: released (heard) or withdrawn."""
 
-    verdicts: dict[int, bool] = field(default_factory=dict)
-
-    def settle(self, number: int, released: bool) -> None:
-        self.verdicts.setdefault(number, released)
+    number: int = 0
+    released: bool = False
 
 
 class SpeculationMarker(FrameProcessor):
@@ -120,17 +119,18 @@ class HeldSpeechGate(FrameProcessor):
     """Pipecat's ``SpeculationGate`` hosted after the TTS: holds a speculative answer's
     frames (audio included) until the turn ends, drops them if it is withdrawn."""
 
-    def __init__(self, answers: SpeculativeAnswers | None = None, **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._gate = SpeculationGate(name=f"{self}::SpeculationGate")
         self._withdrawn_ahead = 0  # withdrawals for brackets that have not come yet
         self._bracket_open = False
         self._dropping = False  # inside a bracket withdrawn before its answer came
-        self.answers = answers or SpeculativeAnswers()
         self._pending = 0  # the bracket held awaiting its verdict (0: none)
+        self._verdicts: list[Frame] = []  # verdicts to push
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        gated: list[tuple[Frame, FrameDirection]] = []
         if isinstance(frame, SpeculativeAnswerStartFrame):
             self._open_bracket(frame.number)
         elif isinstance(frame, SpeculativeAnswerEndFrame):
@@ -142,27 +142,34 @@ class HeldSpeechGate(FrameProcessor):
                 self._withdraw()
             gated = self._gate.process(frame, direction)
             if self._pending and not self._gate.is_speculating:  # the turn settled it
-                self._settle(isinstance(frame, UserStoppedSpeakingFrame))
-            for frame_out, direction_out in gated:
-                await self.push_frame(frame_out, direction_out)
+                self._settle(self._pending, isinstance(frame, UserStoppedSpeakingFrame))
+        # the frame that settled a verdict goes first, then the verdict, then what it released
+        verdicts, self._verdicts = self._verdicts, []
+        for frame_out, direction_out in gated[:1]:
+            await self.push_frame(frame_out, direction_out)
+        for verdict in verdicts:
+            await self.push_frame(verdict, DOWNSTREAM)
+        for frame_out, direction_out in gated[1:]:
+            await self.push_frame(frame_out, direction_out)
 
     def _open_bracket(self, number: int) -> None:
-        self._settle(False)  # a new answer supersedes one still held
+        if self._pending:  # a new answer supersedes one still held
+            self._settle(self._pending, False)
         self._bracket_open = True
         if self._withdrawn_ahead:
             self._withdrawn_ahead -= 1
             self._dropping = True
-            self.answers.settle(number, False)
+            self._settle(number, False)
         else:
             self._gate.begin_speculation(True)
             if self._gate.is_speculating:
                 self._pending = number
             else:  # the turn is already over: nothing to hold
-                self.answers.settle(number, True)
+                self._settle(number, True)
 
-    def _settle(self, released: bool) -> None:
-        if self._pending:
-            self.answers.settle(self._pending, released)
+    def _settle(self, number: int, released: bool) -> None:
+        self._verdicts.append(SpeculativeAnswerVerdictFrame(number=number, released=released))
+        if number == self._pending:
             self._pending = 0
 
     def _close_bracket(self) -> None:
@@ -203,18 +210,21 @@ class HeldAnswerRTVIObserver(RTVIObserver):
     """Pipecat's RTVI observer, telling the client of a speculative answer only once it is
     released: an answer frame first pushed by a processor inside a bracket (between its
     ``SpeculativeAnswerStartFrame`` and ``SpeculativeAnswerEndFrame``) is reported when the
-    gate has released that answer, held until it decides, and never reported if it was
-    withdrawn. Everything else is reported as Pipecat does."""
+    gate's verdict releases that answer, held until the verdict comes, and never reported if
+    the answer was withdrawn. Everything else is reported as Pipecat does."""
 
-    def __init__(self, rtvi: Any = None, *, answers: SpeculativeAnswers, **kwargs: Any):
+    def __init__(self, rtvi: Any = None, **kwargs: Any):
         super().__init__(rtvi, **kwargs)
-        self._answers = answers
         self._inside: dict[int, int] = {}  # id of a processor → the bracket it is pushing
         self._held: dict[int, list[FramePushed]] = {}  # bracket → its reports, undecided
+        self._verdicts: dict[int, bool] = {}  # bracket → released (one small entry each)
 
     async def on_push_frame(self, data: FramePushed) -> None:
-        await self._report_settled()
         frame, source = data.frame, id(data.source)
+        if isinstance(frame, SpeculativeAnswerVerdictFrame):
+            if data.first_push:
+                await self._decided(frame.number, frame.released)
+            return
         if isinstance(frame, SpeculativeAnswerStartFrame):
             self._inside[source] = frame.number
         elif isinstance(frame, SpeculativeAnswerEndFrame):
@@ -223,16 +233,16 @@ class HeldAnswerRTVIObserver(RTVIObserver):
         if number is None or not data.first_push or not isinstance(frame, ANSWER_FRAMES):
             await super().on_push_frame(data)
             return
-        released = self._answers.verdicts.get(number)
+        released = self._verdicts.get(number)
         if released is None:
             self._held.setdefault(number, []).append(data)
         elif released:
             await super().on_push_frame(data)
 
-    async def _report_settled(self) -> None:
-        """Reports held for answers the gate has decided on since: sent or forgotten."""
-        for number in [n for n in self._held if n in self._answers.verdicts]:
-            held = self._held.pop(number)
-            if self._answers.verdicts[number]:
-                for data in held:
-                    await super().on_push_frame(data)
+    async def _decided(self, number: int, released: bool) -> None:
+        """A verdict: the answer's held reports are sent (released) or forgotten."""
+        self._verdicts[number] = released
+        held = self._held.pop(number, [])
+        if released:
+            for data in held:
+                await super().on_push_frame(data)
