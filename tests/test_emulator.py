@@ -510,3 +510,41 @@ def test_wire_helpers_accept_both_spellings_and_alphabets() -> None:
         "realtime_input": {"media_chunks": [{"mime_type": "x"}]}
     }
     assert len(cut_reason("é" * 100).encode()) <= 123
+
+
+async def test_first_audio_is_stamped_between_encoding_and_writing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bench's outbound latency starts at this stamp: building the message is the
+    emulator's work, so it comes before; writing it comes after, so it cannot be heard
+    before its stamp."""
+    from types import SimpleNamespace
+
+    from talkline.emulator import replies, wire
+    from talkline.emulator.records import TurnRecord
+    from talkline.emulator.state import EmulatorConfig
+
+    turn = TurnRecord(1, "audio", 0, ended_at=0.0)
+    steps: list[tuple[str, bool]] = []
+    real_frame = wire.frame
+
+    def frame(message: dict[str, Any]) -> bytes:
+        steps.append(("encoded", turn.first_audio_at is not None))
+        return real_frame(message)
+
+    async def send_frame(data: bytes) -> None:
+        steps.append(("written", turn.first_audio_at is not None))
+
+    async def changed() -> None:
+        pass
+
+    monkeypatch.setattr(wire, "frame", frame)
+    session = SimpleNamespace(
+        config=EmulatorConfig(pace=0.0, reply_seconds=0.1),
+        send_frame=send_frame,
+        shared=SimpleNamespace(recorder=SimpleNamespace(changed=changed), faults=[]),
+        record=SimpleNamespace(index=0),
+    )
+    assert await replies.Reply(session, turn)._send_audio()  # type: ignore[arg-type]
+    # (step, whether first_audio_at was stamped by then)
+    assert steps[:2] == [("encoded", False), ("written", True)]

@@ -348,3 +348,22 @@ async def test_a_reconnect_is_timed_from_its_first_attempt(
     monkeypatch.setattr(gemini.time, "monotonic", lambda: 51.0)
     await service._reconnect()
     assert service._reconnect_started == 50.0
+
+
+async def test_a_message_with_audio_lets_the_audio_move_on(
+    service: TalklineGeminiLiveService,
+) -> None:
+    """Other ready tasks (the output transport's) run before the next message is read.
+
+    A reply's audio arrives in a burst; the SDK hands over the messages one after another
+    without waiting, so without a yield the whole burst was parsed before the first chunk
+    could go out.
+    """
+    from google.genai.types import Blob, Content, LiveServerContent, LiveServerMessage, Part
+
+    ran: list[str] = []
+    asyncio.get_running_loop().call_soon(ran.append, "other task")
+    audio = Part(inline_data=Blob(data=bytes(960), mime_type="audio/pcm;rate=24000"))
+    content = LiveServerContent(model_turn=Content(role="model", parts=[audio]))
+    await service._handle_server_message(LiveServerMessage(server_content=content))
+    assert ran == ["other task"]

@@ -136,3 +136,19 @@ async def test_a_close_handshake_the_peer_never_answers_is_bounded() -> None:
 def test_everything_else_is_the_websocket_s() -> None:
     """Pipecat's transport reads the socket's state through the wrapper."""
     assert socket_on(Peer()).client_state == "connected"
+
+
+async def test_a_send_is_made_by_the_task_that_sends() -> None:
+    """No task of its own per send (``asyncio.wait_for`` made one on Python 3.11): it would
+    start only after every other ready task, a loop iteration late for each message."""
+    senders: list[asyncio.Task[Any] | None] = []
+
+    class Recording(Peer):
+        async def _send(self, data: bytes | str) -> None:
+            senders.append(asyncio.current_task())
+            await super()._send(data)
+
+    socket = socket_on(Recording())
+    await socket.send_bytes(b"audio")
+    await socket.send_text("text")
+    assert senders == [asyncio.current_task()] * 2

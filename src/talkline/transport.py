@@ -295,7 +295,11 @@ class SessionSocket:
             sending.close()
             return
         try:
-            await asyncio.wait_for(sending, self._write_timeout)
+            # Not ``asyncio.wait_for``: on Python 3.11 it runs the send in a task of its own,
+            # which starts only after every other task that is ready (a loop iteration
+            # behind the rest of the burst, for each message sent to the client).
+            async with asyncio.timeout(self._write_timeout):
+                await sending
         except TimeoutError:
             self.state = SocketState.STALLED
             logger.warning(f"client has not read for {self._write_timeout:g} s")

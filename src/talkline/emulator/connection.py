@@ -56,8 +56,12 @@ class LiveConnection:
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send one server message in a binary frame, unless stalled."""
+        await self.send_frame(wire.frame(message))
+
+    async def send_frame(self, data: bytes) -> None:
+        """Send a message already serialized by ``wire.frame``, unless stalled."""
         if not self.stalled:
-            await self.ws.send(wire.frame(message))
+            await self.ws.send(data)
 
     async def close(self, code: int, reason: str) -> None:
         """Close with `code`; the reason is cut to what a close frame carries."""

@@ -51,9 +51,10 @@ class Reply:
         words = text.split(" ")
         for start in range(0, len(words), 2):
             piece = " ".join(words[start : start + 2]) + (" " if start + 2 < len(words) else "")
+            data = wire.frame(wire.server_content(modelTurn={"parts": [{"text": piece}]}))
             if self.turn.first_audio_at is None:
                 self.turn.first_audio_at = time.monotonic()
-            await self.session.send(wire.server_content(modelTurn={"parts": [{"text": piece}]}))
+            await self.session.send_frame(data)
 
     async def _send_audio(self) -> bool:
         size = min(self.config.chunk_bytes, MAX_CHUNK_BYTES)
@@ -61,9 +62,12 @@ class Reply:
         started = time.monotonic()
         sent_seconds = 0.0
         for count, piece in enumerate(pieces, start=1):
-            if self.turn.first_audio_at is None:  # stamped before the send can be heard
+            data = wire.frame(wire.audio_part(piece))
+            # Stamped once the message is built (encoding it is the emulator's work, not the
+            # server's) and before it is written (so it cannot be heard before its stamp).
+            if self.turn.first_audio_at is None:
                 self.turn.first_audio_at = time.monotonic()
-            await self.session.send(wire.audio_part(piece))
+            await self.session.send_frame(data)
             self.turn.reply_chunks = count
             await self.session.shared.recorder.changed()
             if await self._chunk_faults(count):

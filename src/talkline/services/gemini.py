@@ -413,6 +413,16 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             self.resume.latest = update.new_handle
             if self.resume.on_handle:
                 await self.resume.on_handle(update.new_handle, self.resume.words())
+        content = message.server_content
+        if content is not None and content.model_turn is not None:
+            # Let the audio this message pushed move on before the next message is read.
+            # The SDK's receive returns at once while messages are waiting, so without a
+            # yield a burst (a reply arriving faster than real time) was parsed and pushed
+            # whole before the output transport's tasks ran: its first chunk left after the
+            # last message was handled. Other messages (transcripts, turnComplete) are
+            # read on at once, as before: yielding after them only let their follow-up
+            # work (RTVI events) go ahead of the audio behind them.
+            await asyncio.sleep(0)
 
     async def cleanup(self) -> None:
         if self._go_away_task is not None:
