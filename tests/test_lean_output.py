@@ -80,7 +80,7 @@ class Tasks:
 async def play(frames: list[Frame]) -> tuple[Socket, Tasks]:
     socket = Socket()
     transport = LeanWebsocketTransport(
-        socket,  # type: ignore[arg-type]
+        socket,
         FastAPIWebsocketParams(audio_out_enabled=True, serializer=ProtobufFrameSerializer()),
     )
     tasks = Tasks()
@@ -109,7 +109,7 @@ def reply(chunks: int) -> list[Frame]:
 async def test_the_media_senders_are_lean() -> None:
     socket = Socket()
     transport = LeanWebsocketTransport(
-        socket,  # type: ignore[arg-type]
+        socket,
         FastAPIWebsocketParams(audio_out_enabled=True, serializer=ProtobufFrameSerializer()),
     )
     senders: list[Any] = []
