@@ -78,7 +78,11 @@ def cpu_model() -> str:
 def git_revision() -> str:
     try:
         done = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,  # the checkout, wherever the bench runs from
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
