@@ -57,6 +57,12 @@ class CuttableProxy:
             await self.server.wait_closed()
 
 
+async def read_lines(process: asyncio.subprocess.Process, into: list[bytes]) -> None:
+    assert process.stdout is not None
+    while line := await process.stdout.readline():
+        into.append(line)
+
+
 async def test_talk_reconnects_by_itself_and_the_conversation_continues(
     weather_pcm: bytes, tmp_path: Path
 ) -> None:
@@ -72,17 +78,22 @@ async def test_talk_reconnects_by_itself_and_the_conversation_continues(
                     "--url", f"ws://127.0.0.1:{proxy.port}/ws",
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 )  # fmt: skip
+                printed: list[bytes] = []  # read as it comes, so a hang still shows it
+                reading = asyncio.create_task(read_lines(talk, printed))
                 await emulator.wait_for(lambda: emulator.recorder.completed_turns >= 1, 60)
                 await asyncio.sleep(0.5)
                 proxy.cut()
                 try:
-                    output, _ = await asyncio.wait_for(talk.communicate(), 120)
+                    await asyncio.wait_for(talk.wait(), 120)
                 except TimeoutError:  # say what talk printed before it hung
                     talk.kill()
-                    output, _ = await talk.communicate()
-                    raise AssertionError(f"talk did not finish:\n{output.decode()}") from None
+                    await talk.wait()
+                    text = b"".join(printed).decode()
+                    raise AssertionError(f"talk did not finish:\n{text}") from None
+                finally:
+                    await reading
 
-    text = output.decode()
+    text = b"".join(printed).decode()
     assert talk.returncode == 0, text
     assert "connection closed (1006)" in text
     assert "reconnecting…" in text

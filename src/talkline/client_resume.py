@@ -78,13 +78,14 @@ class ResumingRTVIClient(RTVIClient):
         self.gap_secs = 0.0  # audio sent while away, never heard
         self.resuming = False  # away, trying to come back
         self._resuming: asyncio.Task[None] | None = None
+        self._closing = False  # close() was called: never come back after it
 
     @property
     def closed(self) -> bool:
         return self.close_code is not None and not self.resuming
 
     def _on_closed(self) -> None:
-        if not self.resuming and should_resume(self, self.close_code):
+        if not self._closing and not self.resuming and should_resume(self, self.close_code):
             self.resuming = True
             self._resuming = asyncio.create_task(self._resume(), name="rtvi-client-resume")
 
@@ -131,6 +132,10 @@ class ResumingRTVIClient(RTVIClient):
         await self._record(Event("reconnected", time.monotonic(), data))
 
     async def close(self) -> None:
+        # A close that ends abnormally (no close frame back within websockets' timeout: 1006)
+        # must not start a resume: ``closed`` would stay False and whoever waits for it wait
+        # until the resume window is over.
+        self._closing = True
         if self._resuming is not None:
             self._resuming.cancel()
             await asyncio.gather(self._resuming, return_exceptions=True)
