@@ -31,7 +31,9 @@ from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.moonshine_stt import MoonshineSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder, phrase_by_phrase
+from talkline.services.shared_stt import SharedModelSTT
 from talkline.services.speculation import HeldSpeechGate, SpeculationMarker
+from talkline.services.turn_models import SharedSileroVADAnalyzer
 from talkline.services.turn_taking import TranscriptTurnStopStrategy, TurnWaits
 
 if TYPE_CHECKING:
@@ -140,13 +142,16 @@ def build_cascade_pipeline(
     aggregators = LLMContextAggregatorPair(context, user_params=params)
     responder = build_responder(settings, shared.llm.api_url if shared.llm else None)
     tts = build_tts(settings, shared)
+    stt = build_stt(settings, shared)
+    if isinstance(stt, SharedModelSTT) and isinstance(params.vad_analyzer, SharedSileroVADAnalyzer):
+        stt.follow(params.vad_analyzer)  # segments cut where the VAD was, however late it is
     # A speculative answer is generated and spoken into a hold, released at the turn's end.
     marker = SpeculationMarker(responder_holds=isinstance(responder, LLMService))
     early = speculates(settings)
     pipeline = Pipeline(
         [
             transport.input(),
-            build_stt(settings, shared),
+            stt,
             aggregators.user(),
             *([marker, responder, tts, HeldSpeechGate()] if early else [responder, tts]),
             transport.output(),

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 
 if TYPE_CHECKING:
     from talkline.services.speech_gate import SileroBatcher, SpeechGate
@@ -75,6 +75,10 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
 
     Windows too quiet to hold speech are scored 0 without running the model: in a
     conversation most windows are silence, and Silero was a fifth of the server's time.
+
+    ``analyzed_bytes`` says how far into the session's audio the VAD has listened, so the
+    speech recognizer before it can cut its segments where the VAD's events happened in the
+    audio, not where they reached it (services/shared_stt.py).
     """
 
     def __init__(self, session: ort.InferenceSession, *, params: VADParams):
@@ -82,6 +86,12 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         self._model = _SharedSileroModel(session)
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
+        self.analyzed_bytes = 0
+
+    async def analyze_audio(self, buffer: bytes) -> VADState:
+        state = await super().analyze_audio(buffer)
+        self.analyzed_bytes += len(buffer)
+        return state
 
     def voice_confidence(self, buffer: bytes) -> float:
         samples = np.frombuffer(buffer, dtype=np.int16)
