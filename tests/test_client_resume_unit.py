@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from talkline import client_resume
 from talkline.client import Event
 from talkline.client_resume import ResumingRTVIClient
 
@@ -36,3 +41,50 @@ async def test_a_close_that_ends_abnormally_after_close_was_called_starts_none()
     client._on_closed()
     assert not client.resuming and client.closed
     await asyncio.sleep(0)
+
+
+async def test_a_failure_of_any_kind_on_the_way_back_ends_in_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An error that is not an OSError (aiohttp's ServerDisconnectedError, say) is retried
+    until the window ends, and then the client is closed, never left resuming for ever."""
+    tries: list[str] = []
+
+    async def disconnected(*_args: object) -> str:
+        tries.append("try")
+        raise aiohttp.ServerDisconnectedError()
+
+    monkeypatch.setattr(client_resume, "resume_url", disconnected)
+    monkeypatch.setattr(client_resume, "BACKOFF_SECS", (0.01,))
+    client = offered()
+    client.events[-1] = Event("server-message", time.monotonic(), OFFER | {"window_secs": 0.2})
+    client.close_code = 1006
+    client._on_closed()
+    async with asyncio.timeout(5):
+        await client.wait_until(lambda: client.closed)
+    assert len(tries) > 1
+    failed = client.of_type("resume-failed")
+    assert failed and failed[0].data["error"] == "ServerDisconnectedError", failed
+
+
+async def test_a_reopen_given_up_leaves_no_socket_or_reader_behind() -> None:
+    """A server that accepts but never says bot-ready: the attempt's socket is closed and its
+    reader ended, so it cannot later close the client's next connection in its name."""
+    open_connections: list[ServerConnection] = []
+
+    async def silent(connection: ServerConnection) -> None:
+        open_connections.append(connection)
+        await connection.wait_closed()
+
+    async with serve(silent, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        client = offered()
+        client.close_code, client.resuming = 1006, True
+        waits = client.wait_for
+        client.wait_for = lambda kind, **kw: waits(kind, **kw | {"timeout": 0.2})  # type: ignore[method-assign]
+        with pytest.raises(TimeoutError):
+            await client._reopen(f"ws://127.0.0.1:{port}/ws")
+        assert client._reader is not None and client._reader.done()
+        async with asyncio.timeout(5):
+            await open_connections[0].wait_closed()
+        assert client.close_code == 1006 and client._ws is None

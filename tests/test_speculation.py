@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from talkline.services.responder import EchoResponder
 from talkline.services.speculation import (
+    KEPT_VERDICTS,
     HeldAnswerRTVIObserver,
     HeldSpeechGate,
     SpeculationMarker,
@@ -193,3 +194,10 @@ async def test_an_answer_withdrawn_while_held_leaves_nothing_after_it_dropped() 
     texts = [frame.text.strip() for frame in down if isinstance(frame, LLMTextFrame)]
     assert texts == ["You said:", "Hi. There."]
     assert any(isinstance(frame, LLMContextUserTurnFrame) for frame in down)
+
+
+async def test_a_long_session_keeps_only_its_newest_verdicts() -> None:
+    observer = Told()
+    for number in range(1, 201):
+        await observer._decided(number, released=number % 2 == 0)
+    assert sorted(observer._verdicts) == list(range(201 - KEPT_VERDICTS, 201))

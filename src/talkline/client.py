@@ -148,17 +148,19 @@ class RTVIClient:
         await self.stream(bytes(int(seconds * self.sample_rate) * 2 * self.channels))
 
     async def _read(self) -> None:
+        ws = self.connection
         try:
-            async for raw in self.connection:
+            async for raw in ws:
                 if isinstance(raw, bytes):
                     await self._handle(raw)
         except ConnectionClosed:
             pass
         finally:
-            self.close_code = self.connection.close_code or 1006
-            self.close_reason = self.connection.close_reason or ""
-            self._on_closed()
-            await self._record(Event("closed", time.monotonic(), {"code": self.close_code}))
+            if ws is self._ws:  # a connection given up for another says nothing of it
+                self.close_code = ws.close_code or 1006
+                self.close_reason = ws.close_reason or ""
+                self._on_closed()
+                await self._record(Event("closed", time.monotonic(), {"code": self.close_code}))
 
     def _on_closed(self) -> None:
         """Called as the connection closes, before waiters hear of it."""

@@ -101,31 +101,44 @@ class ResumingRTVIClient(RTVIClient):
         deadline = time.monotonic() + float(offer.get("window_secs", 0))
         await self._record(Event("reconnecting", time.monotonic(), {"code": self.close_code}))
         attempt = 0
+        last_error = ""
         while time.monotonic() < deadline:
             try:
                 url = await resume_url(http_base(self.url), offer["resume"], self.api_key)
                 await self._reopen(url)
                 return
             except ResumeFailed as failed:
+                last_error = str(failed)
                 if failed.status in (403, 410):
                     break
-            except (OSError, TimeoutError, ConnectionError):
-                pass
+            except Exception as error:  # any other trouble on the way back: try again
+                # (aiohttp's ServerDisconnectedError, websockets' ConnectionClosed... are not
+                # OSErrors; one that ended this task left ``resuming`` set, and whoever
+                # waited for ``closed`` waited forever.)
+                last_error = type(error).__name__  # its text may hold the /ws token
             await asyncio.sleep(BACKOFF_SECS[min(attempt, len(BACKOFF_SECS) - 1)])
             attempt += 1
         self.resuming = False
-        await self._record(Event("resume-failed", time.monotonic()))
+        await self._record(Event("resume-failed", time.monotonic(), {"error": last_error}))
 
     async def _reopen(self, url: str) -> None:
         seen = len(self.events)
-        self._ws = await connect(url, max_size=2**22, open_timeout=10)
+        ws = self._ws = await connect(url, max_size=2**22, open_timeout=10)
         self.close_code, self.close_reason = None, ""
-        self._reader = asyncio.create_task(self._read(), name="rtvi-client-reader")
+        reader = self._reader = asyncio.create_task(self._read(), name="rtvi-client-reader")
         ready = rtvi_message(
             "client-ready", {"version": RTVI_VERSION, "about": {"library": "talk"}}
         )
-        await self.send_message(ready)
-        bot_ready = await self.wait_for("bot-ready", after=seen)
+        try:
+            await self.send_message(ready)
+            bot_ready = await self.wait_for("bot-ready", after=seen)
+        except BaseException:  # this attempt is over: its socket and reader go with it
+            self.close_code = self.close_code or 1006
+            self._ws = None
+            await ws.close()
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            raise
         self.resumes += 1
         self.resuming = False
         data = {"about": bot_ready.data.get("about", {}), "gap_secs": round(self.gap_secs, 2)}

@@ -77,7 +77,8 @@ def describe(event: Event) -> str | None:
                 f"({gap:g} s of audio sent during the gap was not heard)"
             )
         case "resume-failed":
-            return "could not resume the conversation"
+            reason = data.get("error")
+            return "could not resume the conversation" + (f" ({reason})" if reason else "")
     return None
 
 

@@ -206,6 +206,11 @@ ANSWER_FRAMES = (
 )
 
 
+# Verdicts remembered for answer frames still on their way; brackets are numbered in order
+# and an answer's frames all pass within a turn or two of its verdict.
+KEPT_VERDICTS = 16
+
+
 class HeldAnswerRTVIObserver(RTVIObserver):
     """Pipecat's RTVI observer, telling the client of a speculative answer only once it is
     released: an answer frame first pushed by a processor inside a bracket (between its
@@ -217,7 +222,7 @@ class HeldAnswerRTVIObserver(RTVIObserver):
         super().__init__(rtvi, **kwargs)
         self._inside: dict[int, int] = {}  # id of a processor → the bracket it is pushing
         self._held: dict[int, list[FramePushed]] = {}  # bracket → its reports, undecided
-        self._verdicts: dict[int, bool] = {}  # bracket → released (one small entry each)
+        self._verdicts: dict[int, bool] = {}  # bracket → released, the newest few
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame, source = data.frame, id(data.source)
@@ -242,6 +247,8 @@ class HeldAnswerRTVIObserver(RTVIObserver):
     async def _decided(self, number: int, released: bool) -> None:
         """A verdict: the answer's held reports are sent (released) or forgotten."""
         self._verdicts[number] = released
+        if len(self._verdicts) > KEPT_VERDICTS:  # a long session's brackets are long over
+            del self._verdicts[min(self._verdicts)]
         held = self._held.pop(number, [])
         if released:
             for data in held:
