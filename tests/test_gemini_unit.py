@@ -220,7 +220,7 @@ def test_the_service_is_set_up_from_the_settings(service: TalklineGeminiLiveServ
     assert service._inference_on_context_initialization is False
     assert service._api_key == "k" and service._pending_rate == 16000
     assert service._failed is False and service._go_away_task is None
-    assert (service._http_options.async_client_args or {}) == {"compression": None}
+    assert service._client is gemini.shared_client(service_options())  # the process's one
 
 
 def test_with_another_voice_gemini_answers_in_text(fatal: list[str]) -> None:
@@ -245,6 +245,32 @@ def test_the_sdk_connects_where_the_settings_say_without_compression() -> None:
     assert set(args) == {"compression", "ssl"} and args["compression"] is None
     assert isinstance(args["ssl"], ssl.SSLContext) and args["ssl"].cert_store_stats()["x509_ca"]
     assert http_options(service_options()).async_client_args == {"compression": None}
+
+
+def test_sessions_share_one_sdk_client_and_make_no_ssl_context_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each SSL context reads the whole CA bundle (~50 ms on the event loop): one per
+    process and endpoint, not two or three per session."""
+    ca_file = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
+    options = service_options(gemini_base_url="https://127.0.0.1:8443", gemini_ca_file=ca_file)
+
+    async def on_fatal(_message: str) -> None: ...
+
+    first = TalklineGeminiLiveService(options, on_fatal=on_fatal)
+    made: list[object] = []
+    original = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    later = [TalklineGeminiLiveService(options, on_fatal=on_fatal) for _ in range(5)]
+    assert all(service._client is first._client for service in later)
+    assert made == []
+    elsewhere = service_options(gemini_base_url="https://127.0.0.1:9443", gemini_ca_file=ca_file)
+    assert TalklineGeminiLiveService(elsewhere, on_fatal=on_fatal)._client is not first._client
 
 
 def test_close_reason_reads_the_sdk_error() -> None:

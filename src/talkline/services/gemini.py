@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from google.genai import Client
 from google.genai.live import AsyncSession
 from google.genai.types import HttpOptions, LiveServerMessage
 from loguru import logger
@@ -36,6 +37,7 @@ from pipecat.services.google.gemini_live.llm import (
     GeminiLiveLLMService,
     GeminiModalities,
 )
+from pipecat.services.google.utils import update_google_client_http_options
 
 BACKOFF_SECS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 GO_AWAY_MARGIN = 0.5  # of the time left: wait at most this share for the answer to finish
@@ -66,6 +68,7 @@ PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
     (GeminiLiveLLMService, "_consecutive_failures", "reads", "the retry count for backoff"),
     (GeminiLiveLLMService, "_session_resumption_handle", "reads", "dropped when Gemini forgot it"),
     (GeminiLiveLLMService, "_bot_is_responding", "reads", "goAway waits for the answer"),
+    (GeminiLiveLLMService, "_client", "reads", "set to the process's shared client"),
     # google-genai: the Live session's WebSocket, to send audio messages the SDK would build
     # (tests/test_gemini_wire.py checks they are the SDK's, byte for byte).
     (AsyncSession, "_ws", "reads", "send user audio without per-chunk pydantic models"),
@@ -154,6 +157,29 @@ def http_options(options: GeminiOptions) -> HttpOptions:
     return HttpOptions(base_url=options.base_url, async_client_args=client_args)
 
 
+_CLIENTS: dict[tuple[str, str | None, Path | None], Client] = {}
+KEPT_CLIENTS = 4  # endpoints a process talks to (one in production; tests start several)
+
+
+def shared_client(options: GeminiOptions) -> Client:
+    """The process's google-genai client for this key and endpoint, made on first use.
+
+    Pipecat makes a client per service, that is per session, and each made two SSL contexts
+    (the SDK's HTTP and WebSocket defaults; three with ``ca_file``), each reading the whole
+    CA bundle: about 0.1 s of CPU per session on the event loop, so 40 sessions starting
+    together held every session's audio back for seconds. A client here only opens Live
+    connections, each on its own socket, so one serves every session.
+    """
+    key = (options.api_key, options.base_url, options.ca_file)
+    client = _CLIENTS.get(key)
+    if client is None:
+        if len(_CLIENTS) >= KEPT_CLIENTS:
+            del _CLIENTS[next(iter(_CLIENTS))]  # sessions still using it keep their own ref
+        http = update_google_client_http_options(http_options(options))
+        client = _CLIENTS[key] = Client(api_key=options.api_key, http_options=http)
+    return client
+
+
 def realtime_audio_message(audio: bytes, rate: int) -> str:
     """What ``AsyncSession.send_realtime_input(audio=Blob(...))`` sends for ``audio``.
 
@@ -204,6 +230,7 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         on_reconnect: Callable[[], None] = lambda: None,
         resume: UpstreamResume | None = None,
     ):
+        self._options = options  # create_client, called by Pipecat's __init__, reads it
         super().__init__(
             api_key=options.api_key,
             system_instruction=options.system_instruction,
@@ -217,10 +244,8 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
                 # With another voice (Piper, ElevenLabs) Gemini answers in text.
                 modalities=GeminiModalities.AUDIO if options.speaks else GeminiModalities.TEXT,
             ),
-            http_options=http_options(options),
             inference_on_context_initialization=False,
         )
-        self._options = options
         self._on_fatal = on_fatal
         self._on_reconnect = on_reconnect
         self._pending = bytearray()
@@ -235,6 +260,10 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             self._session_resumption_handle = self.resume.handle
         else:
             self.resume.settled.set()
+
+    def create_client(self) -> None:
+        """The process's shared client (Pipecat's hook; it would make one per session)."""
+        self._client = shared_client(self._options)
 
     # --- user audio: never dropped while the upstream is away -----------------------------
 
