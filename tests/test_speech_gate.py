@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 
 from talkline.audio import silence
 from talkline.services.turn_models import TurnModels
 
+A = TypeVar("A", bound=VADAnalyzer)
 CHUNK = 512 * 2  # the page's 32 ms mic chunk, one Silero window
 SESSIONS = 4
 
@@ -28,7 +30,7 @@ def edges(states: list[VADState]) -> list[tuple[int, VADState]]:
     return found
 
 
-def ready(analyzer: VADAnalyzer) -> VADAnalyzer:
+def ready(analyzer: A) -> A:
     analyzer.set_sample_rate(16000)
     return analyzer
 
@@ -64,6 +66,13 @@ async def test_gate_speaks_when_pipecat_silero_does_and_sessions_share_batches(
             assert [state for _, state in got] == [state for _, state in want]
             for (at, _), (wanted_at, _) in zip(got, want, strict=True):
                 assert abs(at - wanted_at) <= 2
+        # both say how far into the audio they have listened (services/shared_stt.py cuts
+        # segments by it)
+        heard_bytes = min(len(audio) for audio in audios) * CHUNK
+        assert all(gate.analyzed_bytes == heard_bytes for gate in gates)
+        assert all(
+            ref.analyzed_bytes == len(a) * CHUNK for ref, a in zip(references, audios, strict=True)
+        )
         batcher = models._batcher
         assert batcher is not None
         assert batcher.windows >= 1.5 * batcher.batches  # sessions were scored together

@@ -161,7 +161,9 @@ class SpeechGate(SharedSileroVADAnalyzer):
                 self._maybe_reset_model(confidence)
             self._scores.append(confidence)
             self._volumes.append(self._volume(energy))
-        return self._run_analyzer(buffer)
+        state = self._run_analyzer(buffer)
+        self.analyzed_bytes += len(buffer)
+        return state
 
     # Pipecat's state machine asks for each window's confidence and volume, in order.
     def voice_confidence(self, buffer: bytes) -> float:
