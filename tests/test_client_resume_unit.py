@@ -80,11 +80,28 @@ async def test_a_reopen_given_up_leaves_no_socket_or_reader_behind() -> None:
         port = next(iter(server.sockets)).getsockname()[1]
         client = offered()
         client.close_code, client.resuming = 1006, True
-        waits = client.wait_for
-        client.wait_for = lambda kind, **kw: waits(kind, **kw | {"timeout": 0.2})  # type: ignore[method-assign]
+        waits = client.wait_until
+        client.wait_until = lambda predicate, **kw: waits(predicate, **kw | {"timeout": 0.2})  # type: ignore[method-assign]
         with pytest.raises(TimeoutError):
             await client._reopen(f"ws://127.0.0.1:{port}/ws")
         assert client._reader is not None and client._reader.done()
         async with asyncio.timeout(5):
             await open_connections[0].wait_closed()
         assert client.close_code == 1006 and client._ws is None
+
+
+async def test_a_reopen_the_server_refuses_fails_at_once_not_after_the_wait() -> None:
+    """/ws accepts, then refuses (1013: full, or the resume not ready): the attempt ends as
+    the socket closes, not when the bot-ready wait runs out (30 s each, two in a window)."""
+
+    async def refusing(connection: ServerConnection) -> None:
+        await asyncio.sleep(0.05)
+        await connection.close(1013, "server full")
+
+    async with serve(refusing, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        client = offered()
+        client.close_code, client.resuming = 1006, True
+        with pytest.raises(ConnectionError, match="1013"):  # not the wait's TimeoutError
+            await client._reopen(f"ws://127.0.0.1:{port}/ws")
+        assert client._ws is None and client.resuming

@@ -20,6 +20,7 @@ from talkline.client import RTVI_VERSION, Event, RTVIClient, rtvi_message
 
 RESUME_CODES = frozenset({1001, 1006, 1011, 1012})
 BACKOFF_SECS = (0.1, 0.25, 0.5, 1.0, 2.0)
+CONNECT_TIMEOUT_SECS = 10.0  # one /connect call (aiohttp waits 300 s by default)
 
 
 class ResumeFailed(Exception):
@@ -49,7 +50,7 @@ async def resume_url(http_url: str, secret: str, api_key: str | None = None) -> 
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     async with (
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CONNECT_TIMEOUT_SECS)) as http,
         http.post(f"{http_url}/connect", json={"resume": secret}, headers=headers) as reply,
     ):
         body = await reply.json(content_type=None)
@@ -103,6 +104,7 @@ class ResumingRTVIClient(RTVIClient):
         attempt = 0
         last_error = ""
         while time.monotonic() < deadline:
+            offer = resumable(self) or offer  # a server that took an attempt sent a new secret
             try:
                 url = await resume_url(http_base(self.url), offer["resume"], self.api_key)
                 await self._reopen(url)
@@ -131,7 +133,7 @@ class ResumingRTVIClient(RTVIClient):
         )
         try:
             await self.send_message(ready)
-            bot_ready = await self.wait_for("bot-ready", after=seen)
+            bot_ready = await self._bot_ready_on_this_socket(seen)
         except BaseException:  # this attempt is over: its socket and reader go with it
             self.close_code = self.close_code or 1006
             self._ws = None
@@ -143,6 +145,19 @@ class ResumingRTVIClient(RTVIClient):
         self.resuming = False
         data = {"about": bot_ready.data.get("about", {}), "gap_secs": round(self.gap_secs, 2)}
         await self._record(Event("reconnected", time.monotonic(), data))
+
+    async def _bot_ready_on_this_socket(self, seen: int) -> Event:
+        """``bot-ready`` after event ``seen``; an error as soon as this socket closes (``closed``
+        stays False while resuming, so ``wait_for`` would wait out its whole timeout)."""
+
+        def ready() -> Event | None:
+            return next((e for e in self.events[seen:] if e.type == "bot-ready"), None)
+
+        await self.wait_until(lambda: ready() is not None or self.close_code is not None)
+        found = ready()
+        if found is None or self.close_code is not None:  # refused, or gone right after
+            raise ConnectionError(f"closed ({self.close_code}) before the session resumed")
+        return found
 
     async def close(self) -> None:
         # A close that ends abnormally (no close frame back within websockets' timeout: 1006)

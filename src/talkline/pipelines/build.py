@@ -143,8 +143,12 @@ def build_cascade_pipeline(
     responder = build_responder(settings, shared.llm.api_url if shared.llm else None)
     tts = build_tts(settings, shared)
     stt = build_stt(settings, shared)
-    if isinstance(stt, SharedModelSTT) and isinstance(params.vad_analyzer, SharedSileroVADAnalyzer):
-        stt.follow(params.vad_analyzer)  # segments cut where the VAD was, however late it is
+    # Segments cut where the VAD was in the audio, however late its events come back. The
+    # VAD must hear every frame the recognizer passes on: a mute strategy (none is set
+    # here) would keep some from it, and the two counts would drift apart.
+    vad, muting = params.vad_analyzer, bool(params.user_mute_strategies)
+    if isinstance(stt, SharedModelSTT) and isinstance(vad, SharedSileroVADAnalyzer) and not muting:
+        stt.follow(vad)
     # A speculative answer is generated and spoken into a hold, released at the turn's end.
     marker = SpeculationMarker(responder_holds=isinstance(responder, LLMService))
     early = speculates(settings)
