@@ -111,12 +111,10 @@ class SharedModelSTT(SegmentedSTTService):
         if self._vad is None:
             await super()._handle_user_stopped_speaking(frame)
             return
-        unheard = max(
-            0, min(self._received_bytes - self._vad.analyzed_bytes, len(self._audio_buffer))
-        )
-        later = bytes(self._audio_buffer[len(self._audio_buffer) - unheard :]) if unheard else b""
-        if unheard:
-            del self._audio_buffer[-unheard:]
+        unheard = self._received_bytes - self._vad.analyzed_bytes
+        cut = min(max(len(self._audio_buffer) - unheard, 0), len(self._audio_buffer))
+        later = bytes(self._audio_buffer[cut:])
+        del self._audio_buffer[cut:]
         await super()._handle_user_stopped_speaking(frame)  # transcribes and clears the buffer
         self._audio_buffer += later
         self._keep_unheard()
