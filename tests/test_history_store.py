@@ -10,12 +10,21 @@ from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from loguru import logger
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Connection, inspect, text
 
-from talkline.history.store import DatabaseUrlError, HistoryStore, lost_replicas, utcnow
+from talkline.history.store import (
+    HEAD_REVISION,
+    MIGRATIONS,
+    DatabaseUrlError,
+    HistoryStore,
+    lost_replicas,
+    utcnow,
+)
 from talkline.history.tables import metadata
 from talkline.history.writer import HistoryMetrics, HistoryWriter, WriterOptions
 from talkline.lifecycle import SERVER_LOST
@@ -66,6 +75,37 @@ async def test_migrations_run_from_empty_and_again_as_a_no_op(store: HistoryStor
         version = await connection.execute(text("SELECT version_num FROM alembic_version"))
         assert version.scalars().all() == ["0001"]
     assert (await store.get_session("s1")) is not None
+
+
+def test_the_revision_a_start_skips_alembic_at_is_alembics_head() -> None:
+    """A start finds the database at ``HEAD_REVISION`` and leaves Alembic alone: a new
+    migration must move it, or databases would never get it."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]
+
+
+async def test_a_database_behind_the_head_is_migrated(url: str) -> None:
+    """One that Alembic has not brought to the head (here: the revision row removed) is
+    migrated again, not taken as there already."""
+    history = HistoryStore(url)
+    try:
+        await history.migrate()
+        async with history.engine.begin() as connection:
+            await connection.execute(text("DELETE FROM alembic_version"))
+            await connection.execute(text("DROP TABLE turns"))
+            await connection.execute(text("DROP TABLE sessions"))
+        await history.migrate()
+        assert {"sessions", "turns"} <= await tables(history)
+        async with history.engine.connect() as connection:
+            version = await connection.execute(text("SELECT version_num FROM alembic_version"))
+            assert version.scalars().all() == [HEAD_REVISION]
+    finally:
+        if not history.is_sqlite:
+            async with history.engine.begin() as connection:
+                await connection.execute(text("DROP SCHEMA public CASCADE"))
+                await connection.execute(text("CREATE SCHEMA public"))
+        await history.close()
 
 
 async def test_writes_are_upserts_safe_to_repeat(store: HistoryStore) -> None:
