@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from talkline.client import RTVI_VERSION, Event, RTVIClient, rtvi_message
 
@@ -94,7 +95,10 @@ class ResumingRTVIClient(RTVIClient):
         if self.close_code is not None:  # away: nobody hears this
             self.gap_secs += len(pcm) / self.bytes_per_second
             return
-        await super().send_audio(pcm)
+        try:
+            await super().send_audio(pcm)
+        except ConnectionClosed:  # closed before the reader saw it: away, as above
+            self.gap_secs += len(pcm) / self.bytes_per_second
 
     async def _resume(self) -> None:
         offer = resumable(self)
