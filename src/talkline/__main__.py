@@ -35,20 +35,20 @@ def load_or_exit() -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from talkline.app import create_app
-    from talkline.serve import Supervisor
-    from talkline.serve import serve as serve_app
-
     options = (("host", args.host), ("port", args.port), ("workers", args.workers))
     overrides = {k: v for k, v in options if v is not None}
     settings = load_or_exit().model_copy(update=overrides)
     configure_logging(settings.log_level)
     if settings.workers > 1 and args.fd is None:
+        from talkline.supervisor import Supervisor  # imports none of the server
+
         return Supervisor(settings).run()
     if args.fd is None:
         brain = settings.effective_brain
         logger.info(f"talkline on http://{settings.host}:{settings.port} (brain: {brain})")
+    from talkline.app import create_app
     from talkline.history.store import DatabaseUrlError
+    from talkline.serve import serve as serve_app
 
     try:
         app = create_app(settings)

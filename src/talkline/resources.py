@@ -8,16 +8,19 @@ import gc
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from loguru import logger
 
 from talkline.services.llama_server import LlamaServerProcess, LocalLLMOptions
-from talkline.services.local_stt import SharedWhisper
 from talkline.services.moonshine_convert import ensure_converted
 from talkline.services.moonshine_stt import SharedMoonshine
 from talkline.services.piper_process import PiperProcess
 from talkline.services.turn_models import TurnModels
+
+if TYPE_CHECKING:
+    from talkline.services.local_stt import SharedWhisper  # faster-whisper: only when used
 
 GEMINI_MODULE = "talkline.services.gemini"  # imported only when the Gemini brain is used
 
@@ -139,6 +142,8 @@ class SharedResources:
         self.turn_models = await asyncio.to_thread(TurnModels)
 
     async def _load_whisper(self, model: str) -> None:
+        from talkline.services.local_stt import SharedWhisper  # 0.3 s of imports: only here
+
         options = self.options
         self.whisper = await asyncio.to_thread(
             SharedWhisper,

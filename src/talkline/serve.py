@@ -1,24 +1,18 @@
-"""Serving: one process, or a supervisor and worker processes sharing one port and one cap.
+"""Serving one process: uvicorn with a drain before the shutdown (``supervisor.py`` runs
+several of them on one port).
 
-Shutdown is graceful either way. On SIGTERM or SIGINT, uvicorn alone would close its
+Shutdown is graceful. On SIGTERM or SIGINT, uvicorn alone would close its
 listening socket at once; talkline first drains: ``/ready`` turns 503, new sessions are
 refused with 1013 "server shutting down", live sessions are told and may finish the current
 turn (up to ``drain_timeout``), then close with 1001; only then does uvicorn shut down,
 stopping Piper with the app's lifespan, and the process exits 0. A second signal skips the
-drain. A supervisor forwards SIGTERM to its workers and exits 0 once they all have.
+drain.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from types import FrameType
 
 import uvicorn
@@ -27,8 +21,6 @@ from loguru import logger
 
 from talkline.config import Settings
 from talkline.routes.deps import server_state
-
-RESPAWN_DELAY_SECS = 1.0
 
 
 class DrainingServer(uvicorn.Server):
@@ -77,63 +69,3 @@ def serve(app: FastAPI, settings: Settings, fd: int | None = None) -> None:
         timeout_graceful_shutdown=5,
     )
     DrainingServer(config, app, settings.drain_timeout).run()
-
-
-class Supervisor:
-    """Binds the port once and runs ``workers`` worker processes on it, one session cap."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.stopping = False
-        self.children: list[subprocess.Popen[bytes]] = []
-
-    def run(self) -> int:
-        listener = socket.create_server((self.settings.host, self.settings.port), backlog=2048)
-        listener.set_inheritable(True)
-        slots = tempfile.mkdtemp(prefix="talkline-slots-")
-        env = os.environ | {"TALKLINE_SLOTS_DIR": slots, "TALKLINE_WORKERS": "1"}
-        command = [sys.executable, "-m", "talkline", "serve", "--fd", str(listener.fileno())]
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-        try:
-            self.children = [self._spawn(command, env, listener) for _ in range(self.workers)]
-            logger.info(f"{self.workers} workers on port {self.settings.port}, one session cap")
-            self._watch(command, env, listener)
-        finally:
-            listener.close()
-            shutil.rmtree(slots, ignore_errors=True)
-        return 0
-
-    @property
-    def workers(self) -> int:
-        return self.settings.workers
-
-    def _spawn(
-        self, command: list[str], env: dict[str, str], listener: socket.socket
-    ) -> subprocess.Popen[bytes]:
-        # A session of its own: a terminal's Ctrl-C reaches only the supervisor, which
-        # forwards one SIGTERM, so workers drain instead of taking it as a second signal.
-        return subprocess.Popen(
-            command, env=env, pass_fds=[listener.fileno()], start_new_session=True
-        )
-
-    def _watch(self, command: list[str], env: dict[str, str], listener: socket.socket) -> None:
-        while self.children:
-            time.sleep(0.2)
-            for index, child in enumerate(list(self.children)):
-                if child.poll() is None:
-                    continue
-                if self.stopping:
-                    self.children.remove(child)
-                    continue
-                logger.warning(f"worker {child.pid} exited ({child.returncode}); restarting")
-                time.sleep(RESPAWN_DELAY_SECS)
-                self.children[index] = self._spawn(command, env, listener)
-
-    def _on_signal(self, sig: int, _frame: FrameType | None) -> None:
-        if self.stopping:
-            return
-        self.stopping = True
-        logger.info(f"{signal.Signals(sig).name}: draining {len(self.children)} workers")
-        for child in self.children:
-            child.send_signal(signal.SIGTERM)

@@ -27,7 +27,6 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from talkline.config import Settings, reveal
 from talkline.resources import SharedResources
-from talkline.services.local_stt import SharedWhisperSTTService
 from talkline.services.moonshine_stt import MoonshineSTTService
 from talkline.services.piper_tts import PiperHttpTTSService
 from talkline.services.responder import build_responder, phrase_by_phrase
@@ -107,6 +106,8 @@ def build_stt(settings: Settings, shared: SharedResources) -> FrameProcessor:
     if settings.effective_stt == "moonshine":
         assert shared.moonshine is not None
         return MoonshineSTTService(shared.moonshine)
+    from talkline.services.local_stt import SharedWhisperSTTService  # faster-whisper: only here
+
     assert shared.whisper is not None
     return SharedWhisperSTTService(shared.whisper)
 
