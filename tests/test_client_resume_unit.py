@@ -69,7 +69,9 @@ async def test_a_failure_of_any_kind_on_the_way_back_ends_in_closed(
 
 async def test_a_reopen_given_up_leaves_no_socket_or_reader_behind() -> None:
     """A server that accepts but never says bot-ready: the attempt's socket is closed and its
-    reader ended, so it cannot later close the client's next connection in its name."""
+    reader ended, so it cannot later close the client's next connection in its name. It is
+    closed as "going away" (1001): the server may have resumed the conversation onto it, and a
+    normal close (1000) would have ended the conversation the next attempt comes back to."""
     open_connections: list[ServerConnection] = []
 
     async def silent(connection: ServerConnection) -> None:
@@ -88,6 +90,7 @@ async def test_a_reopen_given_up_leaves_no_socket_or_reader_behind() -> None:
         async with asyncio.timeout(5):
             await open_connections[0].wait_closed()
         assert client.close_code == 1006 and client._ws is None
+        assert open_connections[0].close_code == 1001
 
 
 async def test_a_reopen_the_server_refuses_fails_at_once_not_after_the_wait() -> None:

@@ -141,7 +141,9 @@ class ResumingRTVIClient(RTVIClient):
         except BaseException:  # this attempt is over: its socket and reader go with it
             self.close_code = self.close_code or 1006
             self._ws = None
-            await ws.close()
+            # "Going away", not a normal close: the server may already have moved the
+            # conversation onto this socket, and 1000 would end it for the next attempt too.
+            await ws.close(1001, "resume attempt abandoned")
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             raise
