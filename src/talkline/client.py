@@ -196,14 +196,10 @@ class RTVIClient:
             self._changed.notify_all()
 
     async def wait_for(self, kind: str, *, after: int = 0, timeout: float = 30.0) -> Event:
-        """The first event of ``kind`` at index ``after`` or later."""
-
-        def found() -> Event | None:
-            return next((e for e in self.events[after:] if e.type == kind), None)
-
+        """The first event of ``kind`` at index ``after`` or later, once it has come."""
         async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: found() is not None or self.closed)
-        event = found()
+            await self._changed.wait_for(lambda: self.first(kind, after) is not None or self.closed)
+        event = self.first(kind, after)
         if event is None:
             raise ConnectionError(f"closed ({self.close_code} {self.close_reason}) before {kind}")
         return event
@@ -215,6 +211,10 @@ class RTVIClient:
     @property
     def closed(self) -> bool:
         return self.close_code is not None
+
+    def first(self, kind: str, after: int = 0) -> Event | None:
+        """The first event of ``kind`` at index ``after`` or later, if any has come."""
+        return next((e for e in self.events[after:] if e.type == kind), None)
 
     def of_type(self, kind: str) -> list[Event]:
         return [event for event in self.events if event.type == kind]

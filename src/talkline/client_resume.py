@@ -92,13 +92,13 @@ class ResumingRTVIClient(RTVIClient):
             self._resuming = asyncio.create_task(self._resume(), name="rtvi-client-resume")
 
     async def send_audio(self, pcm: bytes) -> None:
-        if self.close_code is not None:  # away: nobody hears this
-            self.gap_secs += len(pcm) / self.bytes_per_second
-            return
-        try:
-            await super().send_audio(pcm)
-        except ConnectionClosed:  # closed before the reader saw it: away, as above
-            self.gap_secs += len(pcm) / self.bytes_per_second
+        if self.close_code is None:
+            try:
+                await super().send_audio(pcm)
+                return
+            except ConnectionClosed:  # closed before the reader saw it
+                pass
+        self.gap_secs += len(pcm) / self.bytes_per_second  # away: nobody hears this
 
     async def _resume(self) -> None:
         offer = resumable(self)
@@ -156,11 +156,10 @@ class ResumingRTVIClient(RTVIClient):
         """``bot-ready`` after event ``seen``; an error as soon as this socket closes (``closed``
         stays False while resuming, so ``wait_for`` would wait out its whole timeout)."""
 
-        def ready() -> Event | None:
-            return next((e for e in self.events[seen:] if e.type == "bot-ready"), None)
-
-        await self.wait_until(lambda: ready() is not None or self.close_code is not None)
-        found = ready()
+        await self.wait_until(
+            lambda: self.first("bot-ready", seen) is not None or self.close_code is not None
+        )
+        found = self.first("bot-ready", seen)
         if found is None or self.close_code is not None:  # refused, or gone right after
             raise ConnectionError(f"closed ({self.close_code}) before the session resumed")
         return found
