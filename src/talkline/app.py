@@ -31,6 +31,7 @@ from talkline.resumption import share_signing_key
 from talkline.routes import http, websocket
 from talkline.routes.deps import ServerState
 from talkline.services.llama_server import LocalLLMOptions
+from talkline.services.piper_process import PiperProcess
 from talkline.session import SessionOptions
 from talkline.transport import InputLimits
 
@@ -92,13 +93,15 @@ def build_history(settings: Settings, metrics: Metrics) -> History | None:
     return History(options, metrics.registry)
 
 
-def create_app(settings: Settings, shared: SharedResources | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, shared: SharedResources | None = None, *, piper: PiperProcess | None = None
+) -> FastAPI:
     """Build the app; models load in the background once it starts (see ``/ready``).
 
     ``shared`` replaces the resources the settings ask for (tests pass stand-ins that load
-    no models).
+    no models); ``piper``: the Piper they ask for, already spawned (``early_piper``).
     """
-    shared = shared or SharedResources(resource_options(settings))
+    shared = shared or SharedResources(resource_options(settings), piper=piper)
     coordinator = build_coordinator(settings.options(CoordinatorOptions))
     admission = Admission(shared, settings.max_sessions, coordinator=coordinator)
     registry = None

@@ -4,6 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Protocol
+
+
+class ChildProcess(Protocol):
+    """What stopping and supervising a child needs: asyncio's ``Process`` has it."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    async def wait(self) -> int: ...
 
 
 def free_port() -> int:
@@ -13,7 +30,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def terminate(process: asyncio.subprocess.Process, timeout: float) -> None:
+async def terminate(process: ChildProcess, timeout: float) -> None:
     """SIGTERM, then SIGKILL after ``timeout`` seconds; returns once it has exited."""
     if process.returncode is not None:
         return

@@ -64,8 +64,10 @@ class ResourceOptions:
 class SharedResources:
     """Loaded in the background at start-up; ``ready`` is set once every piece is up."""
 
-    def __init__(self, options: ResourceOptions):
+    def __init__(self, options: ResourceOptions, *, piper: PiperProcess | None = None):
+        """``piper``: Piper for ``options.piper_voice``, spawned early (``spawn_early``)."""
         self.options = options
+        self._early_piper = piper
         self.ready = asyncio.Event()
         self.failure: str | None = None
         self.turn_models: TurnModels | None = None
@@ -117,7 +119,8 @@ class SharedResources:
             if options.moonshine_model is not None:
                 loads.append(self._load_moonshine(options.moonshine_model))
             if options.piper_voice is not None and not options.piper_url:
-                self.piper = PiperProcess(options.piper_voice, port=options.piper_port)
+                early, port = self._early_piper, options.piper_port
+                self.piper = early or PiperProcess(options.piper_voice, port=port)
                 loads.append(self.piper.start())
             if options.local_llm is not None:
                 self.llm = LlamaServerProcess(options.local_llm)

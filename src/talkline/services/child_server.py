@@ -4,6 +4,10 @@ Piper's TTS server and llama.cpp's LLM server both run this way: the supervisor 
 process, waits until it answers over HTTP, restarts it if it dies (on the same port, so
 sessions need not know), and stops it on exit. Subclasses say which command to run and
 which path answers once the server is ready.
+
+``spawn_early`` starts the first process before there is an event loop (``talkline serve``
+calls it before importing the server, so the child's own start overlaps those ~2 s of
+imports); ``start`` then adopts it and supervises it like any other.
 """
 
 from __future__ import annotations
@@ -11,17 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import signal
+import subprocess
 import sys
 
 import aiohttp
 from loguru import logger
 
-from talkline.processes import free_port, terminate
+from talkline.processes import ChildProcess, free_port, terminate
 
 STOP_TIMEOUT_SECS = 5.0
 RESTART_BACKOFF_SECS = (0.2, 0.5, 1.0, 2.0, 5.0)
 PR_SET_PDEATHSIG = 1
+EXIT_POLL_SECS = 0.2  # how often an adopted process is checked where pidfd is missing
 
 
 class ChildServerUnavailableError(RuntimeError):
@@ -35,6 +42,59 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class AdoptedProcess:
+    """A ``subprocess.Popen`` started before the event loop, with the parts of asyncio's
+    ``Process`` the supervisor uses."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]):
+        self._popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    def terminate(self) -> None:
+        self._popen.terminate()
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    def stop_now(self, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds, with no event loop."""
+        self._popen.terminate()
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._popen.kill()
+            self._popen.wait()
+
+    async def wait(self) -> int:
+        """The exit code, once the process has exited (a pidfd wakes the loop on Linux)."""
+        if self._popen.poll() is None:
+            if hasattr(os, "pidfd_open"):  # Linux
+                await self._exited(os.pidfd_open(self.pid))
+            while self._popen.poll() is None:
+                await asyncio.sleep(EXIT_POLL_SECS)
+        return self._popen.wait()
+
+    @staticmethod
+    async def _exited(pidfd: int) -> None:
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:  # until the reader is removed, it may be called again
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(pidfd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+
 class ChildServer:
     """Starts, health-checks, restarts and stops one HTTP server on 127.0.0.1."""
 
@@ -46,7 +106,8 @@ class ChildServer:
     def __init__(self, *, port: int = 0):
         self.port = port or free_port()
         self.restarts = 0
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: ChildProcess | None = None
+        self._early: AdoptedProcess | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -74,18 +135,38 @@ class ChildServer:
                 await self._supervisor
         await self._terminate()
 
-    async def _spawn(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            *self.command(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+    def spawn_early(self) -> None:
+        """Start the first process now, with no event loop yet; ``start`` adopts it."""
+        popen = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
         )
+        self._early = AdoptedProcess(popen)
+
+    def abandon_early(self) -> None:
+        """Stop the process ``spawn_early`` started, when it will never be started."""
+        if self._early is not None:
+            self._early.stop_now(STOP_TIMEOUT_SECS)
+            self._early = None
+
+    async def _spawn(self) -> None:
+        if self._early is not None:
+            self._process, self._early = self._early, None
+        else:
+            self._process = await asyncio.create_subprocess_exec(
+                *self.command(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
         await self._wait_until_ready(self._process)
         logger.info(f"{self.name} serving at {self.url}, pid {self._process.pid}")
 
-    async def _wait_until_ready(self, process: asyncio.subprocess.Process) -> None:
+    async def _wait_until_ready(self, process: ChildProcess) -> None:
         deadline = asyncio.get_running_loop().time() + self.start_timeout_secs
         async with aiohttp.ClientSession() as http:
             while asyncio.get_running_loop().time() < deadline:
@@ -130,5 +211,6 @@ class ChildServer:
                 logger.error(f"{self.name} restart failed: {error}")
 
     async def _terminate(self) -> None:
-        if self._process:
-            await terminate(self._process, STOP_TIMEOUT_SECS)
+        for process in (self._process, self._early):  # spawned early and never started: too
+            if process is not None:
+                await terminate(process, STOP_TIMEOUT_SECS)
