@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import sys
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 
 from talkline.__main__ import early_piper
@@ -41,9 +43,16 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+@pytest.mark.parametrize("pidfd", ["available", "refused"])
 async def test_a_server_spawned_early_is_the_one_started_and_is_restarted_when_it_dies(
-    tmp_path: Path,
+    pidfd: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if pidfd == "refused":  # a kernel before 5.3, or a seccomp profile: polled instead
+
+        def refuse(pid: int) -> int:
+            raise OSError(errno.ENOSYS, "pidfd_open")
+
+        monkeypatch.setattr(os, "pidfd_open", refuse)
     server = StaticServer(tmp_path)
     server.spawn_early()
     assert server._early is not None

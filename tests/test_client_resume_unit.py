@@ -108,3 +108,26 @@ async def test_a_reopen_the_server_refuses_fails_at_once_not_after_the_wait() ->
         with pytest.raises(ConnectionError, match="1013"):  # not the wait's TimeoutError
             await client._reopen(f"ws://127.0.0.1:{port}/ws")
         assert client._ws is None and client.resuming
+
+
+async def test_a_reopen_cut_short_by_the_user_leaving_ends_the_conversation() -> None:
+    """close() while an attempt waits for bot-ready: that socket closes normally (1000), so the
+    server forgets the conversation instead of keeping it resumable for the whole window."""
+    open_connections: list[ServerConnection] = []
+
+    async def silent(connection: ServerConnection) -> None:
+        open_connections.append(connection)
+        await connection.wait_closed()
+
+    async with serve(silent, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        client = offered()
+        client.close_code, client.resuming = 1006, True
+        client._resuming = asyncio.create_task(client._reopen(f"ws://127.0.0.1:{port}/ws"))
+        async with asyncio.timeout(5):
+            while not open_connections:
+                await asyncio.sleep(0.01)
+            await client.close()
+            await open_connections[0].wait_closed()
+        assert open_connections[0].close_code == 1000
+        assert client.closed

@@ -51,9 +51,12 @@ def serve(args: argparse.Namespace) -> int:
         brain = settings.effective_brain
         logger.info(f"talkline on http://{settings.host}:{settings.port} (brain: {brain})")
     piper = early_piper(settings)  # before the ~2 s of imports below, which it overlaps
+    logger.disable("pipecat")  # its import banner, as main() hides it for other commands
     from talkline.app import create_app
     from talkline.history.store import DatabaseUrlError
     from talkline.serve import serve as serve_app
+
+    logger.enable("pipecat")
 
     try:
         app = create_app(settings, piper=piper)

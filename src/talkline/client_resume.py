@@ -143,7 +143,8 @@ class ResumingRTVIClient(RTVIClient):
             self._ws = None
             # "Going away", not a normal close: the server may already have moved the
             # conversation onto this socket, and 1000 would end it for the next attempt too.
-            await ws.close(1001, "resume attempt abandoned")
+            # Unless the user is leaving (close() cancelled the attempt): then it ends.
+            await ws.close(1000 if self._closing else 1001, "resume attempt abandoned")
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             raise

@@ -72,11 +72,20 @@ class AdoptedProcess:
     async def wait(self) -> int:
         """The exit code, once the process has exited (a pidfd wakes the loop on Linux)."""
         if self._popen.poll() is None:
-            if hasattr(os, "pidfd_open"):  # Linux
-                await self._exited(os.pidfd_open(self.pid))
+            pidfd = self._pidfd()
+            if pidfd is not None:
+                await self._exited(pidfd)
             while self._popen.poll() is None:
                 await asyncio.sleep(EXIT_POLL_SECS)
         return self._popen.wait()
+
+    def _pidfd(self) -> int | None:
+        """A descriptor readable once the process exits; None where the system has none
+        (not Linux, a kernel before 5.3, a seccomp profile that refuses it)."""
+        try:
+            return os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            return None
 
     @staticmethod
     async def _exited(pidfd: int) -> None:
