@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -21,6 +23,27 @@ def offered() -> ResumingRTVIClient:
     client = ResumingRTVIClient("ws://127.0.0.1:9/ws")
     client.events.append(Event("server-message", time.monotonic(), OFFER))
     return client
+
+
+def resuming() -> ResumingRTVIClient:
+    """An offered client whose socket closed unexpectedly, about to reopen it."""
+    client = offered()
+    client.close_code, client.resuming = 1006, True
+    return client
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[tuple[str, list[ServerConnection]]]:
+    """A WebSocket server that accepts and never says a word: its URL, and its connections."""
+    connections: list[ServerConnection] = []
+
+    async def silent(connection: ServerConnection) -> None:
+        connections.append(connection)
+        await connection.wait_closed()
+
+    async with serve(silent, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/ws", connections
 
 
 async def test_an_unexpected_close_starts_a_resume() -> None:
@@ -72,20 +95,12 @@ async def test_a_reopen_given_up_leaves_no_socket_or_reader_behind() -> None:
     reader ended, so it cannot later close the client's next connection in its name. It is
     closed as "going away" (1001): the server may have resumed the conversation onto it, and a
     normal close (1000) would have ended the conversation the next attempt comes back to."""
-    open_connections: list[ServerConnection] = []
-
-    async def silent(connection: ServerConnection) -> None:
-        open_connections.append(connection)
-        await connection.wait_closed()
-
-    async with serve(silent, "127.0.0.1", 0) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
-        client = offered()
-        client.close_code, client.resuming = 1006, True
+    async with silent_server() as (url, open_connections):
+        client = resuming()
         waits = client.wait_until
         client.wait_until = lambda predicate, **kw: waits(predicate, **kw | {"timeout": 0.2})  # type: ignore[method-assign]
         with pytest.raises(TimeoutError):
-            await client._reopen(f"ws://127.0.0.1:{port}/ws")
+            await client._reopen(url)
         assert client._reader is not None and client._reader.done()
         async with asyncio.timeout(5):
             await open_connections[0].wait_closed()
@@ -103,8 +118,7 @@ async def test_a_reopen_the_server_refuses_fails_at_once_not_after_the_wait() ->
 
     async with serve(refusing, "127.0.0.1", 0) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        client = offered()
-        client.close_code, client.resuming = 1006, True
+        client = resuming()
         with pytest.raises(ConnectionError, match="1013"):  # not the wait's TimeoutError
             await client._reopen(f"ws://127.0.0.1:{port}/ws")
         assert client._ws is None and client.resuming
@@ -113,17 +127,9 @@ async def test_a_reopen_the_server_refuses_fails_at_once_not_after_the_wait() ->
 async def test_a_reopen_cut_short_by_the_user_leaving_ends_the_conversation() -> None:
     """close() while an attempt waits for bot-ready: that socket closes normally (1000), so the
     server forgets the conversation instead of keeping it resumable for the whole window."""
-    open_connections: list[ServerConnection] = []
-
-    async def silent(connection: ServerConnection) -> None:
-        open_connections.append(connection)
-        await connection.wait_closed()
-
-    async with serve(silent, "127.0.0.1", 0) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
-        client = offered()
-        client.close_code, client.resuming = 1006, True
-        client._resuming = asyncio.create_task(client._reopen(f"ws://127.0.0.1:{port}/ws"))
+    async with silent_server() as (url, open_connections):
+        client = resuming()
+        client._resuming = asyncio.create_task(client._reopen(url))
         async with asyncio.timeout(5):
             while not open_connections:
                 await asyncio.sleep(0.01)
