@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from talkline.__main__ import early_piper
 from talkline.config import Settings
+from talkline.resources import ResourceOptions, SharedResources
 from talkline.services.child_server import ChildServer
 from talkline.services.piper_process import PiperProcess
 
@@ -96,3 +97,20 @@ def test_talkline_serve_spawns_piper_early_only_when_it_runs_piper() -> None:
     key = SecretStr("k")
     gemini = Settings(_env_file=None, brain="gemini", gemini_api_key=key)  # type: ignore[call-arg]
     assert early_piper(gemini) is None
+
+
+async def test_a_piper_spawned_for_settings_that_run_none_is_stopped(tmp_path: Path) -> None:
+    """Resources given an early Piper while their options run none (an external Piper URL)
+    stop it at load instead of leaving it running beside the server."""
+    server = StaticServer(tmp_path)  # stands in for the early Piper
+    server.spawn_early()
+    early = server._early
+    assert early is not None
+    options = ResourceOptions(piper_voice=tmp_path / "voice.onnx", piper_url="http://127.0.0.1:9")
+    shared = SharedResources(options, piper=server)  # type: ignore[arg-type]
+    shared.start()
+    try:
+        await shared.wait_ready()
+        assert shared.piper is None and early.returncode is not None
+    finally:
+        await shared.stop()

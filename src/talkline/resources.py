@@ -119,9 +119,12 @@ class SharedResources:
             if options.moonshine_model is not None:
                 loads.append(self._load_moonshine(options.moonshine_model))
             if options.piper_voice is not None and not options.piper_url:
-                early, port = self._early_piper, options.piper_port
-                self.piper = early or PiperProcess(options.piper_voice, port=port)
+                self.piper = self._early_piper or PiperProcess(
+                    options.piper_voice, port=options.piper_port
+                )
                 loads.append(self.piper.start())
+            elif self._early_piper is not None:  # spawned for settings that run none after all
+                self._early_piper.abandon_early()
             if options.local_llm is not None:
                 self.llm = LlamaServerProcess(options.local_llm)
                 loads.append(self.llm.start())
