@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from talkline.audio import peak
 from talkline.bench import cli, main
 from talkline.bench.analysis import TurnSummary, playback_gaps
 from talkline.bench.cli import parse_workers_run
-from talkline.bench.procs import Usage
+from talkline.bench.procs import Usage, machine_busy_secs
 from talkline.bench.report import MB, capacity_target_rows, knees, offline_heading
 from talkline.bench.runner import RunResult, Target
 from talkline.bench.speech import (
@@ -90,6 +92,11 @@ def test_quick_bench_writes_report_and_plots(tmp_path: Path) -> None:
         assert native["summary"][measure]["p50"] > 0
     assert stereo["summary"]["response"]["p50"] > 0
     assert native["server"]["rss_peak"] > 0 and stereo["server"]["samples"]
+    for r in runs:  # the whole machine: at least the server and the clients, at most every core
+        server_cores = r["server"]["cpu_secs"] / r["server"]["wall_secs"]
+        assert 0.8 * (server_cores + r["clients_cores"]) <= r["machine_cores"]
+        assert r["machine_cores"] <= (os.cpu_count() or 1) + 0.05
+    assert any("| machine busy (cores) |" in line for line in report)
     for image in ("latency.png", "resources.png"):
         assert (tmp_path / image).read_bytes().startswith(PNG_MAGIC)
 
@@ -196,3 +203,12 @@ def test_the_offline_heading_names_the_stages_that_ran() -> None:
     heading = offline_heading(local_settings())
     assert heading == "## Offline brain (Moonshine + echo + Piper), one session"
     assert "(Whisper + echo + Piper)" in offline_heading(local_settings(stt="whisper"))
+
+
+def test_the_machines_busy_time_counts_this_process_work() -> None:
+    """What the machine-busy column is made of: every core's non-idle time, ours included."""
+    busy, ours = machine_busy_secs(), time.process_time()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    assert machine_busy_secs() - busy >= 0.9 * (time.process_time() - ours)

@@ -154,6 +154,14 @@ class Usage:
         return self.main_thread_secs / self.wall_secs if self.wall_secs > 0 else 0.0
 
 
+def machine_busy_secs() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, anything but idle and I/O
+    wait), so far: what the server, the clients, the emulator, the kernel's network work and
+    anything else on the machine used together."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
 def _tree(process: psutil.Process, children: bool) -> list[psutil.Process]:
     with contextlib.suppress(psutil.Error):
         return [process, *(process.children(recursive=True) if children else [])]

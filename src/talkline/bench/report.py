@@ -212,6 +212,14 @@ def knee_rows(results: list[RunResult]) -> list[str]:
     return rows
 
 
+def busy(r: RunResult) -> str:
+    """The whole machine's busy cores over the run, and the share of its cores."""
+    if r.machine_cores is None:
+        return NA
+    cores = os.cpu_count() or 1
+    return f"{r.machine_cores:.2f} ({r.machine_cores / cores:.0%})"
+
+
 def gemini_rows(results: list[RunResult]) -> list[str]:
     head = (
         "| bot | N | client audio | turns answered | response p50 / p95 / p99 ms "
@@ -219,9 +227,9 @@ def gemini_rows(results: list[RunResult]) -> list[str]:
         "| outbound p50 / p95 / p99 ms | glitches (max gap ms) "
         "| server CPU cores (event-loop thread) | CPU per session (sessions per core) "
         "| RSS idle → peak MB | RSS / extra session MB | clients CPU | emulator CPU "
-        "| clients' loop lag p99 / max ms | /ready s |"
+        "| machine busy (cores) | clients' loop lag p99 / max ms | /ready s |"
     )
-    rows = [head, "|" + "---|" * 16]
+    rows = [head, "|" + "---|" * 17]
     for r in results:
         if r.brain != "gemini":
             continue
@@ -235,7 +243,8 @@ def gemini_rows(results: list[RunResult]) -> list[str]:
             f"| {r.server.cores:.2f} ({r.server.main_thread_cores:.2f}) | {capacity_text(r)} "
             f"| {r.server.rss_start / MB:.0f} → {r.server.rss_peak / MB:.0f} "
             f"| {r.rss_per_session_mb:.1f} | {r.clients_cores:.2f} "
-            f"| {r.emulator_cores or 0:.2f} | {r.loop_lag_p99_ms:.1f} / {r.loop_lag_max_ms:.0f} "
+            f"| {r.emulator_cores or 0:.2f} | {busy(r)} "
+            f"| {r.loop_lag_p99_ms:.1f} / {r.loop_lag_max_ms:.0f} "
             f"| {r.ready_secs:.2f} |"
         )
     return rows
@@ -439,7 +448,10 @@ METHOD = """\
 - CPU: psutil CPU time over the run (connect to hang-up) divided by the wall time: the server
   with its children (Piper for the offline brain), the bench process alone (clients), the
   emulator. In brackets, the server's main thread, which runs the event loop and all Python
-  code of every session: 1.0 is its ceiling (the GIL), whatever the core count.
+  code of every session: 1.0 is its ceiling (the GIL), whatever the core count. **machine
+  busy**: every core's non-idle time over the run (the server, clients, emulator, the
+  kernel's loopback network work and anything else running), as cores and as a share of
+  them: near 100 %, any process that wakes waits for a core, and latency is the machine's.
 - **CPU per session** = the server's CPU (cores, with its children) / N; **sessions per core**
   is its inverse, the server alone, so it does not depend on what else shares the machine.
   The **knee** of a sweep is the largest N before the first N that misses a target (every turn

@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -14,7 +15,7 @@ import numpy as np
 
 from talkline.bench.analysis import TurnSummary, summarise
 from talkline.bench.loadgen import LoadResult, run_load
-from talkline.bench.procs import ProcessMonitor, Usage, emulator, server
+from talkline.bench.procs import ProcessMonitor, Usage, emulator, machine_busy_secs, server
 from talkline.bench.speech import Plan
 from talkline.processes import free_port
 
@@ -41,6 +42,7 @@ class RunResult:
     connect_secs: float
     summary: TurnSummary
     workers: int = 1  # talkline worker processes (TALKLINE_WORKERS)
+    machine_cores: float | None = None  # the whole machine's busy cores over the run
     rss_per_session_mb: float | None = None
     client_format: str = "16000x1"  # rate x channels of the audio the clients sent
     notes: list[str] = field(default_factory=list)
@@ -80,18 +82,30 @@ def upstream_flags(target: Target, base_url: str, ca_file: str) -> tuple[list[st
     return [], {"TALKLINE_GEMINI_BASE_URL": base_url, "TALKLINE_GEMINI_CA_FILE": ca_file}
 
 
+@dataclass
+class Measured:
+    load: LoadResult
+    server: Usage
+    clients: Usage
+    emulator: Usage | None
+    machine_cores: float
+
+
 async def _measure(
     url: str, server_pid: int, emulator_pid: int | None, sessions: int, plan: Plan, tagged: bool
-) -> tuple[LoadResult, Usage, Usage, Usage | None]:
+) -> Measured:
     monitors = [ProcessMonitor(server_pid), ProcessMonitor(os.getpid(), children=False)]
     if emulator_pid is not None:
         monitors.append(ProcessMonitor(emulator_pid))
     await asyncio.sleep(SETTLE_SECS)
     for monitor in monitors:
         monitor.start()
+    busy, started = machine_busy_secs(), time.monotonic()
     load = await run_load(url, sessions, plan, tagged=tagged)
+    machine = (machine_busy_secs() - busy) / max(time.monotonic() - started, 1e-9)
     usages = [await monitor.stop() for monitor in monitors]
-    return load, usages[0], usages[1], usages[2] if emulator_pid is not None else None
+    emulated = usages[2] if emulator_pid is not None else None
+    return Measured(load, usages[0], usages[1], emulated, machine)
 
 
 async def run_once(
@@ -116,23 +130,21 @@ async def run_once(
     suffix = f"-w{workers}" if workers > 1 else ""
     log = logs / f"{target}-{brain}-{sessions}-{plan.format}{suffix}.log"
     records = None
-    emulator_usage: Usage | None = None
     with tempfile.TemporaryDirectory(prefix="talkline-bench-") as tmp:
         if brain == "gemini":
             async with emulator(Path(tmp) / "records.json", reply_seconds=REPLY_SECONDS) as emu:
                 flags, extra = upstream_flags(target, emu.base_url, emu.ca_file)
                 async with server(command + flags, env | extra, port, log) as srv:
-                    load, usage, clients, emulator_usage = await _measure(
+                    measured = await _measure(
                         srv.ws_url, srv.process.pid, emu.process.pid, sessions, plan, tagged
                     )
                     ready = srv.ready_secs
                 records = await emu.finish()
         else:
             async with server(command, env, port, log) as srv:
-                load, usage, clients, _ = await _measure(
-                    srv.ws_url, srv.process.pid, None, sessions, plan, False
-                )
+                measured = await _measure(srv.ws_url, srv.process.pid, None, sessions, plan, False)
                 ready = srv.ready_secs
+    load = measured.load
     lags = np.asarray(load.loop_lag or [0.0]) * 1000
     return RunResult(
         target=target,
@@ -140,13 +152,14 @@ async def run_once(
         sessions=sessions,
         turns=len(plan.turns),
         ready_secs=ready,
-        server=usage,
-        clients_cores=clients.cores,
-        emulator_cores=emulator_usage.cores if emulator_usage else None,
+        server=measured.server,
+        clients_cores=measured.clients.cores,
+        emulator_cores=measured.emulator.cores if measured.emulator else None,
         loop_lag_p99_ms=float(np.percentile(lags, 99)),
         loop_lag_max_ms=float(lags.max()),
         connect_secs=load.connect_secs,
         summary=summarise(load.clients, plan, records if tagged else None),
         client_format=str(plan.format),
         workers=workers,
+        machine_cores=measured.machine_cores,
     )
