@@ -29,8 +29,11 @@ print('\n'.join(p['dependencies'] + extras['emulator'] + extras['cluster']))" > 
 
 # Moonshine converted to int8 ONNX once, here, not at every container start.
 FROM deps AS models
-COPY src/talkline/services/moonshine_convert.py /tmp/convert/moonshine_convert.py
-RUN cd /tmp/convert && python3 -c "from pathlib import Path; import moonshine_convert as m; \
+# The converter alone (its two modules, under their package names), not all of talkline.
+COPY src/talkline/services/moonshine_convert.py src/talkline/services/moonshine_onnx.py \
+     /tmp/convert/talkline/services/
+RUN cd /tmp/convert && touch talkline/__init__.py && python3 -c "from pathlib import Path; \
+import talkline.services.moonshine_convert as m; \
 m.ensure_converted(m.bundled_source(), Path('/opt/talkline-models'))" \
  && chmod -R a+rX /opt/talkline-models
 
