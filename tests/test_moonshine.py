@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from talkline.client import RTVIClient
+from talkline.services import moonshine_stt
 from talkline.services.moonshine_convert import (
     MODEL_FILES,
     bundled_source,
@@ -89,6 +92,59 @@ def test_transcribes_8khz_audio(moonshine: SharedMoonshine, weather_pcm: bytes) 
     samples = np.frombuffer(weather_pcm, dtype=np.int16)[::2]  # 16 kHz → 8 kHz
     text = moonshine.transcribe(samples.tobytes(), sample_rate=8000)
     assert {"weather", "paris", "today"} <= words(text), text
+
+
+def model_copy(moonshine: SharedMoonshine, folder: Path) -> Path:
+    """The converted model's files alone, in ``folder``."""
+    folder.mkdir()
+    for name in MODEL_FILES:
+        shutil.copyfile(moonshine.model_dir / name, folder / name)
+    return folder
+
+
+def test_the_optimized_graph_is_kept_and_loaded_as_is(
+    moonshine: SharedMoonshine, weather_pcm: bytes, tmp_path: Path
+) -> None:
+    """The first load keeps ONNX Runtime's optimized graphs beside the model; later loads
+    use them (not optimized again), and hear the same words."""
+    folder = model_copy(moonshine, tmp_path / "model")
+    first = SharedMoonshine(folder, concurrency=1, threads=1)
+    kept = sorted(folder.glob("*.ort-*.onnx"))
+    assert [p.name.split(".")[0] for p in kept] == ["decoder_cached", "decoder_first", "encoder"]
+    made = {p: p.stat().st_mtime_ns for p in kept}
+    again = SharedMoonshine(folder, concurrency=1, threads=1)
+    assert {p: p.stat().st_mtime_ns for p in kept} == made
+    heard = moonshine.transcribe(weather_pcm)
+    assert first.transcribe(weather_pcm) == heard == again.transcribe(weather_pcm)
+
+
+def test_a_damaged_optimized_graph_is_made_again(
+    moonshine: SharedMoonshine, weather_pcm: bytes, tmp_path: Path
+) -> None:
+    folder = model_copy(moonshine, tmp_path / "model")
+    SharedMoonshine(folder, concurrency=1, threads=1)
+    encoder = next(folder.glob("encoder.ort-*.onnx"))
+    encoder.write_bytes(b"not a model")
+    repaired = SharedMoonshine(folder, concurrency=1, threads=1)
+    assert encoder.stat().st_size > 1000
+    assert repaired.transcribe(weather_pcm) == moonshine.transcribe(weather_pcm)
+
+
+def test_a_folder_that_cannot_be_written_keeps_nothing_and_still_loads(
+    moonshine: SharedMoonshine, weather_pcm: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The container's model folder is read-only (and the tests run as root, whom no mode
+    stops): the load asks ``os.access``, which says no here."""
+    folder = model_copy(moonshine, tmp_path / "locked")
+    real_access = os.access
+
+    def access(path: Path, mode: int) -> bool:
+        return Path(path) != folder and real_access(path, mode)
+
+    monkeypatch.setattr(moonshine_stt.os, "access", access)
+    loaded = SharedMoonshine(folder, concurrency=1, threads=1)
+    assert not list(folder.glob("*.ort-*.onnx")) and not list(folder.glob(".*"))
+    assert loaded.transcribe(weather_pcm) == moonshine.transcribe(weather_pcm)
 
 
 def test_silence_and_a_click_transcribe_to_nothing(moonshine: SharedMoonshine) -> None:
