@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from talkline.audio import as_format, silence
@@ -113,7 +114,15 @@ def transcribe_turns(emulator: GeminiEmulator, pcm: bytes) -> list[str]:
     )
     texts, start = [], 0
     for turn in emulator.turns:
-        texts.append(whisper.transcribe(pcm[start : start + turn.user_audio_bytes]))
+        audio = pcm[start : start + turn.user_audio_bytes]
+        samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
+        # Greedy only: faster-whisper's default falls back to sampling at higher temperatures
+        # when a reading looks unsure, so the same audio could read differently run to run
+        # (CI once heard "What is the weather I can pair us today?").
+        segments, _ = whisper.model.transcribe(
+            samples, language="en", beam_size=1, temperature=0.0, without_timestamps=True
+        )
+        texts.append(" ".join(segment.text.strip() for segment in segments).strip())
         start += turn.user_audio_bytes
     return texts
 
