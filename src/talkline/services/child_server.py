@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import aiohttp
 from loguru import logger
@@ -40,6 +41,15 @@ def die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+# How every child starts, early (Popen) or not (asyncio): no stdio, and gone with talkline.
+CHILD_STARTUP: dict[str, Any] = {
+    "stdin": subprocess.DEVNULL,
+    "stdout": subprocess.DEVNULL,
+    "stderr": subprocess.DEVNULL,
+    "preexec_fn": die_with_parent,
+}
 
 
 class AdoptedProcess:
@@ -146,13 +156,7 @@ class ChildServer:
 
     def spawn_early(self) -> None:
         """Start the first process now, with no event loop yet; ``start`` adopts it."""
-        popen = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )
+        popen = subprocess.Popen(self.command(), **CHILD_STARTUP)
         self._early = AdoptedProcess(popen)
 
     def abandon_early(self) -> None:
@@ -165,13 +169,7 @@ class ChildServer:
         if self._early is not None:
             self._process, self._early = self._early, None
         else:
-            self._process = await asyncio.create_subprocess_exec(
-                *self.command(),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-            )
+            self._process = await asyncio.create_subprocess_exec(*self.command(), **CHILD_STARTUP)
         await self._wait_until_ready(self._process)
         logger.info(f"{self.name} serving at {self.url}, pid {self._process.pid}")
 
