@@ -9,9 +9,7 @@ import pytest
 
 from talkline.audio import as_format, silence
 from talkline.client import RTVIClient, audio_frame
-from talkline.config import Settings
 from talkline.emulator import GeminiEmulator, wire
-from talkline.services.local_stt import SharedWhisper
 from tests.support import (
     ANSWER_TIMEOUT,
     ServerThread,
@@ -104,32 +102,39 @@ def upstream_audio(emulator: GeminiEmulator) -> tuple[set[str], bytes]:
     return mimes, bytes(pcm)
 
 
-def transcribe_turns(emulator: GeminiEmulator, pcm: bytes) -> list[str]:
-    """Whisper's reading of the audio the emulator received for each user turn."""
-    whisper = SharedWhisper(
-        Settings(_env_file=None).whisper_model_path,  # type: ignore[call-arg]
-        compute_type="int8",
-        concurrency=1,
-        threads=2,
-    )
-    texts, start = [], 0
+def speech_of(pcm: bytes) -> np.ndarray:
+    """The samples of ``pcm`` from its first to its last clearly audible one."""
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
+    audible = np.flatnonzero(np.abs(samples) > 300)
+    return samples[audible[0] : audible[-1] + 1]
+
+
+def best_match(audio: bytes, reference: np.ndarray) -> float:
+    """How closely the best-aligned stretch of ``audio`` follows ``reference``: the normalized
+    correlation, 1.0 for the same waveform at any loudness, near 0 for other sound."""
+    samples = np.frombuffer(audio, dtype=np.int16).astype(np.float64)
+    if len(samples) < len(reference):
+        return 0.0
+    size = 1 << (len(samples) + len(reference)).bit_length()
+    spectrum = np.fft.rfft(samples, size) * np.conj(np.fft.rfft(reference, size))
+    lags = np.fft.irfft(spectrum, size)[: len(samples) - len(reference) + 1]
+    start = int(np.argmax(np.abs(lags)))
+    stretch = samples[start : start + len(reference)]
+    return float(stretch @ reference / np.sqrt((stretch @ stretch) * (reference @ reference)))
+
+
+def turn_audio(emulator: GeminiEmulator, pcm: bytes) -> list[bytes]:
+    """The audio the emulator received for each user turn, in order."""
+    pieces, start = [], 0
     for turn in emulator.turns:
-        audio = pcm[start : start + turn.user_audio_bytes]
-        samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
-        # Greedy only: faster-whisper's default falls back to sampling at higher temperatures
-        # when a reading looks unsure, so the same audio could read differently run to run
-        # (CI once heard "What is the weather I can pair us today?").
-        segments, _ = whisper.model.transcribe(
-            samples, language="en", beam_size=1, temperature=0.0, without_timestamps=True
-        )
-        texts.append(" ".join(segment.text.strip() for segment in segments).strip())
+        pieces.append(pcm[start : start + turn.user_audio_bytes])
         start += turn.user_audio_bytes
-    return texts
+    return pieces
 
 
 async def test_gemini_receives_16k_mono_whatever_the_client_sends(weather_pcm: bytes) -> None:
     """48 kHz stereo, 44.1 kHz and 8 kHz turns in one session reach Gemini as 16 kHz mono
-    speech that Whisper reads back, and each is answered."""
+    audio that is the question as spoken, and each is answered."""
     async with GeminiEmulator(reply_seconds=1.0, response_delay=0.1) as emulator:
         with running_gemini_server(emulator) as server:
             async with RTVIClient(server.ws_url) as client:
@@ -144,8 +149,10 @@ async def test_gemini_receives_16k_mono_whatever_the_client_sends(weather_pcm: b
     mimes, pcm = upstream_audio(emulator)
     assert mimes == {"audio/pcm;rate=16000"}
     assert abs(len(pcm) / (2 * 16000) - client.sent_audio_secs) < 0.1  # mono: not 2x
-    heard = transcribe_turns(emulator, pcm)
-    assert len(heard) == len(FORMATS), heard
-    for text in heard:
-        assert {"weather", "like", "today"} <= words(text), heard
+    # The waveform itself, not a recognizer's reading of it (Whisper's int8 kernels read the
+    # same 44.1 kHz turn differently on another CPU): the question spoken at 16 kHz is in each
+    # turn at a normalized correlation near 1. A lost or repeated chunk, a wrong rate or an
+    # interleaved channel each leave it far lower (8 kHz, missing the top band, is ~0.996).
+    matches = [best_match(audio, speech_of(weather_pcm)) for audio in turn_audio(emulator, pcm)]
+    assert len(matches) == len(FORMATS) and min(matches) > 0.98, matches
     assert not client.of_type("error"), client.of_type("error")
