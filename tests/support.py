@@ -11,6 +11,7 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import httpx
+import numpy as np
 import uvicorn
 from fastapi import FastAPI
 from pipecat.frames.frames import Frame
@@ -21,6 +22,7 @@ from pydantic import SecretStr
 from talkline.app import create_app
 from talkline.client import RTVIClient
 from talkline.config import Settings
+from talkline.emulator import GeminiEmulator, wire
 from talkline.resources import ResourceOptions, SharedResources
 from talkline.routes.deps import ServerState, server_state
 
@@ -235,3 +237,76 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def upstream_audio(emulator: GeminiEmulator) -> tuple[set[str], bytes]:
+    """The mime types and the PCM of every user audio message the emulator received."""
+    mimes, pcm = set(), bytearray()
+    for connection in emulator.connections:
+        for message in connection.messages:
+            realtime = wire.normalize(message).get("realtime_input") or {}
+            blobs = [realtime["audio"]] if realtime.get("audio") else []
+            for blob in blobs + (realtime.get("media_chunks") or []):
+                mimes.add(blob["mime_type"])
+                pcm += wire.decode_b64(blob["data"])
+    return mimes, bytes(pcm)
+
+
+def speech_of(pcm: bytes) -> np.ndarray:
+    """The samples of ``pcm`` from its first to its last clearly audible one."""
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
+    audible = np.flatnonzero(np.abs(samples) > 300)
+    return samples[audible[0] : audible[-1] + 1]
+
+
+def best_match(audio: bytes, reference: np.ndarray) -> float:
+    """How closely the best-aligned stretch of ``audio`` follows ``reference``: the normalized
+    correlation, 1.0 for the same waveform at any loudness, near 0 for other sound."""
+    samples = np.frombuffer(audio, dtype=np.int16).astype(np.float64)
+    if len(samples) < len(reference):
+        return 0.0
+    size = 1 << (len(samples) + len(reference)).bit_length()
+    spectrum = np.fft.rfft(samples, size) * np.conj(np.fft.rfft(reference, size))
+    lags = np.fft.irfft(spectrum, size)[: len(samples) - len(reference) + 1]
+    start = int(np.argmax(np.abs(lags)))
+    stretch = samples[start : start + len(reference)]
+    return float(stretch @ reference / np.sqrt((stretch @ stretch) * (reference @ reference)))
+
+
+def turn_audio(emulator: GeminiEmulator, pcm: bytes) -> list[bytes]:
+    """The audio the emulator received for each user turn, in order."""
+    pieces, start = [], 0
+    for turn in emulator.turns:
+        pieces.append(pcm[start : start + turn.user_audio_bytes])
+        start += turn.user_audio_bytes
+    return pieces
+
+
+async def quiet_not_sent(server: ServerThread, sessions: int = 1) -> int:
+    """Bytes of quiet audio the server's sessions held back from Gemini, read from
+    /metrics' counter once ``sessions`` sessions have ended (it counts at the end)."""
+    registry = server.state.metrics.registry
+
+    def ended() -> float:
+        family = next(m for m in registry.collect() if m.name == "talkline_sessions_ended")
+        return sum(s.value for s in family.samples if s.name.endswith("_total"))
+
+    async with asyncio.timeout(20):
+        while ended() < sessions:
+            await asyncio.sleep(0.05)
+    seconds = registry.get_sample_value("talkline_upstream_quiet_not_sent_seconds_total")
+    return round((seconds or 0.0) * 2 * 16000)
+
+
+async def heard_or_held_quiet(
+    server: ServerThread, emulator: GeminiEmulator, client: RTVIClient, speech: bytes, times: int
+) -> None:
+    """Nothing the client sent was lost on the way to Gemini: each byte reached it or was
+    quiet the upstream held back while the user said nothing (the counts add up), and the
+    speech of ``speech`` (16 kHz, passed through untouched) is in Gemini's audio, byte for
+    byte, ``times`` times."""
+    held = await quiet_not_sent(server)
+    assert emulator.audio_bytes + held == client.sent_audio_bytes, (emulator.audio_bytes, held)
+    _, pcm = upstream_audio(emulator)
+    spoken = speech_of(speech).astype(np.int16).tobytes()
+    assert pcm.count(spoken) == times, (pcm.count(spoken), times)

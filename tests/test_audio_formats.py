@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 
 from talkline.audio import as_format, silence
 from talkline.client import RTVIClient, audio_frame
-from talkline.emulator import GeminiEmulator, wire
+from talkline.emulator import GeminiEmulator
 from tests.support import (
     ANSWER_TIMEOUT,
     ServerThread,
+    best_match,
     final_transcript,
+    quiet_not_sent,
     running_gemini_server,
     speak_until_turns,
+    speech_of,
+    turn_audio,
+    upstream_audio,
     words,
 )
 
@@ -89,49 +93,6 @@ async def test_refused_formats_get_an_error_and_the_session_still_answers(
         assert expected in error and error.endswith("The session continues."), error
 
 
-def upstream_audio(emulator: GeminiEmulator) -> tuple[set[str], bytes]:
-    """The mime types and the PCM of every user audio message the emulator received."""
-    mimes, pcm = set(), bytearray()
-    for connection in emulator.connections:
-        for message in connection.messages:
-            realtime = wire.normalize(message).get("realtime_input") or {}
-            blobs = [realtime["audio"]] if realtime.get("audio") else []
-            for blob in blobs + (realtime.get("media_chunks") or []):
-                mimes.add(blob["mime_type"])
-                pcm += wire.decode_b64(blob["data"])
-    return mimes, bytes(pcm)
-
-
-def speech_of(pcm: bytes) -> np.ndarray:
-    """The samples of ``pcm`` from its first to its last clearly audible one."""
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-    audible = np.flatnonzero(np.abs(samples) > 300)
-    return samples[audible[0] : audible[-1] + 1]
-
-
-def best_match(audio: bytes, reference: np.ndarray) -> float:
-    """How closely the best-aligned stretch of ``audio`` follows ``reference``: the normalized
-    correlation, 1.0 for the same waveform at any loudness, near 0 for other sound."""
-    samples = np.frombuffer(audio, dtype=np.int16).astype(np.float64)
-    if len(samples) < len(reference):
-        return 0.0
-    size = 1 << (len(samples) + len(reference)).bit_length()
-    spectrum = np.fft.rfft(samples, size) * np.conj(np.fft.rfft(reference, size))
-    lags = np.fft.irfft(spectrum, size)[: len(samples) - len(reference) + 1]
-    start = int(np.argmax(np.abs(lags)))
-    stretch = samples[start : start + len(reference)]
-    return float(stretch @ reference / np.sqrt((stretch @ stretch) * (reference @ reference)))
-
-
-def turn_audio(emulator: GeminiEmulator, pcm: bytes) -> list[bytes]:
-    """The audio the emulator received for each user turn, in order."""
-    pieces, start = [], 0
-    for turn in emulator.turns:
-        pieces.append(pcm[start : start + turn.user_audio_bytes])
-        start += turn.user_audio_bytes
-    return pieces
-
-
 async def test_gemini_receives_16k_mono_whatever_the_client_sends(weather_pcm: bytes) -> None:
     """48 kHz stereo, 44.1 kHz and 8 kHz turns in one session reach Gemini as 16 kHz mono
     audio that is the question as spoken, and each is answered."""
@@ -145,10 +106,12 @@ async def test_gemini_receives_16k_mono_whatever_the_client_sends(weather_pcm: b
                         client, as_format(weather_pcm, rate, channels, spread=MIC_SPREAD), answered
                     )
                 await client.silence(0.5)
+            held = await quiet_not_sent(server)
 
     mimes, pcm = upstream_audio(emulator)
     assert mimes == {"audio/pcm;rate=16000"}
-    assert abs(len(pcm) / (2 * 16000) - client.sent_audio_secs) < 0.1  # mono: not 2x
+    # Sent or held back as quiet, at 16 kHz mono: not twice as much (stereo), not 3x (48 kHz)
+    assert abs((len(pcm) + held) / (2 * 16000) - client.sent_audio_secs) < 0.1
     # The waveform itself, not a recognizer's reading of it (Whisper's int8 kernels read the
     # same 44.1 kHz turn differently on another CPU): the question spoken at 16 kHz is in each
     # turn at a normalized correlation near 1. A lost or repeated chunk, a wrong rate or an

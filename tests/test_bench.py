@@ -63,6 +63,9 @@ def test_a_plan_in_another_format_keeps_its_chunks_and_turns() -> None:
     """48 kHz stereo: as many chunks, each 32 ms of two channels, with the same voiced turns."""
     speech = bytes(3200) + np.full(16000, 3000, dtype=np.int16).tobytes() + bytes(3200)
     plan = make_plan(speech, 2, 0.5)
+    # 0.1 s of quiet, then 1 s of sound: chunks 3 to 34 of each turn hold some of it
+    turn = len(plan.chunks) // 2
+    assert [(t.first_voiced, t.last_voiced) for t in plan.turns] == [(3, 34), (turn + 3, turn + 34)]
     stereo = reformat(plan, ClientFormat.parse("48000x2"))
     assert len(stereo.chunks) == len(plan.chunks) and stereo.turns == plan.turns
     assert {len(chunk) for chunk in stereo.chunks} == {1536 * 2 * 2}
@@ -88,7 +91,7 @@ def test_quick_bench_writes_report_and_plots(tmp_path: Path) -> None:
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert [run["client_format"] for run in runs] == ["16000x1", "48000x2"]
     native, stereo = runs
-    for measure in ("response", "inbound", "outbound"):
+    for measure in ("response", "inbound", "onset", "outbound"):
         assert native["summary"][measure]["p50"] > 0
     assert stereo["summary"]["response"]["p50"] > 0
     assert native["server"]["rss_peak"] > 0 and stereo["server"]["samples"]

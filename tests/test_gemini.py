@@ -9,9 +9,14 @@ import pytest
 
 from talkline.audio import peak, silence
 from talkline.client import RTVIClient
-from talkline.emulator import GeminiEmulator
+from talkline.emulator import GeminiEmulator, wire
 from talkline.lifecycle import EndReason
-from tests.support import ServerThread, running_gemini_server, speak_until_turns
+from tests.support import (
+    ServerThread,
+    heard_or_held_quiet,
+    running_gemini_server,
+    speak_until_turns,
+)
 
 ANSWER_TIMEOUT = 30.0
 DEADLINE = "Deadline expired before operation could complete."
@@ -39,6 +44,7 @@ async def test_spoken_turn_is_answered_with_audio_and_transcripts(
         async with RTVIClient(server.ws_url) as client:
             ready = await client.client_ready()
             await speak_until_turns(client, weather_pcm, 1)
+        await heard_or_held_quiet(server, emulator, client, weather_pcm, times=1)
 
     assert ready.data["about"]["brain"] == "gemini"
     assert user_texts(client) == ["turn 1"]
@@ -51,7 +57,29 @@ async def test_spoken_turn_is_answered_with_audio_and_transcripts(
     assert voice["prebuilt_voice_config"]["voice_name"] == "Aoede"
     assert "session_resumption" in setup and "input_audio_transcription" in setup
     assert "context_window_compression" in setup
-    assert emulator.audio_bytes == client.sent_audio_bytes
+
+
+async def test_the_upstream_pauses_through_a_long_quiet_and_hears_the_next_question(
+    emulator: GeminiEmulator, weather_pcm: bytes
+) -> None:
+    """5 s of quiet between two questions: Gemini gets at most the first second or so of it
+    and an ``audioStreamEnd``, then the second question whole, and answers both."""
+    with running_gemini_server(emulator) as server:
+        async with RTVIClient(server.ws_url) as client:
+            await client.client_ready()
+            await speak_until_turns(client, weather_pcm, 1)
+            before = emulator.audio_bytes
+            await client.silence(5.0)
+            quiet_sent = (emulator.audio_bytes - before) / (2 * 16000)
+            await speak_until_turns(client, weather_pcm, 2)
+        await heard_or_held_quiet(server, emulator, client, weather_pcm, times=2)
+
+    assert quiet_sent < 1.5, quiet_sent
+    messages = [wire.normalize(m) for m in emulator.connections[0].messages]
+    ends = [m for m in messages if (m.get("realtime_input") or {}).get("audio_stream_end")]
+    assert ends, "the pause was not announced with audioStreamEnd"
+    assert user_texts(client) == ["turn 1", "turn 2"]
+    assert bot_texts(client) == ["reply 1", "reply 2"]
 
 
 async def test_go_away_moves_to_a_new_connection_with_the_handle_and_loses_no_audio(
@@ -66,6 +94,7 @@ async def test_go_away_moves_to_a_new_connection_with_the_handle_and_loses_no_au
             await emulator.wait_for_connections(2, within=10)
             await speak_until_turns(client, weather_pcm, 2)
             await client.silence(0.5)
+        await heard_or_held_quiet(server, emulator, client, weather_pcm, times=2)
 
     first, second = emulator.connections[:2]
     assert first.sent_go_away
@@ -73,7 +102,6 @@ async def test_go_away_moves_to_a_new_connection_with_the_handle_and_loses_no_au
     assert second.resumed_handle == first.handles[-1]
     assert user_texts(client) == ["turn 1", "turn 2"]
     assert bot_texts(client) == ["reply 1", "reply 2"]
-    assert emulator.audio_bytes == client.sent_audio_bytes
 
 
 async def test_close_1011_mid_reply_is_recovered(
@@ -92,12 +120,12 @@ async def test_close_1011_mid_reply_is_recovered(
                 while "reply 2" not in bot_texts(client):
                     await client.silence(0.128)
             await client.silence(0.5)
+        await heard_or_held_quiet(server, emulator, client, weather_pcm, times=2)
 
     assert emulator.connections[0].close_code == 1011
     assert emulator.connections[1].resumed_handle is not None
     assert "reply 2" in bot_texts(client)
     assert not [e for e in client.of_type("error") if e.data.get("fatal")]
-    assert emulator.audio_bytes == client.sent_audio_bytes
 
 
 async def fatal_error(server: ServerThread) -> tuple[RTVIClient, str]:

@@ -40,16 +40,23 @@ class Upstream:
     """A stand-in Live session whose socket (``_ws``, where the service writes audio
     messages) keeps each audio blob sent, or fails when told to."""
 
-    def __init__(self, *, fails: bool = False):
+    def __init__(self, *, fails: bool = False, slow: bool = False):
         self.sent: list[tuple[bytes, str]] = []
+        self.messages: list[str] = []  # "audio" or "audioStreamEnd", in order
         self.fails = fails
+        self.slow = slow  # each send waits a loop iteration, as one under back-pressure
         self._ws = self
 
     async def send(self, message: str) -> None:
         if self.fails:
             raise ConnectionError("upstream gone")
-        blob = json.loads(message)["realtime_input"]["audio"]
-        self.sent.append((base64.urlsafe_b64decode(blob["data"]), blob["mime_type"]))
+        if self.slow:
+            await asyncio.sleep(0)
+        realtime = json.loads(message)["realtime_input"]
+        self.messages += list(realtime)
+        if "audio" in realtime:
+            blob = realtime["audio"]
+            self.sent.append((base64.urlsafe_b64decode(blob["data"]), blob["mime_type"]))
 
 
 class Closed(Exception):
@@ -393,3 +400,110 @@ async def test_a_message_with_audio_lets_the_audio_move_on(
     content = LiveServerContent(model_turn=Content(role="model", parts=[audio]))
     await service._handle_server_message(LiveServerMessage(server_content=content))
     assert ran == ["other task"]
+
+
+class Gate:
+    """The speech gate as the hold reads it: windows in a row with nothing like speech."""
+
+    quiet_windows = 0
+
+
+def held_service(gate: Gate, **overrides: Any) -> TalklineGeminiLiveService:
+    async def on_fatal(message: str) -> None:
+        raise AssertionError(message)
+
+    options = service_options(**({"gemini_pause_after_quiet_secs": 1.0} | overrides))
+    return TalklineGeminiLiveService(options, on_fatal=on_fatal, quiet=gate)
+
+
+CHUNK = 1024  # 32 ms at 16 kHz: one window of the gate
+
+
+async def quiet_chunks(service: TalklineGeminiLiveService, gate: Gate, count: int) -> None:
+    """``count`` chunks the gate scores quiet, each scored after it went on (as in the
+    pipeline: the audio is pushed before the VAD looks at it)."""
+    for _ in range(count):
+        await service._send_user_audio(audio(CHUNK, 0))
+        gate.quiet_windows += 1
+
+
+async def test_a_second_of_quiet_pauses_the_upstream_and_speech_resumes_it() -> None:
+    """After 1 s of quiet windows the stream pauses (audioStreamEnd, once); the first chunk
+    after a speech-like window goes up with the newest 0.5 s held before it, in one message."""
+    gate = Gate()
+    service = held_service(gate)
+    upstream = Upstream()
+    connect(service, upstream)
+    await quiet_chunks(service, gate, 32)  # the 32nd is scored after it went on: 32 sent
+    assert len(upstream.sent) == 32 and upstream.messages == ["audio"] * 32
+    for fill in range(1, 41):  # 40 more quiet chunks, each distinct, held
+        await service._send_user_audio(audio(CHUNK, fill))
+        gate.quiet_windows += 1
+    assert upstream.messages == ["audio"] * 32 + ["audioStreamEnd"]
+    gate.quiet_windows = 0  # the gate heard something like speech in the newest chunk
+    await service._send_user_audio(audio(CHUNK, 99))
+    preroll = b"".join(bytes([fill]) * CHUNK for fill in range(1, 41))[-16000:]
+    assert upstream.sent[-1][0] == preroll + bytes([99]) * CHUNK
+    assert upstream.messages[-2:] == ["audioStreamEnd", "audio"]
+    assert service.stats.quiet_unsent_secs == (40 * CHUNK - 16000) / 32000
+    await service._send_user_audio(audio(CHUNK, 100))  # live again: sent as it comes
+    assert upstream.sent[-1][0] == bytes([100]) * CHUNK
+
+
+async def test_every_byte_is_sent_or_counted_as_unsent_quiet() -> None:
+    gate = Gate()
+    service = held_service(gate)
+    upstream = Upstream()
+    connect(service, upstream)
+    fed = 0
+    for speech_at in (50, 20, 200, 5, 260):  # quiet stretches, three long enough to pause
+        while gate.quiet_windows < speech_at:
+            await quiet_chunks(service, gate, 1)
+            fed += CHUNK
+        gate.quiet_windows = 0
+    sent = sum(len(data) for data, _ in upstream.sent)
+    assert sent + service.stats.quiet_unsent_secs * 32000 == fed
+    assert upstream.messages.count("audioStreamEnd") == service.hold.pauses == 3  # type: ignore[union-attr]
+
+
+async def test_a_pause_while_away_sends_no_stream_end_and_speech_waits_for_the_connection() -> None:
+    gate = Gate()
+    service = held_service(gate)
+    connect(service, None)
+    gate.quiet_windows = 100
+    await service._send_user_audio(audio(CHUNK, 1))  # pauses: nothing kept, nothing sent
+    assert not service._pending
+    gate.quiet_windows = 0
+    await service._send_user_audio(audio(CHUNK, 2))  # speech: kept with its preroll
+    assert bytes(service._pending) == bytes([1]) * CHUNK + bytes([2]) * CHUNK
+    upstream = Upstream()
+    connect(service, upstream)
+    await service._flush_pending()
+    assert upstream.messages == ["audio"] and not service._pending
+
+
+async def test_no_pause_when_the_setting_is_zero() -> None:
+    gate = Gate()
+    service = held_service(gate, gemini_pause_after_quiet_secs=0)
+    upstream = Upstream()
+    connect(service, upstream)
+    await quiet_chunks(service, gate, 100)
+    assert upstream.messages == ["audio"] * 100 and service.hold is None
+
+
+async def test_a_chunk_arriving_during_a_flush_is_sent_once_and_in_order(
+    service: TalklineGeminiLiveService,
+) -> None:
+    """The flush of kept audio waits on its sends; a chunk arriving meanwhile queues behind
+    it (before: a second flush sent the first piece again)."""
+    connect(service, None)
+    await service._send_user_audio(audio(FLUSH_CHUNK_BYTES // 2, 1))
+    upstream = Upstream(slow=True)
+    connect(service, upstream)
+    flush = asyncio.create_task(service._flush_pending())
+    await asyncio.sleep(0)  # the flush is waiting on its send
+    await service._send_user_audio(audio(640, 2))
+    await flush
+    await service._flush_pending()
+    sent = b"".join(data for data, _ in upstream.sent)
+    assert sent == bytes([1]) * (FLUSH_CHUNK_BYTES // 2) + bytes([2]) * 640

@@ -6,7 +6,7 @@ from google.genai._api_client import BaseApiClient
 from google.genai.live import AsyncSession
 from google.genai.types import Blob
 
-from talkline.services.gemini import realtime_audio_message
+from talkline.services.gemini import AUDIO_STREAM_END, realtime_audio_message
 
 
 class CapturingSocket:
@@ -30,3 +30,10 @@ async def test_audio_message_is_what_the_sdk_sends() -> None:
             audio=Blob(data=audio, mime_type=f"audio/pcm;rate={rate}")
         )
         assert realtime_audio_message(audio, rate) == socket.sent[-1]
+
+
+async def test_audio_stream_end_is_what_the_sdk_sends() -> None:
+    socket = CapturingSocket()
+    session = AsyncSession(api_client=BaseApiClient(api_key="key"), websocket=socket)  # type: ignore[arg-type]
+    await session.send_realtime_input(audio_stream_end=True)
+    assert socket.sent == [AUDIO_STREAM_END]

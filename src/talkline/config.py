@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     gemini_buffer_secs: float = Field(
         30.0, ge=0, description="User audio kept while the upstream reconnects."
     )
+    gemini_pause_after_quiet_secs: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="Stop sending the user's audio to Gemini after this long with no speech "
+        "in it, until the user speaks again (0: send all of it).",
+    )
     # Tuned for speech and for small local models, which otherwise answer with lists.
     system_instruction: str = (
         "You are a friendly voice assistant speaking out loud. Reply in one or two short "

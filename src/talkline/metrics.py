@@ -43,6 +43,12 @@ class Metrics:
             registry=registry,
         )  # fmt: skip
         self.tokens = Counter("talkline_llm_tokens", "LLM tokens used.", registry=registry)
+        self.quiet_not_sent = Counter(
+            "talkline_upstream_quiet_not_sent_seconds",
+            "Seconds of the users' quiet audio not sent to Gemini: the upstream pauses while "
+            "nobody speaks (TALKLINE_GEMINI_PAUSE_AFTER_QUIET_SECS).",
+            registry=registry,
+        )
         self.loop_lag = Histogram(
             "talkline_event_loop_lag_seconds",
             "How late this process's event loop ran a timer that was due: every session of the "

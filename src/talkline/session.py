@@ -350,11 +350,12 @@ class Session:
         """One summary line per session, and the counters for /metrics."""
         observer, serializer, metrics = self.observer, self.serializer, self.metrics
         reconnects = self.upstream.reconnects if self.upstream else 0
+        unsent = self.upstream.quiet_unsent_secs if self.upstream else 0.0
         logger.info(
             f"session summary: reason={self.record.end_reason.label} "
             f"duration={self.record.duration:.1f}s turns={observer.turns} "
             f"{observer.latency_summary()} reconnects={reconnects} tokens={observer.tokens} "
-            f"bad_inputs={serializer.bad_inputs}"
+            f"bad_inputs={serializer.bad_inputs} quiet_not_sent={unsent:.1f}s"
         )
         metrics.ended.labels(self.record.end_reason.label).inc()
         if self.history is not None:
@@ -362,6 +363,7 @@ class Session:
         metrics.audio_frames.labels("in").inc(serializer.audio_in)
         metrics.audio_frames.labels("out").inc(serializer.audio_out)
         metrics.tokens.inc(observer.tokens)
+        metrics.quiet_not_sent.inc(unsent)
         if serializer.bad_inputs:
             metrics.errors.labels("bad-input").inc(serializer.bad_inputs)
         for kind, count in observer.errors.items():

@@ -6,6 +6,8 @@ emulator process; on Linux both read the same CLOCK_MONOTONIC.
 Per turn:
 - response: the client sent the last voiced chunk → the client received the first bot audio;
 - inbound: the client sent the last voiced chunk → the emulator received it (found by its tag);
+- onset: the client sent the first voiced chunk → the emulator received it (while the user is
+  quiet the server holds the upstream back, so the start of speech waits to be recognized);
 - outbound: the emulator sent the first reply audio → the client received the first bot audio;
 - gaps: the bot's audio played back in real time from its first frame; a frame arriving more
   than `GLITCH_SECS` after the audio before it has finished playing is a glitch.
@@ -32,6 +34,7 @@ BOT_RATE = 24000
 class TurnMeasure:
     response: float | None = None
     inbound: float | None = None
+    onset: float | None = None
     outbound: float | None = None
     glitches: int = 0
     max_gap: float = 0.0
@@ -92,6 +95,8 @@ def measure_client(
         note_events(measure, client.events, spoke, float(until))
         if upstream is not None and turn.last_voiced in upstream.arrivals:
             measure.inbound = upstream.arrivals[turn.last_voiced] - spoke
+        if upstream is not None and turn.first_voiced in upstream.arrivals:
+            measure.onset = upstream.arrivals[turn.first_voiced] - sent[turn.first_voiced]
         if hi <= lo:
             continue
         heard = float(times[lo])
@@ -145,6 +150,7 @@ class TurnSummary:
     errors: list[str]
     turn_detected: dict[str, float | None] = field(default_factory=dict)
     ttfb_ms: dict[str, float] = field(default_factory=dict)
+    onset: dict[str, float | None] = field(default_factory=dict)
 
 
 def summarise(
@@ -173,4 +179,5 @@ def summarise(
         errors=errors[:5],
         turn_detected=percentiles([m.turn_detected for m in measures if m.turn_detected]),
         ttfb_ms={name: 1000 * statistics.median(values) for name, values in ttfb.items()},
+        onset=percentiles([m.onset for m in measures if m.onset is not None]),
     )

@@ -223,23 +223,25 @@ def busy(r: RunResult) -> str:
 def gemini_rows(results: list[RunResult]) -> list[str]:
     head = (
         "| bot | N | client audio | turns answered | response p50 / p95 / p99 ms "
-        "| inbound p50 / p95 / p99 ms "
+        "| inbound p50 / p95 / p99 ms | speech onset in p50 / p95 ms "
         "| outbound p50 / p95 / p99 ms | glitches (max gap ms) "
         "| server CPU cores (event-loop thread) | CPU per session (sessions per core) "
         "| RSS idle → peak MB | RSS / extra session MB | clients CPU | emulator CPU "
         "| machine busy (cores) | clients' loop lag p99 / max ms | /ready s |"
     )
-    rows = [head, "|" + "---|" * 17]
+    rows = [head, "|" + "---|" * 18]
     for r in results:
         if r.brain != "gemini":
             continue
         s = r.summary
         trio = lambda p: f"{ms(p['p50'])} / {ms(p['p95'])} / {ms(p['p99'])}"  # noqa: E731
+        pair = lambda p: f"{ms(p.get('p50'))} / {ms(p.get('p95'))}"  # noqa: E731
         rows.append(
             f"| {label(r)} | {r.sessions} | {r.client_format} "
             f"| {s.answered}/{s.expected}{refused(s)} "
             f"| {trio(s.response)} "
-            f"| {trio(s.inbound)} | {trio(s.outbound)} | {s.glitches} ({s.max_gap_ms:.0f}) "
+            f"| {trio(s.inbound)} | {pair(s.onset)} | {trio(s.outbound)} "
+            f"| {s.glitches} ({s.max_gap_ms:.0f}) "
             f"| {r.server.cores:.2f} ({r.server.main_thread_cores:.2f}) | {capacity_text(r)} "
             f"| {r.server.rss_start / MB:.0f} → {r.server.rss_peak / MB:.0f} "
             f"| {r.rss_per_session_mb:.1f} | {r.clients_cores:.2f} "
@@ -441,8 +443,13 @@ METHOD = """\
 - **response**: client sent the last voiced chunk → client received the first bot audio.
   **inbound**: client sent the last voiced chunk → the emulator received that chunk (every
   chunk carries a quiet 5-sample tag naming the client and the chunk, found in the audio the
-  server forwards). **outbound**: emulator sent the first reply chunk → client received the
-  first bot audio. All are `time.monotonic()`, one clock for both processes on Linux.
+  server forwards). **speech onset in**: client sent the first voiced chunk of a turn → the
+  emulator received it. While the user is quiet talkline holds the upstream audio back
+  (`TALKLINE_GEMINI_PAUSE_AFTER_QUIET_SECS`), and resumes with the newest 0.5 s when the
+  speech gate scores a window as possible speech: the start of each utterance waits for that,
+  its end does not (inbound). The baseline sends every chunk. **outbound**: emulator sent the
+  first reply chunk → client received the first bot audio. All are `time.monotonic()`, one
+  clock for both processes on Linux.
 - **glitch**: the bot's audio, played back in real time from its first frame, runs dry for
   more than 100 ms.
 - CPU: psutil CPU time over the run (connect to hang-up) divided by the wall time: the server

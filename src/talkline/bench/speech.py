@@ -75,6 +75,7 @@ class TurnPlan:
     first: int  # first chunk of the turn (its lead silence)
     last_voiced: int  # the chunk that ends the user's speech
     end: int  # one past the turn's last chunk (end of the silence after it)
+    first_voiced: int = -1  # the chunk that starts the user's speech
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def make_plan(speech: bytes, turns: int, gap: float) -> Plan:
     for _ in range(turns):
         first = len(chunks)
         chunks += clip + quiet
-        plans.append(TurnPlan(first, first + voiced[-1], len(chunks)))
+        plans.append(TurnPlan(first, first + voiced[-1], len(chunks), first + voiced[0]))
     return Plan(chunks, plans)
 
 

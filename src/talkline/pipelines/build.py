@@ -208,12 +208,15 @@ def build_gemini_pipeline(
     the user barge in.
     """
     from talkline.services.gemini import TalklineGeminiLiveService, UpstreamResume
+    from talkline.services.speech_gate import SpeechGate
 
     realtime = UserTurnStrategies(
         start=[VADUserTurnStartStrategy()],
         stop=[SpeechTimeoutUserTurnStopStrategy(wait_for_transcript=False)],
     )
     params = user_params(settings, shared, realtime, batched_vad=True)
+    gate = params.vad_analyzer
+    assert isinstance(gate, SpeechGate)
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(context, user_params=params)
     resume = UpstreamResume(hooks.handle, list(hooks.transcript), hooks.on_handle, context)
@@ -222,6 +225,7 @@ def build_gemini_pipeline(
         on_fatal=hooks.on_fatal,
         on_reconnect=hooks.on_reconnect,
         resume=resume,
+        quiet=gate,  # the upstream pauses while the speech gate hears nothing like speech
     )
     voice = [] if settings.effective_tts == "gemini" else [build_tts(settings, shared)]
     pipeline = Pipeline(

@@ -8,7 +8,8 @@ subclass:
 - reconnects on ``goAway`` before the deadline (after the current answer, if there is time),
   carrying the newest resumption handle;
 - keeps user audio in a bounded buffer whenever the upstream cannot take it, and sends it,
-  in order, as soon as it can — so the service hears every byte the client sent;
+  in order, as soon as it can — so the service hears every byte of the user's speech;
+- pauses the upstream audio while the user is quiet (services/quiet_hold.py);
 - retries recoverable failures (1011, dropped connections, stale handles) with backoff and a
   bounded number of attempts;
 - turns unrecoverable ones (bad key, unknown model) into one plain sentence naming the
@@ -39,9 +40,12 @@ from pipecat.services.google.gemini_live.llm import (
 )
 from pipecat.services.google.utils import update_google_client_http_options
 
+from talkline.services.quiet_hold import PREROLL_SECS, QuietHold, QuietSource
+
 BACKOFF_SECS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 GO_AWAY_MARGIN = 0.5  # of the time left: wait at most this share for the answer to finish
 FLUSH_CHUNK_BYTES = 16000 * 2  # send buffered audio one second at a time
+WINDOW_SECS = 512 / 16000  # the speech gate scores 32 ms windows
 
 OnFatal = Callable[[str], Awaitable[None]]
 OnHandle = Callable[[str, list[dict[str, str]]], Awaitable[None]]
@@ -85,6 +89,12 @@ class UpstreamStats:
     max_buffered_bytes: int = 0
     dropped_bytes: int = 0
     go_aways: int = 0
+    quiet: QuietHold | None = None  # the pauses while the user was quiet, if it pauses
+
+    @property
+    def quiet_unsent_secs(self) -> float:
+        """Seconds of the user's quiet audio never sent (16 kHz mono)."""
+        return self.quiet.unsent_bytes / (2 * 16000) if self.quiet else 0.0
 
 
 @dataclass
@@ -139,6 +149,7 @@ class GeminiOptions:
     ca_file: Path | None = None
     reconnect_attempts: int = 5
     buffer_secs: float = 30.0  # user audio kept while the upstream reconnects
+    pause_after_quiet_secs: float = 1.0  # 0: send the quiet too
     input_rate: int = 16000
 
 
@@ -194,6 +205,10 @@ def realtime_audio_message(audio: bytes, rate: int) -> str:
     )
 
 
+# What ``AsyncSession.send_realtime_input(audio_stream_end=True)`` sends.
+AUDIO_STREAM_END = '{"realtime_input": {"audioStreamEnd": true}}'
+
+
 def close_reason(error: Exception) -> tuple[int | None, str]:
     """The WebSocket close code and reason behind an SDK error, when there is one."""
     code = getattr(error, "code", None)
@@ -229,7 +244,10 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         on_fatal: OnFatal,
         on_reconnect: Callable[[], None] = lambda: None,
         resume: UpstreamResume | None = None,
+        quiet: QuietSource | None = None,
     ):
+        """``quiet``: the speech gate whose scores pause the upstream while the user is
+        quiet (``options.pause_after_quiet_secs``); None sends every chunk."""
         self._options = options  # create_client, called by Pipecat's __init__, reads it
         super().__init__(
             api_key=options.api_key,
@@ -251,10 +269,19 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         self._pending = bytearray()
         self._pending_rate = options.input_rate
         self._buffer_limit = int(options.buffer_secs * options.input_rate * 2)
+        self.hold: QuietHold | None = None
+        if quiet is not None and options.pause_after_quiet_secs > 0:
+            self.hold = QuietHold(
+                quiet,
+                after_secs=options.pause_after_quiet_secs,
+                window_secs=WINDOW_SECS,
+                preroll_bytes=int(PREROLL_SECS * options.input_rate) * 2,
+            )
         self._failed = False
+        self._flushing = False
         self._go_away_task: asyncio.Task[None] | None = None
         self._reconnect_started: float | None = None
-        self.stats = UpstreamStats()
+        self.stats = UpstreamStats(quiet=self.hold)
         self.resume = resume or UpstreamResume()
         if self.resume.handle:  # the first connection's setup carries it
             self._session_resumption_handle = self.resume.handle
@@ -305,12 +332,19 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             await super()._send_user_audio(frame)
             return
         self._pending_rate = frame.sample_rate
+        audio = frame.audio
+        if self.hold is not None:
+            audio, pausing = self.hold.admit(audio)
+            if pausing and self._can_send() and not self._pending:
+                await self._send(AUDIO_STREAM_END)
+            if not audio:
+                return
         if self._pending or not self._can_send():
-            self._keep(frame.audio)
+            self._keep(audio)
             if self._can_send():
                 await self._flush_pending()
             return
-        await self._send_audio(frame.audio)
+        await self._send_audio(audio)
 
     def _keep(self, audio: bytes) -> None:
         self._pending.extend(audio)
@@ -322,20 +356,34 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         self.stats.max_buffered_bytes = max(self.stats.max_buffered_bytes, len(self._pending))
 
     async def _flush_pending(self) -> None:
-        while self._pending and self._can_send():
-            chunk = bytes(self._pending[:FLUSH_CHUNK_BYTES])
-            if not await self._send_audio(chunk, keep_on_failure=False):
-                return
-            del self._pending[: len(chunk)]
+        """Send the kept audio in order. One flush at a time: a chunk that arrives while a
+        send waits joins the buffer behind it, and nothing is sent twice."""
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self._pending and self._can_send():
+                chunk = bytes(self._pending[:FLUSH_CHUNK_BYTES])
+                del self._pending[: len(chunk)]
+                if not await self._send_audio(chunk, keep_on_failure=False):
+                    self._pending[:0] = chunk  # first in line again for the next connection
+                    return
+        finally:
+            self._flushing = False
 
     async def _send_audio(self, audio: bytes, *, keep_on_failure: bool = True) -> bool:
+        sent = await self._send(realtime_audio_message(audio, self._pending_rate))
+        if not sent and keep_on_failure:
+            self._keep(audio)
+        return sent
+
+    async def _send(self, message: str) -> bool:
+        """Write one message on the Live session's socket; a failure reconnects."""
         assert self._session is not None
         try:
-            await self._session._ws.send(realtime_audio_message(audio, self._pending_rate))
+            await self._session._ws.send(message)
             return True
         except Exception as error:
-            if keep_on_failure:
-                self._keep(audio)
             logger.warning(f"Gemini send failed ({error}); reconnecting")
             self.create_task(self._reconnect(), name="gemini-reconnect-after-send")
             return False

@@ -36,6 +36,9 @@ RATE = 16000
 WINDOW = 512  # samples Silero scores at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous window Silero sees before each window
 VOLUME_WINDOWS = math.ceil(0.4 * RATE / WINDOW)  # Pipecat measures loudness over 400 ms
+# A window scoring below this holds nothing that could be speech, even a soft onset or a
+# quiet talker the VAD (confidence 0.7 and a minimum volume) would not yet call speech.
+QUIET_CONFIDENCE = 0.3
 FULL_SCALE_SQ = 32768.0**2
 
 # --- Pipecat internals this module relies on -----------------------------------------------
@@ -141,6 +144,7 @@ class SpeechGate(SharedSileroVADAnalyzer):
         self._volumes: deque[float] = deque()
         self._energies: deque[float] = deque(maxlen=VOLUME_WINDOWS)
         self._energy_sum = 0.0
+        self.quiet_windows = 0  # windows in a row, up to the newest scored, with no speech
 
     def set_sample_rate(self, sample_rate: int) -> None:
         if sample_rate != RATE:
@@ -159,6 +163,7 @@ class SpeechGate(SharedSileroVADAnalyzer):
             if max(window.max(), -window.min()) >= SILENCE_PEAK:
                 confidence = await self._batcher.score(self._stream, window / 32768.0)
                 self._maybe_reset_model(confidence)
+            self.quiet_windows = self.quiet_windows + 1 if confidence < QUIET_CONFIDENCE else 0
             self._scores.append(confidence)
             self._volumes.append(self._volume(energy))
         state = self._run_analyzer(buffer)
