@@ -253,9 +253,10 @@ def upstream_audio(emulator: GeminiEmulator) -> tuple[set[str], bytes]:
 
 
 def speech_of(pcm: bytes) -> np.ndarray:
-    """The samples of ``pcm`` from its first to its last clearly audible one."""
+    """The samples of ``pcm`` from its first to its last clearly audible one: over 300, or
+    over a twentieth of the loudest for speech too soft to reach much more."""
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-    audible = np.flatnonzero(np.abs(samples) > 300)
+    audible = np.flatnonzero(np.abs(samples) > min(300.0, np.abs(samples).max() / 20))
     return samples[audible[0] : audible[-1] + 1]
 
 
@@ -301,10 +302,13 @@ async def quiet_not_sent(server: ServerThread, sessions: int = 1) -> int:
 async def heard_or_held_quiet(
     server: ServerThread, emulator: GeminiEmulator, client: RTVIClient, speech: bytes, times: int
 ) -> None:
-    """Nothing the client sent was lost on the way to Gemini: each byte reached it or was
-    quiet the upstream held back while the user said nothing (the counts add up), and the
-    speech of ``speech`` (16 kHz, passed through untouched) is in Gemini's audio, byte for
-    byte, ``times`` times."""
+    """Nothing the client sent was lost on the way to Gemini, for a client that streamed only
+    ``speech`` (16 kHz, which the server passes through untouched) and digital silence.
+
+    The counts add up: every byte reached Gemini or is counted as held-back quiet. And the
+    clearly audible span of ``speech`` (``speech_of``) is in Gemini's audio,
+    byte for byte, ``times`` times. Together: what was held back was silence or the speech's
+    faint edges, and nothing was sent twice (a copy would break the count)."""
     held = await quiet_not_sent(server)
     assert emulator.audio_bytes + held == client.sent_audio_bytes, (emulator.audio_bytes, held)
     _, pcm = upstream_audio(emulator)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 
 from talkline.audio import peak, silence
@@ -80,6 +81,25 @@ async def test_the_upstream_pauses_through_a_long_quiet_and_hears_the_next_quest
     assert ends, "the pause was not announced with audioStreamEnd"
     assert user_texts(client) == ["turn 1", "turn 2"]
     assert bot_texts(client) == ["reply 1", "reply 2"]
+
+
+async def test_a_softly_spoken_question_after_a_long_quiet_reaches_gemini_whole(
+    weather_pcm: bytes,
+) -> None:
+    """A quiet talker (peaks at -35 dBFS) after 3 s of quiet, while the upstream is paused:
+    the speech gate hears the start of it, and Gemini gets the question whole."""
+    samples = np.frombuffer(weather_pcm, dtype=np.int16).astype(np.float64)
+    soft = (samples * 580 / np.abs(samples).max()).astype(np.int16).tobytes()
+    # vad_threshold: the RMS of a frame the emulator hears as voiced (500 by default)
+    emulator = GeminiEmulator(reply_seconds=1.0, response_delay=0.1, vad_threshold=40.0)
+    async with emulator:
+        with running_gemini_server(emulator) as server:
+            async with RTVIClient(server.ws_url) as client:
+                await client.client_ready()
+                await client.silence(3.0)
+                await speak_until_turns(client, soft, 1)
+            await heard_or_held_quiet(server, emulator, client, soft, times=1)
+    assert user_texts(client) == ["turn 1"]
 
 
 async def test_go_away_moves_to_a_new_connection_with_the_handle_and_loses_no_audio(

@@ -40,15 +40,16 @@ class Upstream:
     """A stand-in Live session whose socket (``_ws``, where the service writes audio
     messages) keeps each audio blob sent, or fails when told to."""
 
-    def __init__(self, *, fails: bool = False, slow: bool = False):
+    def __init__(self, *, fails: bool = False, slow: bool = False, fails_after: int = -1):
         self.sent: list[tuple[bytes, str]] = []
         self.messages: list[str] = []  # "audio" or "audioStreamEnd", in order
         self.fails = fails
+        self.fails_after = fails_after  # messages taken before it fails (-1: never)
         self.slow = slow  # each send waits a loop iteration, as one under back-pressure
         self._ws = self
 
     async def send(self, message: str) -> None:
-        if self.fails:
+        if self.fails or len(self.messages) == self.fails_after:
             raise ConnectionError("upstream gone")
         if self.slow:
             await asyncio.sleep(0)
@@ -429,7 +430,7 @@ async def quiet_chunks(service: TalklineGeminiLiveService, gate: Gate, count: in
 
 async def test_a_second_of_quiet_pauses_the_upstream_and_speech_resumes_it() -> None:
     """After 1 s of quiet windows the stream pauses (audioStreamEnd, once); the first chunk
-    after a speech-like window goes up with the newest 0.5 s held before it, in one message."""
+    after a speech-like window goes up with the newest second held before it, in one message."""
     gate = Gate()
     service = held_service(gate)
     upstream = Upstream()
@@ -442,10 +443,10 @@ async def test_a_second_of_quiet_pauses_the_upstream_and_speech_resumes_it() -> 
     assert upstream.messages == ["audio"] * 32 + ["audioStreamEnd"]
     gate.quiet_windows = 0  # the gate heard something like speech in the newest chunk
     await service._send_user_audio(audio(CHUNK, 99))
-    preroll = b"".join(bytes([fill]) * CHUNK for fill in range(1, 41))[-16000:]
+    preroll = b"".join(bytes([fill]) * CHUNK for fill in range(1, 41))[-32000:]
     assert upstream.sent[-1][0] == preroll + bytes([99]) * CHUNK
     assert upstream.messages[-2:] == ["audioStreamEnd", "audio"]
-    assert service.stats.quiet_unsent_secs == (40 * CHUNK - 16000) / 32000
+    assert service.stats.quiet_unsent_secs == (40 * CHUNK - 32000) / 32000
     await service._send_user_audio(audio(CHUNK, 100))  # live again: sent as it comes
     assert upstream.sent[-1][0] == bytes([100]) * CHUNK
 
@@ -507,3 +508,71 @@ async def test_a_chunk_arriving_during_a_flush_is_sent_once_and_in_order(
     await service._flush_pending()
     sent = b"".join(data for data, _ in upstream.sent)
     assert sent == bytes([1]) * (FLUSH_CHUNK_BYTES // 2) + bytes([2]) * 640
+
+
+async def test_a_chunk_longer_than_the_preroll_is_kept_whole() -> None:
+    """A client may send 2 s at once; held, it goes up whole when speech is scored in it."""
+    gate = Gate()
+    service = held_service(gate)
+    upstream = Upstream()
+    connect(service, upstream)
+    gate.quiet_windows = 100
+    await service._send_user_audio(audio(CHUNK, 1))  # pauses
+    await service._send_user_audio(audio(64000, 2))  # 2 s, speech starting somewhere in it
+    gate.quiet_windows = 0
+    await service._send_user_audio(audio(CHUNK, 3))
+    assert upstream.sent[-1][0] == bytes([2]) * 64000 + bytes([3]) * CHUNK
+
+
+async def test_a_pause_while_audio_waits_is_announced_after_that_audio() -> None:
+    """The pause starts while speech is still kept for the upstream: audioStreamEnd is owed,
+    and sent once that audio has gone, not before it and not never."""
+    gate = Gate()
+    service = held_service(gate)
+    connect(service, None)
+    await service._send_user_audio(audio(CHUNK, 1))  # speech, kept while away
+    gate.quiet_windows = 100
+    await service._send_user_audio(audio(CHUNK, 2))  # the pause starts: nothing to tell yet
+    upstream = Upstream()
+    connect(service, upstream)
+    await service._send_user_audio(audio(CHUNK, 3))  # connected, the speech not yet sent
+    await service._flush_pending()
+    await service._send_user_audio(audio(CHUNK, 4))  # still quiet: now it is told
+    await service._send_user_audio(audio(CHUNK, 5))
+    assert upstream.messages == ["audio", "audioStreamEnd"]
+    assert upstream.sent == [(bytes([1]) * CHUNK, "audio/pcm;rate=16000")]
+
+
+async def test_a_send_failing_mid_flush_keeps_the_order_for_the_next_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three pieces kept; the second fails to send; a chunk arrives meanwhile. The next
+    connection gets the second piece, the third, then the chunk."""
+    service = held_service(Gate(), gemini_buffer_secs=5.0)
+    monkeypatch.setattr(service, "create_task", lambda coro, name: coro.close())
+    connect(service, None)
+    for fill, size in [(1, FLUSH_CHUNK_BYTES), (2, FLUSH_CHUNK_BYTES), (3, 1000)]:
+        await service._send_user_audio(audio(size, fill))
+    first = Upstream(fails_after=1)
+    connect(service, first)
+    await service._flush_pending()
+    connect(service, None)
+    await service._send_user_audio(audio(640, 4))
+    second = Upstream()
+    connect(service, second)
+    await service._flush_pending()
+    assert [data for data, _ in first.sent] == [bytes([1]) * FLUSH_CHUNK_BYTES]
+    sent = b"".join(data for data, _ in second.sent)
+    assert sent == bytes([2]) * FLUSH_CHUNK_BYTES + bytes([3]) * 1000 + bytes([4]) * 640
+
+
+async def test_a_cancelled_flush_loses_nothing(service: TalklineGeminiLiveService) -> None:
+    connect(service, None)
+    await service._send_user_audio(audio(640, 1))
+    connect(service, Upstream(slow=True))
+    flush = asyncio.create_task(service._flush_pending())
+    await asyncio.sleep(0)  # waiting on its send
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    assert bytes(service._pending) == bytes([1]) * 640

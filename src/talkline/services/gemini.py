@@ -8,7 +8,7 @@ subclass:
 - reconnects on ``goAway`` before the deadline (after the current answer, if there is time),
   carrying the newest resumption handle;
 - keeps user audio in a bounded buffer whenever the upstream cannot take it, and sends it,
-  in order, as soon as it can — so the service hears every byte of the user's speech;
+  in order, as soon as it can — so the service hears all of the user's speech;
 - pauses the upstream audio while the user is quiet (services/quiet_hold.py);
 - retries recoverable failures (1011, dropped connections, stale handles) with backoff and a
   bounded number of attempts;
@@ -279,6 +279,7 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             )
         self._failed = False
         self._flushing = False
+        self._end_owed = False  # a pause Gemini has not yet been told of (audioStreamEnd)
         self._go_away_task: asyncio.Task[None] | None = None
         self._reconnect_started: float | None = None
         self.stats = UpstreamStats(quiet=self.hold)
@@ -335,8 +336,10 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         audio = frame.audio
         if self.hold is not None:
             audio, pausing = self.hold.admit(audio)
-            if pausing and self._can_send() and not self._pending:
-                await self._send(AUDIO_STREAM_END)
+            self._end_owed = (self._end_owed or pausing) and not audio
+            if self._end_owed and self._can_send() and not self._pending:
+                # after any kept audio: owed until the upstream has taken all of it
+                self._end_owed = not await self._send(AUDIO_STREAM_END)
             if not audio:
                 return
         if self._pending or not self._can_send():
@@ -365,8 +368,13 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
             while self._pending and self._can_send():
                 chunk = bytes(self._pending[:FLUSH_CHUNK_BYTES])
                 del self._pending[: len(chunk)]
-                if not await self._send_audio(chunk, keep_on_failure=False):
-                    self._pending[:0] = chunk  # first in line again for the next connection
+                sent = False
+                try:
+                    sent = await self._send_audio(chunk, keep_on_failure=False)
+                finally:  # failed or cancelled: first in line again for the next connection
+                    if not sent:
+                        self._pending[:0] = chunk
+                if not sent:
                     return
         finally:
             self._flushing = False

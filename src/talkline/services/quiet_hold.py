@@ -2,21 +2,25 @@
 
 A microphone streams all the time, and most of a conversation's audio is the user being
 quiet: listening to the answer, thinking. Relaying every 32 ms of it to Gemini costs a
-message each way through base64, JSON, a WebSocket frame and a TLS record (about a third of
-a quiet chunk's relay in the server), and Gemini counts every second it hears against the
-session's context window (an audio-only session fills its 128k tokens in about 15 minutes).
+message through base64, JSON, a WebSocket frame and a TLS record in the server, and a parse
+at Gemini, which also counts every second it hears as input tokens in the session's context.
 
 ``QuietHold`` stops sending once the speech gate has scored ``after_secs`` of windows in a
 row with nothing that could be speech (Silero confidence under ``QUIET_CONFIDENCE``, looser
-than the VAD's own start), and tells Gemini the stream paused (``audioStreamEnd``, as the
-Live API asks when audio stops for more than a second). Meanwhile it keeps the newest
-``preroll_secs`` of audio. At the first window that might be speech it sends that preroll
-and the chunk in hand as one message, and then the stream is live again: Gemini hears each
-utterance whole, from before its start, and the user's end of speech as it happens.
+than the VAD's own start; windows with a peak under the gate's ``SILENCE_PEAK``, about
+-44 dBFS, are not scored and count as quiet), and tells Gemini the stream paused
+(``audioStreamEnd``: the SDK's documented way to say the microphone's audio stopped; sending
+audio again reopens the stream).
+Meanwhile it keeps the newest ``PREROLL_SECS`` of audio (and the newest chunk whole). At the
+first window that might be speech it sends that and the chunk in hand as one message, and
+then the stream is live again: Gemini hears each utterance whole, from before its start,
+and the user's end of speech as it happens.
 
 The gate scores a chunk just after the chunk went on (it is pushed before the VAD looks at
 it), so the stream resumes with the chunk after the first speech-like one: the start of an
-utterance reaches Gemini one chunk late (~32 ms plus the batch wait), its end on time.
+utterance reaches Gemini one client chunk late (32 ms for the page's chunks) plus the batch
+wait, and later still if Silero needs several windows to score a soft start above 0.3; its
+end arrives on time.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-PREROLL_SECS = 0.5  # audio before the first speech-like window, sent when the stream resumes
+PREROLL_SECS = 1.0  # audio kept while holding, sent when the stream resumes
 
 
 class QuietSource(Protocol):
@@ -66,7 +70,9 @@ class QuietHold:
                 self.holding = True
                 self.pauses += 1
             self._preroll += audio
-            overflow = len(self._preroll) - self._preroll_limit
+            # The newest chunk is kept whole, however long (a client may send up to 2 s at
+            # once): the first speech-like window may be anywhere in it.
+            overflow = len(self._preroll) - max(self._preroll_limit, len(audio))
             if overflow > 0:
                 del self._preroll[:overflow]
                 self._dropped += overflow

@@ -38,6 +38,7 @@ CONTEXT = 64  # samples of the previous window Silero sees before each window
 VOLUME_WINDOWS = math.ceil(0.4 * RATE / WINDOW)  # Pipecat measures loudness over 400 ms
 # A window scoring below this holds nothing that could be speech, even a soft onset or a
 # quiet talker the VAD (confidence 0.7 and a minimum volume) would not yet call speech.
+# (A window under SILENCE_PEAK is not scored at all: 0, quiet.)
 QUIET_CONFIDENCE = 0.3
 FULL_SCALE_SQ = 32768.0**2
 
