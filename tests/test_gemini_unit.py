@@ -49,10 +49,10 @@ class Upstream:
         self._ws = self
 
     async def send(self, message: str) -> None:
-        if self.fails or len(self.messages) == self.fails_after:
-            raise ConnectionError("upstream gone")
         if self.slow:
             await asyncio.sleep(0)
+        if self.fails or len(self.messages) == self.fails_after:
+            raise ConnectionError("upstream gone")
         realtime = json.loads(message)["realtime_input"]
         self.messages += list(realtime)
         if "audio" in realtime:
@@ -576,3 +576,38 @@ async def test_a_cancelled_flush_loses_nothing(service: TalklineGeminiLiveServic
     with pytest.raises(asyncio.CancelledError):
         await flush
     assert bytes(service._pending) == bytes([1]) * 640
+
+
+async def test_a_pause_during_a_flush_is_announced_after_the_piece_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last kept piece is on its way (out of the buffer, not yet sent) when the pause
+    starts: the stream end waits for it, and when that send fails, it follows the piece
+    on the next connection."""
+    gate = Gate()
+    service = held_service(gate)
+    monkeypatch.setattr(service, "create_task", lambda coro, name: coro.close())
+    connect(service, None)
+    await service._send_user_audio(audio(CHUNK, 1))  # speech, kept while away
+
+    class LosesAudio(Upstream):
+        async def send(self, message: str) -> None:
+            await asyncio.sleep(0)
+            if "audioStreamEnd" not in message:
+                raise ConnectionError("upstream gone")
+            await super().send(message)
+
+    first = LosesAudio()
+    connect(service, first)
+    flush = asyncio.create_task(service._flush_pending())
+    await asyncio.sleep(0)  # the piece is in flight
+    gate.quiet_windows = 100
+    await service._send_user_audio(audio(CHUNK, 2))  # the pause starts meanwhile
+    await flush  # the piece's send failed: first in line again
+    second = Upstream()
+    connect(service, second)
+    await service._flush_pending()
+    await service._send_user_audio(audio(CHUNK, 3))
+    assert first.messages == []
+    assert second.messages == ["audio", "audioStreamEnd"]
+    assert second.sent == [(bytes([1]) * CHUNK, "audio/pcm;rate=16000")]

@@ -337,12 +337,15 @@ class TalklineGeminiLiveService(GeminiLiveLLMService):
         if self.hold is not None:
             audio, pausing = self.hold.admit(audio)
             self._end_owed = (self._end_owed or pausing) and not audio
-            if self._end_owed and self._can_send() and not self._pending:
+            waiting = self._pending or self._flushing  # kept audio, or its last piece in flight
+            if self._end_owed and self._can_send() and not waiting:
                 # after any kept audio: owed until the upstream has taken all of it
-                self._end_owed = not await self._send(AUDIO_STREAM_END)
+                self._end_owed = False
+                if not await self._send(AUDIO_STREAM_END):
+                    self._end_owed = self.hold.holding
             if not audio:
                 return
-        if self._pending or not self._can_send():
+        if self._pending or self._flushing or not self._can_send():
             self._keep(audio)
             if self._can_send():
                 await self._flush_pending()
