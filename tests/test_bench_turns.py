@@ -6,10 +6,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from pipecat.audio.vad.vad_analyzer import VADState
+
 from talkline.audio import silence
 from talkline.bench.turn_corpus import HELD_OUT, HUMAN, TUNING, Utterance
 from talkline.bench.turns import (
+    BEFORE_HOLD,
     FLOORS,
+    NO_ONSET_HOLD,
     NO_SPECULATION,
     Outcome,
     Pause,
@@ -22,11 +26,12 @@ from talkline.bench.turns import (
     outcome,
     summary,
     turn_end,
+    vad_pauses,
     variants,
 )
 from talkline.bench.turns_cli import write_report
 from talkline.pipelines.build import TRANSCRIPT_WAIT_SECS
-from talkline.services.turn_taking import TurnWaits
+from talkline.services.turn_taking import ONSET_RECHECK_SECS, TurnWaits
 
 WAITS = TurnWaits(min_pause_secs=0.0)  # the rules themselves, floor aside
 
@@ -212,9 +217,10 @@ def test_an_early_answer_is_heard_at_the_turns_end_or_when_ready() -> None:
     else when Piper is done; without early answers, after both."""
     utterance = Utterance("complete", "I'd like a table.", "piper x1", False, silence(1))
     done = [pause("I'd like a table.", probability=0.9)]
-    early = outcome(utterance, "moonshine", "transcript", done, WAITS, speculate=True)
-    late = outcome(utterance, "moonshine", "transcript", done, WAITS)
-    wait = WAITS.complete_pause_secs
+    waits = replace(WAITS, complete_pause_secs=0.5)
+    early = outcome(utterance, "moonshine", "transcript", done, waits, speculate=True)
+    late = outcome(utterance, "moonshine", "transcript", done, waits)
+    wait = waits.complete_pause_secs
     assert early.early is not None and abs(early.early - 0.3) < 1e-9  # 0.2 VAD + 0.1 words
     assert early.first_audio(0.1) == early.latency == wait
     assert abs(early.first_audio(0.4) - 0.7) < 1e-9  # type: ignore[operator]
@@ -241,3 +247,72 @@ def test_the_default_row_answers_early_beside_the_old_one() -> None:
     made = {v.label: v for v in variants(WAITS)}
     assert made[floor_label(0.0)].speculate and not made[NO_SPECULATION].speculate
     assert made[NO_SPECULATION].waits.min_pause_secs == 0.0
+    assert made[floor_label(0.0)].hears_onsets and not made[NO_ONSET_HOLD].hears_onsets
+    before = made[BEFORE_HOLD]
+    assert not before.hears_onsets and before.speculate
+    assert (before.waits.complete_pause_secs, before.waits.unsure_pause_secs) == (0.5, 0.8)
+
+
+ONSET_WAITS = replace(WAITS, complete_pause_secs=0.3)
+
+
+def going_on(resumed: float, onset: float) -> list[Pause]:
+    """A complete sentence ending 1 s in (0.3 s wait), then more words ending 3 s in."""
+    first = replace(pause("I'd like a table.", 0.9), resumed=resumed, onset=onset)
+    return [first, Pause(3.0, 3.2, None, 0.9, 0.1, "By the window.", 0.1)]
+
+
+def test_speech_heard_starting_before_the_wait_runs_out_is_not_cut_off() -> None:
+    """The user goes on 0.25 s after the speech (the VAD confirms it 0.2 s later): with the
+    onset hold, the server's rule, the turn goes on (to end after its next pause); without
+    it the 0.3 s wait cuts it off; Smart Turn's own rule (Pipecat's) is not held."""
+    utterance = Utterance("paused", "I'd like a table … by the window.", "piper x1", False, b"")
+    pauses = going_on(resumed=1.45, onset=1.25)
+    held = outcome(utterance, "moonshine", "transcript", pauses, ONSET_WAITS, hears_onsets=True)
+    bare = outcome(utterance, "moonshine", "transcript", pauses, ONSET_WAITS)
+    assert not held.cut_off and held.latency is not None and abs(held.latency - 0.3) < 1e-9
+    assert bare.cut_off
+    smart = outcome(utterance, "moonshine", "smart_turn", pauses, ONSET_WAITS, hears_onsets=True)
+    assert smart.cut_off
+
+
+def test_a_noise_heard_at_the_deadline_puts_the_end_off_until_it_fades() -> None:
+    """A blip the VAD began to hear as speech at 1.28 s and dropped at 1.4 s: the turn ends
+    at 1.4 s (a recheck's step later at most), not at the 1.3 s deadline."""
+    utterance = Utterance("complete", "I'd like a table.", "piper x1", False, b"")
+    pauses = [replace(pause("I'd like a table.", 0.9), blips=[(1.28, 1.4)])]
+    held = outcome(utterance, "moonshine", "transcript", pauses, ONSET_WAITS, hears_onsets=True)
+    assert held.latency is not None and 0.4 <= held.latency < 0.4 + ONSET_RECHECK_SECS + 1e-9
+    bare = outcome(utterance, "moonshine", "transcript", pauses, ONSET_WAITS)
+    assert bare.latency is not None and abs(bare.latency - 0.3) < 1e-9
+
+
+class ScriptedVAD:
+    """Plays Silero VAD's states, one per 20 ms frame, for ``vad_pauses``."""
+
+    def __init__(self, states: str):
+        codes = {"q": VADState.QUIET, "s": VADState.STARTING, "S": VADState.SPEAKING}
+        self.states = [codes[c] for c in states]
+
+    def vad(self, _params: object) -> ScriptedVAD:
+        return self
+
+    def set_sample_rate(self, _rate: int) -> None:
+        """The frames are already at the rate."""
+
+    def _run_analyzer(self, _frame: bytes) -> VADState:
+        return self.states.pop(0)
+
+
+def test_the_vad_pass_marks_where_speech_began_to_be_heard_and_the_noises() -> None:
+    """Speech, a stop, a noise heard for two frames, then speech heard three frames before
+    it was confirmed: the pause records the noise and the onset (frame ends, 20 ms each)."""
+    script = "sSSq" + "qq" + "ssq" + "q" + "sssS" + "q"
+    pauses = vad_pauses(ScriptedVAD(script), silence(len(script) * 0.02))  # type: ignore[arg-type]
+    assert len(pauses) == 2
+    first = pauses[0]
+    assert abs(first.vad_stop - 0.08) < 1e-9
+    assert [(round(a, 2), round(b, 2)) for a, b in first.blips] == [(0.14, 0.18)]
+    assert first.onset is not None and abs(first.onset - 0.22) < 1e-9
+    assert first.resumed is not None and abs(first.resumed - 0.28) < 1e-9
+    assert pauses[1].onset is None and pauses[1].blips == []

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from talkline.audio import piper_speech, silence
+from talkline.bench.turns import vad_pauses
 from talkline.client import RTVIClient
 from talkline.services import moonshine_stt
+from talkline.services.turn_models import TurnModels
 from tests.fakes import OpenAIFake
 from tests.support import (
     ServerThread,
@@ -34,12 +36,12 @@ QUIET_AFTER = 2.0  # listened to after the answer, for a second one
 
 
 @contextlib.contextmanager
-def patient(**settings: Any) -> Iterator[ServerThread]:
+def patient(wait: float = WAIT, **settings: Any) -> Iterator[ServerThread]:
     """A server with long waits, and a long budget for Moonshine's transcripts: on a busy
     test machine they can come after its p99 (0.5 s), and Pipecat then ends the turn on the
     words it has, which splits a sentence with a pause in it whether answers start early or
     not."""
-    waits = {f"turn_{kind}_pause_secs": WAIT for kind in ("complete", "disputed", "unsure")}
+    waits = {f"turn_{kind}_pause_secs": wait for kind in ("complete", "disputed", "unsure")}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(moonshine_stt, "TTFS_P99_SECS", WAIT)
         with running_server(turn_speculate=True, **waits, **settings) as server:
@@ -135,3 +137,29 @@ async def test_an_llm_answers_a_sentence_with_a_pause_once_and_whole(logged: lis
     assert len(asked) == 2 and "table" in asked[0] and "people" not in asked[0], asked
     assert {"table", "people"} <= asked[1], asked
     told_once(client, {"table", "two", "people"})
+
+
+def heard_and_confirmed(pcm: bytes) -> tuple[float, float]:
+    """The first pause in ``pcm`` as the server's VAD hears it: from the end of speech to
+    hearing speech again, and to confirming it (``start_secs`` of it later)."""
+    models = TurnModels(turn_threads=1)
+    try:
+        first = vad_pauses(models, pcm)[0]
+    finally:
+        models.close()
+    assert first.onset is not None and first.resumed is not None
+    return first.onset - first.speech_end, first.resumed - first.speech_end
+
+
+async def test_a_pause_shorter_than_the_wait_as_heard_keeps_the_sentence_whole() -> None:
+    """The turn's wait lies midway between the pause as the VAD hears it and as it confirms
+    it: a server that waited for confirmed speech would end the turn in the pause and answer
+    twice; holding the end while speech is heard starting keeps the sentence one turn."""
+    pcm = paused_sentence()
+    heard, confirmed = heard_and_confirmed(pcm)
+    assert confirmed - heard > 0.15, (heard, confirmed)  # the VAD's start_secs (0.2 s)
+    with patient(wait=(heard + confirmed) / 2) as server:
+        client = await answers_to(server, pcm)
+    assert len(client.of_type("bot-started-speaking")) == 1, [e.type for e in client.events]
+    text = spoken(client)
+    assert text.count("You said") == 1 and {"table", "two", "people"} <= words(text), text

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipecat.frames.frames import (
     InterimTranscriptionFrame,
     TranscriptionFrame,
@@ -28,6 +29,7 @@ from pipecat.utils.time import time_now_iso8601
 from talkline.config import Settings
 from talkline.pipelines.build import speculates
 from talkline.services.turn_taking import (
+    ONSET_SLACK_SECS,
     TranscriptTurnStopStrategy,
     TurnWaits,
     Verdict,
@@ -337,6 +339,71 @@ async def test_speech_resuming_cancels_the_early_end() -> None:
     await asyncio.sleep(0.8)
     await strategy.cleanup()
     assert ended == []
+
+
+class StandInVAD:
+    """The session's VAD as the strategy reads it: a state the test sets."""
+
+    def __init__(self) -> None:
+        self.state = VADState.QUIET
+        self.params = VADParams(start_secs=0.2)
+
+
+async def onset_at_deadline(
+    then: VADState | None, *, after: float = 0.15
+) -> tuple[list[float], float]:
+    """The user finishes a complete sentence (0.3 s wait); 0.2 s after the speech the VAD
+    starts hearing speech again, unconfirmed (``STARTING``), and ``after`` seconds later its
+    state becomes ``then`` (None: stays STARTING; ``SPEAKING``: confirmed and reported).
+    Returns when the turn ended (none: []) and when the speech ended."""
+    vad = StandInVAD()
+    strategy, ended = await listening(StandInSmartTurn(True, 0.9))
+    strategy.hear_onsets(vad)
+    speech_end = await pause_after(strategy, "I'd like a table.")
+    await asyncio.sleep(speech_end + 0.2 - time.time())
+    vad.state = VADState.STARTING
+    await asyncio.sleep(speech_end + 0.2 + after - time.time())
+    if then is VADState.SPEAKING:
+        vad.state = then
+        await strategy.process_frame(VADUserStartedSpeakingFrame())
+    elif then is not None:
+        vad.state = then
+    await asyncio.sleep(0.6)
+    await strategy.cleanup()
+    return ended, speech_end
+
+
+async def test_speech_heard_starting_holds_the_end_until_it_fades() -> None:
+    """The VAD hears something like speech as the 0.3 s wait runs out: the turn's end waits;
+    it was a noise (back to quiet 0.25 s later): the turn ends then, not at the deadline."""
+    ended, speech_end = await onset_at_deadline(VADState.QUIET, after=0.25)
+    assert len(ended) == 1 and ended_within(ended[0] - speech_end, 0.45), ended
+
+
+async def test_speech_heard_starting_and_confirmed_continues_the_turn() -> None:
+    """The VAD confirms the speech it began to hear before the wait ran out: no end."""
+    ended, _ = await onset_at_deadline(VADState.SPEAKING)
+    assert ended == []
+
+
+async def test_the_hold_lasts_no_longer_than_confirming_speech_takes() -> None:
+    """A VAD stuck hearing speech start never confirms it: the turn ends once start_secs and
+    a little more have passed the deadline, not never."""
+    ended, speech_end = await onset_at_deadline(None)
+    assert len(ended) == 1, ended
+    limit = 0.3 + 0.2 + ONSET_SLACK_SECS
+    assert limit - 0.03 <= ended[0] - speech_end < limit + 0.1, ended[0] - speech_end
+
+
+async def test_without_an_onset_the_turn_ends_at_the_deadline() -> None:
+    """A VAD that hears nothing after the pause holds nothing."""
+    vad = StandInVAD()
+    strategy, ended = await listening(StandInSmartTurn(True, 0.9))
+    strategy.hear_onsets(vad)
+    speech_end = await pause_after(strategy, "I'd like a table.")
+    await asyncio.sleep(0.6)
+    await strategy.cleanup()
+    assert len(ended) == 1 and ended_within(ended[0] - speech_end, 0.3), ended
 
 
 def test_the_floor_setting_reaches_the_strategys_waits() -> None:

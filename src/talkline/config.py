@@ -217,13 +217,13 @@ class Settings(BaseSettings):
         "TALKLINE_SMART_TURN=false).",
     )
     turn_complete_pause_secs: float = Field(
-        0.5, ge=0, description="Silence after a complete sentence Smart Turn agrees with."
+        0.4, ge=0, description="Silence after a complete sentence Smart Turn agrees with."
     )
     turn_disputed_pause_secs: float = Field(
-        0.5, ge=0, description="Silence after a complete sentence Smart Turn calls unfinished."
+        0.4, ge=0, description="Silence after a complete sentence Smart Turn calls unfinished."
     )
     turn_unsure_pause_secs: float = Field(
-        0.8, ge=0, description="Silence after words with no sign either way (no final stop)."
+        0.6, ge=0, description="Silence after words with no sign either way (no final stop)."
     )
     turn_unfinished_pause_secs: float = Field(
         2.5, ge=0, description="Silence an unfinished clause or a filler waits for."

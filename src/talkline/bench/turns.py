@@ -48,10 +48,12 @@ from talkline.bench.turn_corpus import Utterance
 from talkline.pipelines.build import TRANSCRIPT_WAIT_SECS
 from talkline.services.turn_models import TurnModels
 from talkline.services.turn_taking import (
+    ONSET_RECHECK_SECS,
     TurnWaits,
     Verdict,
     end_of_turn,
     judge,
+    onset_holds,
     smart_turn_complete,
 )
 
@@ -64,12 +66,19 @@ PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
 )
 
 FRAME = 320  # 20 ms at 16 kHz, as clients send
+VAD_START_SECS = 0.2  # the server's default (vad_start_secs)
 SMART_TURN_STOP_SECS = 3.0
 SMART_TURN_PRE_SPEECH_SECS = 0.5 + 0.2  # Smart Turn's pre-speech audio, plus VAD start_secs
 SPEECH_TIMEOUT_SECS = 0.6  # Pipecat's SpeechTimeoutUserTurnStopStrategy default
 STRATEGIES = ("silence", "smart_turn", "transcript")
 FLOORS = (0.0, 0.6, 1.2, 1.8)  # the transcript strategy's floors swept (0: the default)
 NO_SPECULATION = "transcript, floor 0.0 s, no early answer"  # the default before early answers
+NO_ONSET_HOLD = "transcript, floor 0.0 s, no onset hold"  # ends while speech may be starting
+BEFORE_HOLD = "transcript, floor 0.0 s, waits of before the hold"  # the default until then:
+# the waits ran to the VAD's confirmation
+WAITS_BEFORE_HOLD = TurnWaits(
+    complete_pause_secs=0.5, disputed_pause_secs=0.5, unsure_pause_secs=0.8
+)
 
 
 @dataclass(frozen=True)
@@ -80,13 +89,17 @@ class Variant:
     strategy: str
     waits: TurnWaits
     speculate: bool = False
+    hears_onsets: bool = True  # the transcript strategy holds its end while speech starts
 
 
 def variants(waits: TurnWaits) -> list[Variant]:
-    """Silence, Smart Turn alone, the transcript strategy without early answers, and with
-    them (the default) at each floor of the sweep."""
+    """Silence, Smart Turn alone, the transcript strategy without early answers, without the
+    onset hold, and with both (the default) at each floor of the sweep."""
     made = [Variant("silence", "silence", waits), Variant("smart_turn", "smart_turn", waits)]
-    made.append(Variant(NO_SPECULATION, "transcript", replace(waits, min_pause_secs=0.0)))
+    unfloored = replace(waits, min_pause_secs=0.0)
+    made.append(Variant(NO_SPECULATION, "transcript", unfloored))
+    made.append(Variant(NO_ONSET_HOLD, "transcript", unfloored, True, hears_onsets=False))
+    made.append(Variant(BEFORE_HOLD, "transcript", WAITS_BEFORE_HOLD, True, hears_onsets=False))
     for floor in FLOORS:
         floored = replace(waits, min_pause_secs=floor)
         made.append(Variant(floor_label(floor), "transcript", floored, speculate=True))
@@ -108,6 +121,9 @@ class Pause:
     smart_turn_secs: float = 0.0
     text: str = ""
     stt_secs: float = 0.0
+    onset: float | None = None  # when the speech after it began to be heard (VAD STARTING)
+    # noises the VAD began to hear as speech before the user went on: (from, until)
+    blips: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -140,22 +156,55 @@ class Transcriber:
 
 def vad_pauses(models: TurnModels, pcm: bytes) -> list[Pause]:
     """The VAD's stops in ``pcm`` (and whether speech resumed after each)."""
-    params = VADParams(confidence=0.7, start_secs=0.2, stop_secs=0.2, min_volume=0.6)
+    params = VADParams(confidence=0.7, start_secs=VAD_START_SECS, stop_secs=0.2, min_volume=0.6)
     vad = models.vad(params)
     vad.set_sample_rate(RATE)
     pauses: list[Pause] = []
     speaking = False
+    starting: float | None = None  # when the VAD's current STARTING run began
     for start in range(0, len(pcm) // 2 - FRAME + 1, FRAME):
         now = (start + FRAME) / RATE
         state = vad._run_analyzer(pcm[start * 2 : (start + FRAME) * 2])
+        waiting = bool(pauses) and pauses[-1].resumed is None
+        if state == VADState.STARTING and starting is None:
+            starting = now
+        elif state == VADState.QUIET and starting is not None:
+            if waiting:
+                pauses[-1].blips.append((starting, now))
+            starting = None
         if state == VADState.SPEAKING and not speaking:
             speaking = True
-            if pauses and pauses[-1].resumed is None:
-                pauses[-1].resumed = now
+            if waiting:
+                pauses[-1].resumed, pauses[-1].onset = now, starting
+            starting = None
         elif state == VADState.QUIET and speaking:
             speaking = False
             pauses.append(Pause(now - params.stop_secs, now, None))
     return pauses
+
+
+def vad_state_at(pause: Pause, when: float) -> VADState:
+    """The VAD's state at ``when`` after ``pause`` (in the speech that followed it: confirmed
+    or not yet)."""
+    if pause.onset is not None and when >= pause.onset:
+        resumed = pause.resumed is not None and when >= pause.resumed
+        return VADState.SPEAKING if resumed else VADState.STARTING
+    if any(begin <= when < until for begin, until in pause.blips):
+        return VADState.STARTING
+    return VADState.QUIET
+
+
+def held_end(pause: Pause, end: float) -> float | None:
+    """When the transcript strategy, due to end the turn at ``end``, does end it: later while
+    the VAD hears speech starting (``onset_holds``, the server's own rule, looked at every
+    ``ONSET_RECHECK_SECS``); None when the VAD confirms the speech meanwhile (the user went
+    on: the turn continues)."""
+    when = end
+    while onset_holds(vad_state_at(pause, when), when, end, VAD_START_SECS):
+        if pause.resumed is not None and when >= pause.resumed:
+            return None
+        when += ONSET_RECHECK_SECS
+    return when
 
 
 def analyse(models: TurnModels, stt: Transcriber, utterance: Utterance) -> list[Pause]:
@@ -233,16 +282,23 @@ def outcome(
     label: str | None = None,
     *,
     speculate: bool = False,
+    hears_onsets: bool = False,
 ) -> Outcome:
     """The first pause at which the strategy ends the turn before the user speaks again.
     As in the server, where Pipecat's strategies and talkline's wait for a transcript, no
     turn ends while no words have been heard (the pipeline's timeout, TRANSCRIPT_WAIT_SECS,
-    ends a turn with none). ``speculate``: the transcript strategy answers early."""
+    ends a turn with none). ``speculate``: the transcript strategy answers early;
+    ``hears_onsets``: its end waits while the VAD hears speech starting (``held_end``)."""
     name = label or strategy
     said = False
     for index, pause in enumerate(pauses):
         said = said or bool(pause.text)
         end = turn_end(strategy, pause, waits) if said else pause.speech_end + TRANSCRIPT_WAIT_SECS
+        if hears_onsets and strategy == "transcript" and pause.text:  # the words' own wait
+            held = held_end(pause, end)
+            if held is None:
+                continue  # the user went on during the hold
+            end = held
         if pause.resumed is None or end < pause.resumed:
             last = index == len(pauses) - 1
             result = Outcome(utterance, stt, name, not last, end - pause.speech_end, heard(pauses))
@@ -256,7 +312,8 @@ def heard(pauses: list[Pause]) -> str:
     """What the recognizer and Smart Turn made of each pause, for the report."""
     parts = []
     for pause in pauses:
-        gap = f", {pause.resumed - pause.speech_end:.2f} s" if pause.resumed is not None else ""
+        heard_again = pause.onset if pause.onset is not None else pause.resumed
+        gap = f", {heard_again - pause.speech_end:.2f} s" if heard_again is not None else ""
         parts.append(f'"{pause.text}" ({pause.probability:.2f}{gap})')
     return " / ".join(parts)
 
@@ -280,6 +337,7 @@ def run(utterances: list[Utterance], transcribers: list[Transcriber]) -> list[Ou
                             v.waits,
                             v.label,
                             speculate=v.speculate,
+                            hears_onsets=v.hears_onsets,
                         )
                     )
     finally:

@@ -134,8 +134,11 @@ def write_report(
         "started once the words of a complete sentence are in, the later of the turn end and "
         "the answer's start + Piper's), over the turns not cut off. Cut-off: the turn ended in "
         "a pause before the user went on. `transcript, floor 0.0 s` is the default strategy "
-        "(early answers on); `transcript, floor 0.0 s, no early answer` is it without them. "
-        "Each utterance's cells: end of speech → turn end.",
+        "(early answers on, the end held while the VAD hears speech starting); `transcript, "
+        "floor 0.0 s, no early answer` is it without early answers, `transcript, floor 0.0 s, "
+        "no onset hold` without the hold, `transcript, floor 0.0 s, waits of before the hold` "
+        "the default before the hold (0.5 / 0.5 / 0.8 s waits, no hold). Each utterance's "
+        "cells: end of speech → turn end.",
     ]
     report: dict[str, object] = {}
     for part, (heading, key) in PARTS.items():
@@ -161,7 +164,8 @@ def write_report(
         "## Each utterance",
         "",
         "Heard: at each pause the words, Smart Turn's probability of a complete turn and, if the"
-        " user went on, the pause from the VAD's end of speech to its hearing speech again.",
+        " user went on, the silence heard: from the VAD's end of speech to its first hearing"
+        " speech again (before it confirms it, 0.2 s later).",
         "",
         "| set | kind | voice | noise | text | stt | " + " | ".join(labels) + " | heard |",
         "|---|---|---|---|---|---|" + "---|" * (len(labels) + 1),

@@ -139,7 +139,8 @@ def build_cascade_pipeline(
     """Speech to text → responder → text to speech (Moonshine, Whisper or Deepgram; Piper or
     ElevenLabs)."""
     context = LLMContext()  # the responder carries the system instruction
-    params = user_params(settings, shared, local_turn_strategies(settings, shared))
+    strategies = local_turn_strategies(settings, shared)
+    params = user_params(settings, shared, strategies)
     aggregators = LLMContextAggregatorPair(context, user_params=params)
     responder = build_responder(settings, shared.llm.api_url if shared.llm else None)
     tts = build_tts(settings, shared)
@@ -150,6 +151,10 @@ def build_cascade_pipeline(
     vad, muting = params.vad_analyzer, bool(params.user_mute_strategies)
     if isinstance(stt, SharedModelSTT) and isinstance(vad, SharedSileroVADAnalyzer) and not muting:
         stt.follow(vad)
+    for stop in strategies.stop or []:
+        if isinstance(stop, TranscriptTurnStopStrategy):
+            assert isinstance(vad, SharedSileroVADAnalyzer)  # user_params made it
+            stop.hear_onsets(vad)  # no turn ends while the VAD hears speech starting
     # A speculative answer is generated and spoken into a hold, released at the turn's end.
     marker = SpeculationMarker(responder_holds=isinstance(responder, LLMService))
     early = speculates(settings)

@@ -78,7 +78,10 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
 
     ``analyzed_bytes`` says how far into the session's audio the VAD has listened, so the
     speech recognizer before it can cut its segments where the VAD's events happened in the
-    audio, not where they reached it (services/shared_stt.py).
+    audio, not where they reached it (services/shared_stt.py). ``state`` is the VAD's state
+    after the newest audio: ``STARTING`` while it hears what may be the user speaking again
+    before ``start_secs`` confirm it, which the turn-taking strategy will not end a turn on
+    (services/turn_taking.py).
     """
 
     def __init__(self, session: ort.InferenceSession, *, params: VADParams):
@@ -87,11 +90,12 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
         self.analyzed_bytes = 0
+        self.state = VADState.QUIET
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
-        state = await super().analyze_audio(buffer)
+        self.state = await super().analyze_audio(buffer)
         self.analyzed_bytes += len(buffer)
-        return state
+        return self.state
 
     def voice_confidence(self, buffer: bytes) -> float:
         samples = np.frombuffer(buffer, dtype=np.int16)

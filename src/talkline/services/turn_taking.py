@@ -12,19 +12,23 @@ only picks among the waits for a complete sentence:
   above ``SMART_TURN_COMPLETE``, Pipecat's own boundary), after ``disputed_pause_secs`` when
   Smart Turn calls it unfinished, and after ``unsure_pause_secs`` when Smart Turn is nearly
   certain it is unfinished (probability below ``min_probability``). ``complete_pause_secs``
-  sits just above the pause people make at a comma ("Turn the volume down, … please"):
-  0.38-0.46 s from the end of speech to speech again as the VAD hears it, on the benchmark's
-  voices. ``disputed_pause_secs`` is the same by default: on those synthetic voices Smart
-  Turn disputes about a third of the complete sentences, and the mid-sentence pauses it
-  disputes in the tuning set last 1.2 s or more, so a 0.7 s wait there saved none of them
-  while it slowed the median answer by a quarter of a second. A deployment whose users'
-  voices Smart Turn reads well can raise it;
+  (0.4 s) sits above the pause people make at a comma ("Turn the volume down, … please"):
+  0.24-0.32 s from the end of speech until the VAD hears speech again, on the benchmark's
+  voices and its recordings of people (0.44-0.50 s until it confirms it: the waits were
+  0.5 s when they ran to the confirmation, see the onset hold below), while the pauses
+  people make in mid-sentence after words that look complete last 0.54 s or more.
+  ``disputed_pause_secs`` is the same by default: on those synthetic voices Smart Turn
+  disputes about a third of the complete sentences, and the mid-sentence pauses it disputes
+  in the tuning set last 1 s or more, so a longer wait there saved none of them while it
+  slowed the median answer by a quarter of a second. A deployment whose users' voices Smart
+  Turn reads well can raise it;
 - an unfinished clause ("a table for", "and", "um", a trailing comma) keeps listening until
   ``unfinished_pause_secs`` of silence, whatever Smart Turn says: longer than the pauses
-  people make in mid-sentence (up to about 1.6 s measured), so the cost falls only on the
+  people make in mid-sentence (up to about 1.4 s heard), so the cost falls only on the
   user who truly stops on "for";
 - words that give no sign either way (no final punctuation) end the turn after
-  ``unsure_pause_secs``, whatever Smart Turn says: it alone calls comma pauses complete.
+  ``unsure_pause_secs`` (0.6 s), whatever Smart Turn says: it alone calls comma pauses
+  complete.
 
 Numbers are words too: "at 7.30." ends on "30", not on "at".
 
@@ -35,6 +39,14 @@ with a ``UserTurnSpeculation`` of the turn's words so far); the turn's end confi
 again, a changed transcript or a turn ended some other way withdraws it. The answer's audio
 is held until then (services/speculation.py), so the user hears it at the end of the wait or
 when it is ready, whichever is later, instead of after both.
+
+A turn does not end while the VAD hears what may be the user speaking again (``hear_onsets``):
+the VAD confirms speech only after ``start_secs`` (0.2 s) of it, so without this a user who
+went on 0.1 s before the wait ran out would be cut off, and the waits would have to cover
+each pause plus that confirmation. At the deadline the strategy looks at the VAD's state;
+while it is ``STARTING`` (or ``SPEAKING``, not yet reported) the end is put off a chunk at a
+time, at most ``start_secs`` and a little more: speech confirmed continues the turn, a noise
+that fades ends it then. The waits are therefore silences heard, not silences confirmed.
 
 Each pause starts with a neutral probability (``min_probability``: "disputed") until Smart
 Turn scores it, so a pause Smart Turn did not score never reuses an earlier pause's score.
@@ -51,8 +63,10 @@ import enum
 import re
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from loguru import logger
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipecat.frames.frames import (
     Frame,
     InterimTranscriptionFrame,
@@ -130,9 +144,9 @@ def smart_turn_complete(probability: float) -> bool:
 class TurnWaits:
     """How long the transcript-aware strategy waits (seconds of silence after speech)."""
 
-    complete_pause_secs: float = 0.5
-    disputed_pause_secs: float = 0.5
-    unsure_pause_secs: float = 0.8
+    complete_pause_secs: float = 0.4
+    disputed_pause_secs: float = 0.4
+    unsure_pause_secs: float = 0.6
     unfinished_pause_secs: float = 2.5
     min_probability: float = 0.05
     min_pause_secs: float = 0.0
@@ -164,6 +178,28 @@ def pause_for(verdict: Verdict, probability: float, waits: TurnWaits) -> float:
     return waits.unsure_pause_secs
 
 
+ONSET_RECHECK_SECS = 0.02  # while an onset holds the end: look again after a client chunk
+ONSET_SLACK_SECS = 0.1  # ... for at most the VAD's start_secs and this past the deadline
+
+
+class HearsOnsets(Protocol):
+    """The session's VAD, as the strategy reads it: its state after the newest audio."""
+
+    state: VADState
+
+    @property
+    def params(self) -> VADParams: ...
+
+
+def onset_holds(state: VADState, now: float, end: float, start_secs: float) -> bool:
+    """Whether a turn due to end at ``end`` is held at ``now``: the VAD hears what may be the
+    user speaking again (``STARTING``, or ``SPEAKING`` not yet reported), and holding has
+    not yet lasted as long as confirming speech takes (``start_secs``) and a little more."""
+    if state not in (VADState.STARTING, VADState.SPEAKING):
+        return False
+    return now < end + start_secs + ONSET_SLACK_SECS
+
+
 class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
     """Smart Turn's stop strategy, overruled by the transcript where it is clear."""
 
@@ -181,6 +217,12 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         self._probability = waits.min_probability
         self._recheck: asyncio.Task | None = None
         self._recheck_at = 0.0  # the wall-clock deadline the pending recheck looks again at
+        self._vad: HearsOnsets | None = None  # hear_onsets
+
+    def hear_onsets(self, vad: HearsOnsets) -> None:
+        """Hold the turn's end while ``vad`` hears what may be the user speaking again (see
+        the module's doc). ``vad`` must be the session's own VAD, hearing its audio."""
+        self._vad = vad
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, VADUserStoppedSpeakingFrame):
@@ -247,6 +289,12 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         if end is None:
             await super()._maybe_trigger_user_turn_stopped()  # no words yet: Smart Turn's rule
         elif await self._waited_until(end):
+            if self._vad is not None and onset_holds(
+                self._vad.state, time.time(), end, self._vad.params.start_secs
+            ):
+                logger.debug(f"{self}: the VAD hears speech starting, the turn's end waits")
+                await self._waited_until(time.time() + ONSET_RECHECK_SECS)
+                return
             await self.trigger_user_turn_stopped()
         else:
             await self._maybe_speculate()
