@@ -10,17 +10,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkline.audio import peak
+from talkline.audio import RATE, peak, silence, write_wav
 from talkline.bench import cli, main
-from talkline.bench.analysis import TurnSummary, playback_gaps
+from talkline.bench.analysis import TurnMeasure, TurnSummary, TurnTimes, by_turn, playback_gaps
 from talkline.bench.cli import parse_workers_run
+from talkline.bench.human_speech import COMPLETE
 from talkline.bench.procs import Usage, machine_busy_secs
-from talkline.bench.report import MB, capacity_target_rows, knees, offline_heading
+from talkline.bench.report import (
+    MB,
+    capacity_target_rows,
+    knees,
+    local_rows,
+    offline_heading,
+    offline_speech_lines,
+)
 from talkline.bench.runner import RunResult, Target
 from talkline.bench.speech import (
     CHUNK_BYTES,
     CHUNK_SECS,
     ClientFormat,
+    Plan,
+    Speech,
     find_tags,
     make_plan,
     reformat,
@@ -72,6 +82,25 @@ def test_a_plan_in_another_format_keeps_its_chunks_and_turns() -> None:
     assert str(stereo.format) == "48000x2" and not stereo.format.native
     odd = reformat(plan, ClientFormat(44100, 1))
     assert sum(len(c) for c in odd.chunks) // 2 == round(len(plan.chunks) * CHUNK_SECS * 44100)
+
+
+def loud(seconds: float) -> bytes:
+    return np.full(int(seconds * RATE), 3000, dtype=np.int16).tobytes()
+
+
+def test_a_plan_of_several_clips_speaks_them_in_turn() -> None:
+    """Two clips, three turns: the second turn is the second clip, the third the first again;
+    each turn spans its own clip and the gap, and is voiced where its own clip has sound."""
+    short = silence(0.1) + loud(0.5) + silence(0.1)  # 22 chunks, sound in chunks 3-18
+    long = silence(0.2) + loud(1.0) + silence(0.05)  # 40 chunks, sound in chunks 6-37
+    plan = make_plan([short, long], 3, 0.5)  # the gap: 16 chunks
+    spans = [(t.first, t.first_voiced, t.last_voiced, t.end) for t in plan.turns]
+    assert spans == [(0, 3, 18, 38), (38, 44, 75, 94), (94, 97, 112, 132)]
+    assert len(plan.chunks) == 132
+    assert b"".join(plan.chunks[38:78]) == long + bytes(-len(long) % CHUNK_BYTES)
+    assert make_plan(short, 2, 0.5).turns == make_plan([short], 2, 0.5).turns
+    with pytest.raises(ValueError, match="clip 1 has no voiced chunk"):
+        make_plan([short, silence(1.0)], 2, 0.5)
 
 
 def test_quick_bench_writes_report_and_plots(tmp_path: Path) -> None:
@@ -190,7 +219,7 @@ async def test_the_bots_take_turns_at_each_n_and_a_collapsed_one_stops(
         )
     )
     voiced = (np.sin(np.arange(CHUNK_BYTES * 20) / 5) * 8000).astype(np.int16).tobytes()
-    results = await cli.sweep(options, voiced)
+    results = await cli.sweep(options, voiced, Speech("test", [voiced], ["test"]))
     assert calls == [
         ("talkline", 10), ("baseline", 10), ("talkline", 20), ("baseline", 20), ("talkline", 40)
     ]  # fmt: skip
@@ -215,3 +244,98 @@ def test_the_machines_busy_time_counts_this_process_work() -> None:
     while time.process_time() < deadline:
         pass
     assert machine_busy_secs() - busy >= 0.9 * (time.process_time() - ours)
+
+
+def test_local_speech_human_picks_the_recordings_one_per_turn(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--local-speech human``: the offline run speaks each complete recording in turn (here
+    stand-ins of different lengths), their room tone cut, after the lead; its turns default to
+    one per recording. Piper stays the default."""
+    recordings, tail = [], len(silence(0.2))
+    for n, (member, _) in enumerate(COMPLETE):
+        pcm = silence(0.1) + loud(0.2 + 0.05 * n) + silence(0.3)
+        recordings.append(pcm)
+        path = tmp_path / member
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".wav":
+            write_wav(path, pcm, RATE)
+        else:
+            path.write_bytes(pcm)
+    monkeypatch.setattr(cli, "recordings_folder", lambda cache: tmp_path)
+    monkeypatch.setattr(cli, "without_tail", lambda pcm: pcm[:-tail])
+
+    def options(*args: str) -> cli.Options:
+        return cli.options_from(cli.build_parser("bench").parse_args(["--brain", "local", *args]))
+
+    human = options("--local-speech", "human")
+    assert (human.local_speech, human.local_turns) == ("human", len(COMPLETE))
+    assert options("--local-speech", "human", "--local-turns", "20").local_turns == 20
+    assert (options().local_speech, options().local_turns) == ("piper", 5)
+    speech = cli.offline_speech(human, piper=b"not used")
+    assert speech.clips == [silence(cli.LEAD_SECS) + pcm[:-tail] for pcm in recordings]
+    assert speech.names[4] == 'cards/001.wav "Ten of clubs."'
+    assert "recordings of people" in speech.about
+    piper = cli.offline_speech(options(), piper=loud(1.0))
+    assert piper.clips == [loud(1.0)] and "Piper" in piper.about
+
+
+async def test_the_offline_run_speaks_the_offline_speech(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The offline run's plan is made of the offline speech's clips, one per turn; the Gemini
+    runs keep the Piper sentence."""
+    plans: dict[str, Plan] = {}
+
+    async def fake_attempt(
+        target: Target, brain: str, sessions: int, plan: Plan, *args: object
+    ) -> None:
+        plans[brain] = plan
+        return None
+
+    monkeypatch.setattr(cli, "attempt", fake_attempt)
+    options = cli.options_from(
+        cli.build_parser("bench").parse_args(
+            ["--sessions", "1", "--no-baseline", "--local-turns", "3", "--out", str(tmp_path)]
+        )
+    )
+    piper, first, second = loud(1.0), loud(0.2), loud(0.5)
+    await cli.sweep(options, piper, Speech("two clips", [first, second], ["first", "second"]))
+    assert plans["local"].chunks == make_plan([first, second], 3, options.local_gap).chunks
+    assert plans["gemini"].chunks == make_plan(piper, options.turns, options.gap).chunks
+
+
+def test_the_offline_rows_give_p90_and_each_turns_recording() -> None:
+    """The offline row has the response p90 (the issue's target is median and p90); with
+    several clips, a row per turn names what was said and its times."""
+    result = run(1, inbound_p95=4.0, cpu=0.5)
+    result.brain = "local"
+    result.summary.response = {"p50": 480.0, "p90": 910.0, "p95": 990.0, "p99": 999.0, "max": 1e3}
+    result.summary.turns = [TurnTimes(480.0, 470.0), TurnTimes(None, None), TurnTimes(910.0, 800.0)]
+    assert "| 480 / 910 / 990 / 1,000 |" in local_rows([result])[-1]
+    speech = Speech("recordings", [loud(0.2), loud(0.3)], ["a.wav", "b.wav"])
+    lines = offline_speech_lines([result], speech)
+    assert lines[0] == "Speech: recordings."
+    assert lines[-3:] == [
+        "| 16000x1 | 1 | a.wav | 480 | 470 |",
+        "| 16000x1 | 2 | b.wav | n/a | n/a |",
+        "| 16000x1 | 3 | a.wav | 910 | 800 |",
+    ]
+    assert offline_speech_lines([result], Speech("Piper", [loud(0.2)], ["Piper"])) == [
+        "Speech: Piper."
+    ]
+
+
+def test_each_turns_times_are_the_median_over_the_clients_that_reached_it() -> None:
+    """Turn by turn, over the clients: an unanswered turn counts for its turn detection only;
+    a turn no client reached has no times."""
+    clients = [
+        [TurnMeasure(response=0.4, turn_detected=0.3), TurnMeasure(response=1.0)],
+        [TurnMeasure(response=0.6, turn_detected=0.5), TurnMeasure(turn_detected=0.9)],
+        [TurnMeasure(response=0.8)],
+    ]
+    assert by_turn(clients, 3) == [
+        TurnTimes(600.0, 400.0),
+        TurnTimes(1000.0, 900.0),
+        TurnTimes(None, None),
+    ]

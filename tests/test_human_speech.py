@@ -31,7 +31,9 @@ from talkline.bench.human_speech import (
     human_corpus,
     recordings_folder,
     spoken,
+    without_tail,
 )
+from talkline.bench.speech import make_plan
 from talkline.bench.turn_corpus import HUMAN, PAUSES, TAIL_SECS
 
 SDIST = "pocketsphinx-5.1.1.tar.gz"
@@ -194,3 +196,19 @@ def basic_auth_server(folder: Path, user: str, password: str) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_thump_in_the_room_tone_after_the_last_word_is_cut_off(weather_pcm: bytes) -> None:
+    """A thump in the room tone after the last word (as 0.35 s after "forever" in
+    forever/input_4_16k.wav) is loud enough to be taken as speech; the cut keeps the sentence
+    whole and leaves the thump out, so the end of speech is the sentence's."""
+
+    def end_of_speech(pcm: bytes) -> int:
+        return make_plan(pcm, 1, 0.5).turns[0].last_voiced
+
+    thump = (np.hanning(800) * 3000 * np.sin(np.arange(800) / 4)).astype(np.int16).tobytes()
+    recording = weather_pcm + noise(0.3) + thump + noise(0.5)
+    cut = without_tail(recording)
+    assert end_of_speech(recording) > end_of_speech(weather_pcm) + 10  # the thump
+    assert end_of_speech(cut) == end_of_speech(weather_pcm)
+    assert len(cut) < len(weather_pcm) + len(noise(0.3))

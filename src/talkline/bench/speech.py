@@ -1,4 +1,5 @@
-"""What each simulated user says: real speech made with Piper, cut into tagged 32 ms chunks.
+"""What each simulated user says: real speech (made with Piper, or recordings of people), cut
+into tagged 32 ms chunks.
 
 Every chunk a client sends carries a tag in its first nine samples (a magic quartet, then
 the client's number and the chunk's sequence number as base-``TAG_BASE`` digits). The bench's
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from talkline.audio import RATE, as_format, rms, silence
@@ -112,19 +114,46 @@ class Plan:
         return len(self.chunks) * CHUNK_SECS
 
 
-def make_plan(speech: bytes, turns: int, gap: float) -> Plan:
-    """``turns`` repetitions of ``speech`` followed by ``gap`` seconds of silence."""
-    clip = split(speech)
-    voiced = [i for i, chunk in enumerate(clip) if rms(chunk) >= VOICED_RMS]
-    if not voiced:
-        raise ValueError("the speech clip has no voiced chunk")
+@dataclass(frozen=True)
+class Speech:
+    """What a simulated user says, turn by turn: its clips in turn (one clip: every turn)."""
+
+    about: str  # in words, for the report
+    clips: list[bytes]
+    names: list[str]  # one per clip
+
+    def spans(self) -> list[tuple[float, float, float]]:
+        """Each clip's speech as ``make_plan`` marks it: the start of its first voiced chunk,
+        the end of its last (seconds), and the clip's length."""
+        marks = voiced([split(pcm) for pcm in self.clips])
+        return [
+            (mark[0] * CHUNK_SECS, (mark[-1] + 1) * CHUNK_SECS, len(pcm) / (2 * RATE))
+            for mark, pcm in zip(marks, self.clips, strict=True)
+        ]
+
+
+def voiced(clips: list[list[bytes]]) -> list[list[int]]:
+    """Each clip's chunks at or above ``VOICED_RMS`` (its speech); a clip without one is an
+    error."""
+    marks = [[i for i, chunk in enumerate(clip) if rms(chunk) >= VOICED_RMS] for clip in clips]
+    if not all(marks):
+        raise ValueError(f"speech clip {[bool(m) for m in marks].index(False)} has no voiced chunk")
+    return marks
+
+
+def make_plan(speech: bytes | Sequence[bytes], turns: int, gap: float) -> Plan:
+    """``turns`` turns, each a clip of ``speech`` followed by ``gap`` seconds of silence: one
+    clip spoken every turn, or several spoken in turn (again from the first when they run out)."""
+    clips = [split(clip) for clip in ([speech] if isinstance(speech, bytes) else speech)]
+    marks = voiced(clips)
     quiet = split(silence(gap))
     chunks: list[bytes] = []
     plans = []
-    for _ in range(turns):
+    for index in range(turns):
+        clip, mark = clips[index % len(clips)], marks[index % len(clips)]
         first = len(chunks)
         chunks += clip + quiet
-        plans.append(TurnPlan(first, first + voiced[-1], len(chunks), first + voiced[0]))
+        plans.append(TurnPlan(first, first + mark[-1], len(chunks), first + mark[0]))
     return Plan(chunks, plans)
 
 
