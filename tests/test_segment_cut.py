@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import numpy as np
+from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import (
     InputAudioRawFrame,
+    TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import STTSettings
+from pipecat.utils.asyncio.task_manager import TaskManager
 
 from talkline.services.shared_stt import SharedModelSTT
 
@@ -21,6 +27,7 @@ CHUNK_BYTES = CHUNK * 2
 
 class Position:
     analyzed_bytes = 0
+    state = VADState.QUIET
 
 
 def chunk(number: int) -> bytes:
@@ -86,3 +93,115 @@ async def test_a_vad_that_never_catches_up_does_not_keep_everything() -> None:
     stt, _vad = recognizer()
     await feed(stt, range(1, 2001))  # 64 s the VAD never heard
     assert len(stt._audio_buffer) <= 30 * RATE * 2
+
+
+class Transcribing(RawSegments):
+    """Transcribes a segment as the numbers of the chunks it holds, and counts the runs."""
+
+    def __init__(self) -> None:
+        super().__init__(sample_rate=RATE, trailing_silence_secs=0.0, settings=STTSettings())
+        self._shared = SimpleNamespace(slots=asyncio.Semaphore(2))
+        self.runs: list[list[int]] = []
+        self.lengths: list[int] = []  # bytes of each run's audio
+
+    def transcribe(self, audio: bytes) -> str:
+        self.runs.append(chunks_in(audio))
+        self.lengths.append(len(audio))
+        return " ".join(str(number) for number in self.runs[-1])
+
+
+async def early_recognizer(
+    early_secs: float, stop_secs: float = 0.0
+) -> tuple[Transcribing, Position]:
+    stt = Transcribing()
+    position = Position()
+    stt.follow(
+        position, early_secs=early_secs, stop_secs=stop_secs
+    )  # as the pipeline's builder: before setup
+    stt._audio_buffer_size_1s = RATE * 2  # what setup() sets from the sample rate
+    stt._sample_rate = RATE
+    stt._task_manager = TaskManager()
+    return stt, position
+
+
+async def heard(stt: SharedModelSTT, vad: Position, numbers: range, state: VADState) -> None:
+    """Chunks the VAD hears as they come, in ``state``."""
+    for number in numbers:
+        vad.analyzed_bytes += CHUNK_BYTES
+        vad.state = state
+        await feed(stt, range(number, number + 1))
+
+
+async def words_of_segment(stt: Transcribing, vad: Position) -> str:
+    """The VAD reports the stop; the segment's transcript, as the service gives it."""
+    await stt._handle_user_stopped_speaking(VADUserStoppedSpeakingFrame())
+    said = [frame async for frame in stt.run_stt(await segment_of(stt))]
+    assert len(said) == 1 and isinstance(said[0], TranscriptionFrame), said
+    return said[0].text
+
+
+async def test_silence_after_speech_starts_the_transcript_before_the_vad_stops() -> None:
+    """Two chunks (64 ms, at least the 0.06 s asked for) after the VAD is first heard
+    STOPPING, the segment is transcribed; at the VAD's stop that transcript is the
+    segment's: one run, and the silence after it is not heard again."""
+    stt, vad = await early_recognizer(early_secs=0.06)
+    await stt._handle_user_started_speaking(VADUserStartedSpeakingFrame())
+    await heard(stt, vad, range(1, 31), VADState.SPEAKING)
+    await heard(stt, vad, range(31, 35), VADState.STOPPING)
+    await asyncio.sleep(0.05)
+    assert stt.runs == [list(range(1, 34))]  # started before the stop
+    await heard(stt, vad, range(35, 38), VADState.STOPPING)
+    assert await words_of_segment(stt, vad) == " ".join(str(n) for n in range(1, 34))
+    assert len(stt.runs) == 1
+
+
+async def test_speech_heard_again_throws_the_early_transcript_away() -> None:
+    """The user goes on after a short pause: the segment that ends later is transcribed
+    whole, and the early transcript of its first part is not what the user is told."""
+    stt, vad = await early_recognizer(early_secs=0.06)
+    await stt._handle_user_started_speaking(VADUserStartedSpeakingFrame())
+    await heard(stt, vad, range(1, 31), VADState.SPEAKING)
+    await heard(stt, vad, range(31, 35), VADState.STOPPING)
+    await asyncio.sleep(0.05)
+    await heard(stt, vad, range(35, 51), VADState.SPEAKING)
+    await heard(stt, vad, range(51, 53), VADState.STOPPING)
+    assert await words_of_segment(stt, vad) == " ".join(str(n) for n in range(1, 53))
+    assert stt.runs == [list(range(1, 34)), list(range(1, 53))]
+
+
+async def test_with_early_transcripts_off_a_segment_is_transcribed_at_the_stop() -> None:
+    stt, vad = await early_recognizer(early_secs=0.0)
+    await stt._handle_user_started_speaking(VADUserStartedSpeakingFrame())
+    await heard(stt, vad, range(1, 31), VADState.SPEAKING)
+    await heard(stt, vad, range(31, 41), VADState.STOPPING)
+    await asyncio.sleep(0.05)
+    assert stt.runs == []
+    assert await words_of_segment(stt, vad) == " ".join(str(n) for n in range(1, 41))
+
+
+async def test_an_early_transcript_serves_only_the_segment_it_was_made_of() -> None:
+    """A segment that was never transcribed (its queue entry lost) leaves its early
+    transcript behind; the next segment gets its own words, not those."""
+    stt, vad = await early_recognizer(early_secs=0.06)
+    for first, last in ((1, 31), (101, 131)):
+        await stt._handle_user_started_speaking(VADUserStartedSpeakingFrame())
+        await heard(stt, vad, range(first, last), VADState.SPEAKING)
+        await heard(stt, vad, range(last, last + 8), VADState.STOPPING)
+        await stt._handle_user_stopped_speaking(VADUserStoppedSpeakingFrame())
+        segment = await segment_of(stt)
+        vad.state = VADState.QUIET
+    said = [frame async for frame in stt.run_stt(segment)]
+    assert isinstance(said[0], TranscriptionFrame)
+    assert said[0].text.split()[:2] == ["101", "102"], said[0].text
+
+
+async def test_an_early_segment_ends_in_as_much_quiet_as_the_stops_would() -> None:
+    """Cut 2 chunks into the quiet, the early segment is padded with silence to the VAD's
+    0.2 s stop: Moonshine reads a sentence that ends soon after its last word as going on."""
+    stt, vad = await early_recognizer(early_secs=0.06, stop_secs=0.2)
+    await stt._handle_user_started_speaking(VADUserStartedSpeakingFrame())
+    await heard(stt, vad, range(1, 31), VADState.SPEAKING)
+    await heard(stt, vad, range(31, 35), VADState.STOPPING)
+    await asyncio.sleep(0.05)
+    quiet_after = 2 * CHUNK_BYTES  # heard since the VAD was first seen STOPPING
+    assert stt.lengths == [33 * CHUNK_BYTES + int(0.2 * RATE) * 2 - quiet_after]

@@ -255,6 +255,12 @@ class Settings(BaseSettings):
     whisper_compute_type: str = "int8"
     whisper_concurrency: int = Field(2, ge=1, le=16)
     whisper_threads: int = Field(2, ge=1, le=32)
+    stt_early_secs: float = Field(
+        0.06,
+        ge=0,
+        description="Silence after speech at which the offline recognizer starts transcribing, "
+        "before the VAD reports the stop (0: at the stop).",
+    )
 
     # Offline brain: responder
     responder: Literal["auto", "echo", "openai", "local"] = "auto"

@@ -150,7 +150,7 @@ def build_cascade_pipeline(
     # here) would keep some from it, and the two counts would drift apart.
     vad, muting = params.vad_analyzer, bool(params.user_mute_strategies)
     if isinstance(stt, SharedModelSTT) and isinstance(vad, SharedSileroVADAnalyzer) and not muting:
-        stt.follow(vad)
+        stt.follow(vad, early_secs=settings.stt_early_secs, stop_secs=settings.vad_stop_secs)
     for stop in strategies.stop or []:
         if isinstance(stop, TranscriptTurnStopStrategy):
             assert isinstance(vad, SharedSileroVADAnalyzer)  # user_params made it

@@ -4,15 +4,28 @@ the VAD heard the speech begin and end.
 
 A recognizer's service mixes ``SharedModelSTT`` in before its Pipecat base and says, in
 ``transcribe``, how its shared model reads one utterance.
+
+**Early transcription.** The VAD reports the end of speech only after ``stop_secs`` (0.2 s)
+of silence, and the transcript, which the turn-taking strategy and the answer wait for, came
+a recognizer's time after that. Once the VAD has heard ``early_secs`` of silence after speech
+(its ``STOPPING`` state), the segment so far is transcribed at once; when the VAD then
+reports the stop and the segment it cuts is that audio followed only by what the VAD did not
+take for speech, the early transcript is the segment's, without a second run. Speech heard
+again before the stop (the VAD back to ``SPEAKING``) throws the early transcript away: the
+segment is transcribed whole when it ends, as before. The cost is the transcripts thrown
+away, one per pause longer than ``early_secs`` and shorter than ``stop_secs`` inside an
+utterance.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Protocol
 
 from loguru import logger
+from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import (
     ErrorFrame,
     Frame,
@@ -35,16 +48,28 @@ PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
     (SegmentedSTTService, "_audio_buffer_size_1s", "reads", "the audio kept before speech"),
     (SegmentedSTTService, "_user_speaking", "reads", "whether a segment is open"),
     (SegmentedSTTService, "_handle_user_stopped_speaking", "override", "cut where the VAD was"),
+    (SegmentedSTTService, "_trailing_silence", "calls", "pad an early segment as a late one"),
 )
 
 # Audio kept for a VAD that has fallen this far behind (a stalled pipeline); older goes.
 MAX_UNHEARD_SECS = 30.0
+MAX_CLAIMED = 4  # early transcripts of segments waiting to be transcribed (a backlog)
 
 
 class ListeningPosition(Protocol):
-    """How far into the session's audio the VAD after the recognizer has listened."""
+    """How far into the session's audio the VAD after the recognizer has listened, and its
+    state there."""
 
     analyzed_bytes: int
+    state: VADState
+
+
+@dataclass
+class EarlyTranscript:
+    """A segment transcribed before the VAD reported its end: its speech, and the words."""
+
+    speech: bytes
+    words: asyncio.Task[str]
 
 
 class SharedModel(Protocol):
@@ -70,10 +95,23 @@ class SharedModelSTT(SegmentedSTTService):
     _shared: SharedModel
     _vad: ListeningPosition | None = None
     _received_bytes = 0
+    _early_secs = 0.0  # silence heard before transcribing early (0: never)
+    _stop_secs = 0.0  # the VAD's: the quiet after speech a segment cut at its stop ends with
+    _quiet_from: int | None = None  # where the VAD was when it was first seen STOPPING
+    _early: EarlyTranscript | None = None  # the current pause's
+    _claimed: list[EarlyTranscript]  # those of ended segments, oldest first (follow sets it)
 
-    def follow(self, vad: ListeningPosition) -> None:
-        """Cut segments by ``vad``'s position in the audio (it hears every frame pushed on)."""
+    def follow(
+        self, vad: ListeningPosition, *, early_secs: float = 0.0, stop_secs: float = 0.0
+    ) -> None:
+        """Cut segments by ``vad``'s position in the audio (it hears every frame pushed on);
+        transcribe a segment early once ``vad`` has heard ``early_secs`` of silence after
+        speech (0: at its stop only; see the module's doc), padded with silence to the
+        ``stop_secs`` of quiet its stop would have cut it after."""
         self._vad = vad
+        self._claimed = []
+        self._early_secs, self._stop_secs = early_secs, stop_secs  # seconds: the sample rate
+        # is known only once the pipeline has started
 
     def transcribe(self, audio: bytes) -> str:
         """One utterance (16-bit PCM at ``self.sample_rate``) in words; runs on a thread."""
@@ -96,6 +134,52 @@ class SharedModelSTT(SegmentedSTTService):
         self._received_bytes += len(frame.audio)
         if not self._user_speaking:
             self._keep_unheard()
+        elif self._early_secs > 0 and not self.wants_wav_segments:
+            self._maybe_transcribe_early()
+
+    def _maybe_transcribe_early(self) -> None:
+        """Start the segment's transcript once the VAD has heard enough silence after the
+        speech; drop one started before the VAD heard speech again."""
+        assert self._vad is not None
+        if self._vad.state != VADState.STOPPING:
+            self._quiet_from = None
+            if self._vad.state == VADState.SPEAKING:
+                self._early = None  # the user went on: that transcript is not the segment's
+            return
+        if self._quiet_from is None:
+            self._quiet_from = self._vad.analyzed_bytes
+        if (
+            self._early is not None
+            or self._vad.analyzed_bytes - self._quiet_from
+            < int(self._early_secs * self.sample_rate) * 2
+        ):
+            return
+        quiet = self._vad.analyzed_bytes - self._quiet_from
+        heard = len(self._audio_buffer) - (self._received_bytes - self._vad.analyzed_bytes)
+        speech = bytes(self._audio_buffer[: max(heard, 0)])
+        # As long a quiet after the speech as the stop's segment would have: Moonshine ends a
+        # sentence cut off sooner with a comma (the user is going on), not a full stop.
+        missing = max(int(self._stop_secs * self.sample_rate) * 2 - quiet, 0)
+        audio = speech + bytes(missing) + self._trailing_silence()
+        words = self.create_task(self._transcribe(audio), f"{self}::early")
+        self._early = EarlyTranscript(speech, words)
+        logger.debug(f"{self}: transcribing {len(speech) / 2 / self.sample_rate:.2f} s early")
+
+    async def _transcribe(self, audio: bytes) -> str:
+        """``transcribe`` in one of the shared model's slots, off the event loop."""
+        async with self._shared.slots:
+            return await asyncio.to_thread(self.transcribe, audio)
+
+    async def _early_words(self, audio: bytes) -> str | None:
+        """The words of the early transcript whose speech ``audio`` is, followed only by what
+        the VAD did not take for speech; None when there is none. Older ones are dropped."""
+        claimed = self._claimed if self._vad is not None else []  # follow() made the list
+        for index, early in enumerate(claimed):
+            if audio.startswith(early.speech):
+                del self._claimed[: index + 1]
+                logger.debug(f"{self}: the segment's transcript was made early")
+                return await early.words
+        return None
 
     def _keep_unheard(self) -> None:
         """Keep the audio the VAD has not heard, and a second of what it has heard."""
@@ -115,16 +199,21 @@ class SharedModelSTT(SegmentedSTTService):
         cut = min(max(len(self._audio_buffer) - unheard, 0), len(self._audio_buffer))
         later = bytes(self._audio_buffer[cut:])
         del self._audio_buffer[cut:]
+        if self._early is not None:  # the segment's own, whatever the VAD hears next
+            self._claimed = [*self._claimed[-(MAX_CLAIMED - 1) :], self._early]
+            self._early = None
         await super()._handle_user_stopped_speaking(frame)  # transcribes and clears the buffer
         self._audio_buffer += later
+        self._quiet_from = None
         self._keep_unheard()
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         """Transcribe one utterance in a shared slot; a failure is an error frame, not a crash."""
         await self.start_processing_metrics()
         try:
-            async with self._shared.slots:
-                text = await asyncio.to_thread(self.transcribe, audio)
+            text = await self._early_words(audio)
+            if text is None:
+                text = await self._transcribe(audio)
         except Exception as error:  # a broken model must not end the session
             logger.exception("transcription failed")
             yield ErrorFrame(f"Speech recognition failed: {error}")
