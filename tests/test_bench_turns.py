@@ -12,6 +12,7 @@ from talkline.audio import silence
 from talkline.bench.turn_corpus import HELD_OUT, HUMAN, TUNING, Utterance
 from talkline.bench.turns import (
     BEFORE_HOLD,
+    EARLY_STT_AT_SECS,
     FLOORS,
     NO_ONSET_HOLD,
     NO_SPECULATION,
@@ -25,6 +26,7 @@ from talkline.bench.turns import (
     goal_met,
     outcome,
     summary,
+    transcript_in,
     turn_end,
     vad_pauses,
     variants,
@@ -316,3 +318,21 @@ def test_the_vad_pass_marks_where_speech_began_to_be_heard_and_the_noises() -> N
     assert first.onset is not None and abs(first.onset - 0.22) < 1e-9
     assert first.resumed is not None and abs(first.resumed - 0.28) < 1e-9
     assert pauses[1].onset is None and pauses[1].blips == []
+
+
+def test_the_words_come_early_only_where_the_server_transcribes_early() -> None:
+    """Transcribing early, the words are in 96 ms into the quiet plus the recognizer's
+    time, not after the VAD's 0.2 s stop; the rows as before, and Pipecat's strategies,
+    keep the stop."""
+    first = Pause(1.0, 1.2, None, 0.9, 0.05, "I'd like a table.", 0.1)
+    assert abs(transcript_in(first, early_stt=False) - 1.3) < 1e-9
+    assert abs(transcript_in(first, early_stt=True) - (1.0 + EARLY_STT_AT_SECS + 0.1)) < 1e-9
+    utterance = Utterance("complete", "I'd like a table.", "piper x1", False, b"")
+    waits = replace(WAITS, complete_pause_secs=0.1)  # the words are what the turn waits for
+    early = outcome(utterance, "moonshine", "transcript", [first], waits, early_stt=True)
+    late = outcome(utterance, "moonshine", "transcript", [first], waits)
+    assert early.latency is not None and abs(early.latency - 0.25) < 1e-9  # Smart Turn's 1.25
+    assert late.latency is not None and abs(late.latency - 0.3) < 1e-9
+    made = {v.label: v for v in variants(WAITS)}
+    assert made[floor_label(0.0)].early_stt and not made[BEFORE_HOLD].early_stt
+    assert not made["smart_turn"].early_stt

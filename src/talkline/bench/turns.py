@@ -67,6 +67,9 @@ PIPECAT_PRIVATE: tuple[tuple[type, str, str, str], ...] = (
 
 FRAME = 320  # 20 ms at 16 kHz, as clients send
 VAD_START_SECS = 0.2  # the server's default (vad_start_secs)
+# The server's early transcript (stt_early_secs, 0.06 s) starts after the VAD's first
+# STOPPING window and 0.06 s more, in whole 32 ms windows: 3 windows into the quiet.
+EARLY_STT_AT_SECS = 3 * 512 / 16000
 SMART_TURN_STOP_SECS = 3.0
 SMART_TURN_PRE_SPEECH_SECS = 0.5 + 0.2  # Smart Turn's pre-speech audio, plus VAD start_secs
 SPEECH_TIMEOUT_SECS = 0.6  # Pipecat's SpeechTimeoutUserTurnStopStrategy default
@@ -74,8 +77,9 @@ STRATEGIES = ("silence", "smart_turn", "transcript")
 FLOORS = (0.0, 0.6, 1.2, 1.8)  # the transcript strategy's floors swept (0: the default)
 NO_SPECULATION = "transcript, floor 0.0 s, no early answer"  # the default before early answers
 NO_ONSET_HOLD = "transcript, floor 0.0 s, no onset hold"  # ends while speech may be starting
-BEFORE_HOLD = "transcript, floor 0.0 s, waits of before the hold"  # the default until then:
-# the waits ran to the VAD's confirmation
+# The default until the onset hold and the early transcript: the waits ran to the VAD's
+# confirmation of speech, and the words came a recognizer's time after the VAD's stop.
+BEFORE_HOLD = "transcript, floor 0.0 s, as before (0.5/0.8 s waits, no hold, no early words)"
 WAITS_BEFORE_HOLD = TurnWaits(
     complete_pause_secs=0.5, disputed_pause_secs=0.5, unsure_pause_secs=0.8
 )
@@ -90,16 +94,21 @@ class Variant:
     waits: TurnWaits
     speculate: bool = False
     hears_onsets: bool = True  # the transcript strategy holds its end while speech starts
+    early_stt: bool = True  # the recognizer transcribes before the VAD's stop
 
 
 def variants(waits: TurnWaits) -> list[Variant]:
     """Silence, Smart Turn alone, the transcript strategy without early answers, without the
     onset hold, and with both (the default) at each floor of the sweep."""
-    made = [Variant("silence", "silence", waits), Variant("smart_turn", "smart_turn", waits)]
+    made = [
+        Variant("silence", "silence", waits, early_stt=False),
+        Variant("smart_turn", "smart_turn", waits, early_stt=False),
+    ]
     unfloored = replace(waits, min_pause_secs=0.0)
     made.append(Variant(NO_SPECULATION, "transcript", unfloored))
     made.append(Variant(NO_ONSET_HOLD, "transcript", unfloored, True, hears_onsets=False))
-    made.append(Variant(BEFORE_HOLD, "transcript", WAITS_BEFORE_HOLD, True, hears_onsets=False))
+    before = Variant(BEFORE_HOLD, "transcript", WAITS_BEFORE_HOLD, True, False, early_stt=False)
+    made.append(before)
     for floor in FLOORS:
         floored = replace(waits, min_pause_secs=floor)
         made.append(Variant(floor_label(floor), "transcript", floored, speculate=True))
@@ -236,19 +245,28 @@ def _first_sound(audio: np.ndarray) -> float:
     return float(loud[0]) / RATE if loud.size else 0.0
 
 
-def turn_end(strategy: str, pause: Pause, waits: TurnWaits) -> float:
+def transcript_in(pause: Pause, early_stt: bool) -> float:
+    """When the recognizer's words for ``pause`` are in: its time after the VAD's stop, or,
+    transcribing early (services/shared_stt.py), after ``EARLY_STT_AT_SECS`` of quiet."""
+    start = pause.vad_stop
+    if early_stt:
+        start = min(start, pause.speech_end + EARLY_STT_AT_SECS)
+    return start + pause.stt_secs
+
+
+def turn_end(strategy: str, pause: Pause, waits: TurnWaits, *, early_stt: bool = False) -> float:
     """When ``strategy`` ends the turn at ``pause`` if the user stays quiet. The floor
     applies to the transcript strategy, as in the server (Pipecat's own strategies run the
     other two)."""
-    end = _rule_end(strategy, pause, waits)
+    end = _rule_end(strategy, pause, waits, early_stt)
     if strategy == "transcript":
         return max(end, waits.earliest_end(pause.speech_end))
     return end
 
 
-def _rule_end(strategy: str, pause: Pause, waits: TurnWaits) -> float:
+def _rule_end(strategy: str, pause: Pause, waits: TurnWaits, early_stt: bool = False) -> float:
     """When ``strategy``'s rule ends the turn, floor aside."""
-    heard = pause.vad_stop + pause.stt_secs  # the transcript is in
+    heard = transcript_in(pause, early_stt)
     scored = pause.vad_stop + pause.smart_turn_secs  # Smart Turn has spoken
     if strategy == "silence":
         return max(pause.vad_stop + SPEECH_TIMEOUT_SECS, heard)
@@ -263,13 +281,13 @@ def _rule_end(strategy: str, pause: Pause, waits: TurnWaits) -> float:
     return max(end, heard, scored)
 
 
-def early_start(pause: Pause, end: float) -> float | None:
+def early_start(pause: Pause, end: float, *, early_stt: bool = False) -> float | None:
     """When the transcript strategy starts answering early at ``pause``, which ends the turn
     at ``end``: once the words are in (and Smart Turn has spoken) if they say the sentence is
     complete and the turn has not ended by then; else None."""
     if not pause.text or judge(pause.text) is not Verdict.COMPLETE:
         return None
-    start = max(pause.vad_stop + pause.stt_secs, pause.vad_stop + pause.smart_turn_secs)
+    start = max(transcript_in(pause, early_stt), pause.vad_stop + pause.smart_turn_secs)
     return start if start < end else None
 
 
@@ -283,17 +301,22 @@ def outcome(
     *,
     speculate: bool = False,
     hears_onsets: bool = False,
+    early_stt: bool = False,
 ) -> Outcome:
     """The first pause at which the strategy ends the turn before the user speaks again.
     As in the server, where Pipecat's strategies and talkline's wait for a transcript, no
     turn ends while no words have been heard (the pipeline's timeout, TRANSCRIPT_WAIT_SECS,
     ends a turn with none). ``speculate``: the transcript strategy answers early;
-    ``hears_onsets``: its end waits while the VAD hears speech starting (``held_end``)."""
+    ``hears_onsets``: its end waits while the VAD hears speech starting (``held_end``);
+    ``early_stt``: the recognizer starts before the VAD's stop (``transcript_in``)."""
     name = label or strategy
     said = False
     for index, pause in enumerate(pauses):
         said = said or bool(pause.text)
-        end = turn_end(strategy, pause, waits) if said else pause.speech_end + TRANSCRIPT_WAIT_SECS
+        if said:
+            end = turn_end(strategy, pause, waits, early_stt=early_stt)
+        else:
+            end = pause.speech_end + TRANSCRIPT_WAIT_SECS
         if hears_onsets and strategy == "transcript" and pause.text:  # the words' own wait
             held = held_end(pause, end)
             if held is None:
@@ -302,7 +325,8 @@ def outcome(
         if pause.resumed is None or end < pause.resumed:
             last = index == len(pauses) - 1
             result = Outcome(utterance, stt, name, not last, end - pause.speech_end, heard(pauses))
-            start = early_start(pause, end) if speculate and strategy == "transcript" else None
+            answers_early = speculate and strategy == "transcript"
+            start = early_start(pause, end, early_stt=early_stt) if answers_early else None
             result.early = None if start is None else start - pause.speech_end
             return result
     return Outcome(utterance, stt, name, False, None, heard(pauses))
@@ -338,6 +362,7 @@ def run(utterances: list[Utterance], transcribers: list[Transcriber]) -> list[Ou
                             v.label,
                             speculate=v.speculate,
                             hears_onsets=v.hears_onsets,
+                            early_stt=v.early_stt,
                         )
                     )
     finally:

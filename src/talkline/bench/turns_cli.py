@@ -136,9 +136,11 @@ def write_report(
         "a pause before the user went on. `transcript, floor 0.0 s` is the default strategy "
         "(early answers on, the end held while the VAD hears speech starting); `transcript, "
         "floor 0.0 s, no early answer` is it without early answers, `transcript, floor 0.0 s, "
-        "no onset hold` without the hold, `transcript, floor 0.0 s, waits of before the hold` "
-        "the default before the hold (0.5 / 0.5 / 0.8 s waits, no hold). Each utterance's "
-        "cells: end of speech → turn end.",
+        "no onset hold` without the hold, and `transcript, floor 0.0 s, as before …` the "
+        "default before the hold and the early transcript (0.5 / 0.5 / 0.8 s waits). The "
+        "transcript strategy's rows but that one transcribe early, as the server does (3 "
+        "windows, 96 ms, into the quiet); `silence` and `smart_turn` are as before. Each "
+        "utterance's cells: end of speech → turn end.",
     ]
     report: dict[str, object] = {}
     for part, (heading, key) in PARTS.items():
