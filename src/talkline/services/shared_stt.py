@@ -148,13 +148,9 @@ class SharedModelSTT(SegmentedSTTService):
             return
         if self._quiet_from is None:
             self._quiet_from = self._vad.analyzed_bytes
-        if (
-            self._early is not None
-            or self._vad.analyzed_bytes - self._quiet_from
-            < int(self._early_secs * self.sample_rate) * 2
-        ):
-            return
         quiet = self._vad.analyzed_bytes - self._quiet_from
+        if self._early is not None or quiet < int(self._early_secs * self.sample_rate) * 2:
+            return
         heard = len(self._audio_buffer) - (self._received_bytes - self._vad.analyzed_bytes)
         speech = bytes(self._audio_buffer[: max(heard, 0)])
         # As long a quiet after the speech as the stop's segment would have: Moonshine ends a
