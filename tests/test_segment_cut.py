@@ -28,6 +28,7 @@ CHUNK_BYTES = CHUNK * 2
 class Position:
     analyzed_bytes = 0
     state = VADState.QUIET
+    speech_runs = 0
 
 
 def chunk(number: int) -> bytes:
@@ -103,10 +104,14 @@ class Transcribing(RawSegments):
         self._shared = SimpleNamespace(slots=asyncio.Semaphore(2))
         self.runs: list[list[int]] = []
         self.lengths: list[int] = []  # bytes of each run's audio
+        self.failures = 0  # runs to fail, from the next one
 
     def transcribe(self, audio: bytes) -> str:
         self.runs.append(chunks_in(audio))
         self.lengths.append(len(audio))
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("the model failed")
         return " ".join(str(number) for number in self.runs[-1])
 
 
@@ -128,6 +133,7 @@ async def heard(stt: SharedModelSTT, vad: Position, numbers: range, state: VADSt
     """Chunks the VAD hears as they come, in ``state``."""
     for number in numbers:
         vad.analyzed_bytes += CHUNK_BYTES
+        vad.speech_runs += state == VADState.SPEAKING and vad.state != VADState.SPEAKING
         vad.state = state
         await feed(stt, range(number, number + 1))
 
@@ -180,19 +186,43 @@ async def test_with_early_transcripts_off_a_segment_is_transcribed_at_the_stop()
 
 
 async def test_an_early_transcript_serves_only_the_segment_it_was_made_of() -> None:
-    """A segment that was never transcribed (its queue entry lost) leaves its early
-    transcript behind; the next segment gets its own words, not those."""
+    """Two segments wait to be transcribed, each with its early transcript: each gets its
+    own words with no second run; a segment that was never transcribed (its queue entry
+    lost) leaves its early transcript behind, and the next one does not take it."""
     stt, vad = await early_recognizer(early_secs=0.06)
-    for first, last in ((1, 31), (101, 131)):
+    segments = []
+    for first, last in ((1, 31), (101, 131), (201, 231)):
         await stt._handle_user_started_speaking(VADUserStartedSpeakingFrame())
         await heard(stt, vad, range(first, last), VADState.SPEAKING)
         await heard(stt, vad, range(last, last + 8), VADState.STOPPING)
         await stt._handle_user_stopped_speaking(VADUserStoppedSpeakingFrame())
-        segment = await segment_of(stt)
+        segments.append(await segment_of(stt))
         vad.state = VADState.QUIET
-    said = [frame async for frame in stt.run_stt(segment)]
-    assert isinstance(said[0], TranscriptionFrame)
-    assert said[0].text.split()[:2] == ["101", "102"], said[0].text
+    await asyncio.sleep(0.05)
+    for segment, first in ((segments[1], 101), (segments[2], 201)):  # the first one is lost
+        said = [frame async for frame in stt.run_stt(segment)]
+        assert isinstance(said[0], TranscriptionFrame)
+        assert said[0].text.split()[:2] == [str(first), str(first + 1)], said[0].text
+    assert len(stt.runs) == 3 and stt._claimed == []  # the three early runs, no other
+
+
+async def test_speech_the_recognizer_did_not_see_in_time_makes_the_early_transcript_stale() -> None:
+    """A burst: the early transcript has started on what the VAD had heard (chunks 1-33, not
+    the 41 received), then the VAD hears the rest as speech and stops, the recognizer seeing
+    none of it: the early transcript is stale, the segment is transcribed whole."""
+    stt, vad = await early_recognizer(early_secs=0.06)
+    await stt._handle_user_started_speaking(VADUserStartedSpeakingFrame())
+    await heard(stt, vad, range(1, 31), VADState.SPEAKING)
+    await heard(stt, vad, range(31, 33), VADState.STOPPING)
+    await feed(stt, range(33, 41))  # arrived; the VAD has not heard them
+    vad.analyzed_bytes += CHUNK_BYTES  # it hears chunk 33, still quiet
+    await feed(stt, range(41, 42))
+    await asyncio.sleep(0.05)
+    assert stt.runs == [list(range(1, 34))]  # only what the VAD had heard
+    vad.speech_runs += 1  # 34-41 were speech; then it stopped
+    vad.analyzed_bytes = 41 * CHUNK_BYTES
+    vad.state = VADState.QUIET
+    assert await words_of_segment(stt, vad) == " ".join(str(n) for n in range(1, 42))
 
 
 async def test_an_early_segment_ends_in_as_much_quiet_as_the_stops_would() -> None:
@@ -205,3 +235,31 @@ async def test_an_early_segment_ends_in_as_much_quiet_as_the_stops_would() -> No
     await asyncio.sleep(0.05)
     quiet_after = 2 * CHUNK_BYTES  # heard since the VAD was first seen STOPPING
     assert stt.lengths == [33 * CHUNK_BYTES + int(0.2 * RATE) * 2 - quiet_after]
+
+
+async def test_an_early_transcript_that_failed_is_made_again_at_the_stop() -> None:
+    """The model fails on the early run only: the segment is transcribed at the stop, and
+    the user gets the words, not an error."""
+    stt, vad = await early_recognizer(early_secs=0.06)
+    stt.failures = 1
+    await stt._handle_user_started_speaking(VADUserStartedSpeakingFrame())
+    await heard(stt, vad, range(1, 31), VADState.SPEAKING)
+    await heard(stt, vad, range(31, 35), VADState.STOPPING)
+    await asyncio.sleep(0.05)
+    assert await words_of_segment(stt, vad) == " ".join(str(n) for n in range(1, 35))
+    assert len(stt.runs) == 2
+
+
+async def test_a_dropped_early_transcript_waiting_for_a_slot_is_stopped() -> None:
+    """Every model slot is busy: the early transcript waits; the user goes on and it is
+    dropped, and its task ends instead of taking a slot later for nothing."""
+    stt, vad = await early_recognizer(early_secs=0.06)
+    stt._shared = SimpleNamespace(slots=asyncio.Semaphore(0))
+    await stt._handle_user_started_speaking(VADUserStartedSpeakingFrame())
+    await heard(stt, vad, range(1, 31), VADState.SPEAKING)
+    await heard(stt, vad, range(31, 35), VADState.STOPPING)
+    assert [t.get_name() for t in stt.task_manager.current_tasks() if "::early" in t.get_name()]
+    await heard(stt, vad, range(35, 40), VADState.SPEAKING)
+    await asyncio.sleep(0.01)
+    assert [t for t in stt.task_manager.current_tasks() if "::early" in t.get_name()] == []
+    assert stt.runs == []

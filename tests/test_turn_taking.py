@@ -35,6 +35,7 @@ from talkline.services.turn_taking import (
     Verdict,
     end_of_turn,
     judge,
+    onset_holds,
     smart_turn_complete,
 )
 
@@ -393,6 +394,37 @@ async def test_the_hold_lasts_no_longer_than_confirming_speech_takes() -> None:
     assert len(ended) == 1, ended
     limit = 0.3 + 0.2 + ONSET_SLACK_SECS
     assert limit - 0.03 <= ended[0] - speech_end < limit + 0.1, ended[0] - speech_end
+
+
+def test_the_hold_is_for_speech_heard_starting_or_confirmed_and_not_reported() -> None:
+    """Held while the VAD hears speech start or has confirmed it (its event not yet here),
+    not when quiet, and no longer than start_secs and the slack after the first look."""
+    for state in (VADState.STARTING, VADState.SPEAKING):
+        assert onset_holds(state, now=10.1, since=10.0, start_secs=0.2)
+        assert not onset_holds(state, now=10.0 + 0.2 + ONSET_SLACK_SECS, since=10.0, start_secs=0.2)
+    assert not onset_holds(VADState.QUIET, now=10.0, since=10.0, start_secs=0.2)
+
+
+async def test_words_that_come_late_still_find_the_hold() -> None:
+    """The words come 0.65 s after the speech, well past the 0.3 s wait and the hold's span
+    after it, while the VAD hears speech starting; it confirms it 0.15 s later: the hold
+    counts from its first look, so the turn goes on."""
+    vad = StandInVAD()
+    strategy, ended = await listening(StandInSmartTurn(True, 0.9))
+    strategy.hear_onsets(vad)
+    await strategy.process_frame(VADUserStartedSpeakingFrame())
+    speech_end = time.time()
+    stop = VADUserStoppedSpeakingFrame(stop_secs=VAD_STOP, timestamp=speech_end + VAD_STOP)
+    await strategy.process_frame(stop)
+    vad.state = VADState.STARTING
+    await asyncio.sleep(speech_end + 0.65 - time.time())
+    await strategy.process_frame(finalized("I'd like a table."))
+    await asyncio.sleep(0.15)
+    vad.state = VADState.SPEAKING
+    await strategy.process_frame(VADUserStartedSpeakingFrame())
+    await asyncio.sleep(0.4)
+    await strategy.cleanup()
+    assert ended == []
 
 
 async def test_without_an_onset_the_turn_ends_at_the_deadline() -> None:

@@ -209,7 +209,7 @@ def held_end(pause: Pause, end: float) -> float | None:
     ``ONSET_RECHECK_SECS``); None when the VAD confirms the speech meanwhile (the user went
     on: the turn continues)."""
     when = end
-    while onset_holds(vad_state_at(pause, when), when, end, VAD_START_SECS):
+    while onset_holds(vad_state_at(pause, when), when, end, VAD_START_SECS):  # end: first look
         if pause.resumed is not None and when >= pause.resumed:
             return None
         when += ONSET_RECHECK_SECS

@@ -62,6 +62,7 @@ class ListeningPosition(Protocol):
 
     analyzed_bytes: int
     state: VADState
+    speech_runs: int  # how many times it has gone into SPEAKING
 
 
 @dataclass
@@ -69,7 +70,9 @@ class EarlyTranscript:
     """A segment transcribed before the VAD reported its end: its speech, and the words."""
 
     speech: bytes
-    words: asyncio.Task[str]
+    speech_runs: int  # the VAD's, when it was started: speech heard since makes it stale
+    words: asyncio.Task[str | None] | None = None  # None: failed, the stop's run is made
+    running: bool = False  # it has its model slot (cancelling it would not stop the model)
 
 
 class SharedModel(Protocol):
@@ -123,6 +126,9 @@ class SharedModelSTT(SegmentedSTTService):
         # leaves at once) has cancel() run first, and the task started afterwards was left
         # running forever. Whatever the order, the task ends with the pipeline.
         await self._cancel_segment_task()
+        for early in [*self._claimed, self._early] if self._vad is not None else []:
+            if early is not None and early.words is not None:
+                await self.cancel_task(early.words)
         await super().cleanup()
 
     async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
@@ -135,16 +141,16 @@ class SharedModelSTT(SegmentedSTTService):
         if not self._user_speaking:
             self._keep_unheard()
         elif self._early_secs > 0 and not self.wants_wav_segments:
-            self._maybe_transcribe_early()
+            await self._maybe_transcribe_early()
 
-    def _maybe_transcribe_early(self) -> None:
+    async def _maybe_transcribe_early(self) -> None:
         """Start the segment's transcript once the VAD has heard enough silence after the
         speech; drop one started before the VAD heard speech again."""
         assert self._vad is not None
         if self._vad.state != VADState.STOPPING:
             self._quiet_from = None
             if self._vad.state == VADState.SPEAKING:
-                self._early = None  # the user went on: that transcript is not the segment's
+                await self._drop_early()  # the user went on: not the segment's transcript
             return
         if self._quiet_from is None:
             self._quiet_from = self._vad.analyzed_bytes
@@ -157,8 +163,9 @@ class SharedModelSTT(SegmentedSTTService):
         # sentence cut off sooner with a comma (the user is going on), not a full stop.
         missing = max(int(self._stop_secs * self.sample_rate) * 2 - quiet, 0)
         audio = speech + bytes(missing) + self._trailing_silence()
-        words = self.create_task(self._transcribe(audio), f"{self}::early")
-        self._early = EarlyTranscript(speech, words)
+        early = EarlyTranscript(speech, self._vad.speech_runs)
+        early.words = self.create_task(self._transcribe_early(audio, early), f"{self}::early")
+        self._early = early
         logger.debug(f"{self}: transcribing {len(speech) / 2 / self.sample_rate:.2f} s early")
 
     async def _transcribe(self, audio: bytes) -> str:
@@ -166,12 +173,29 @@ class SharedModelSTT(SegmentedSTTService):
         async with self._shared.slots:
             return await asyncio.to_thread(self.transcribe, audio)
 
+    async def _drop_early(self) -> None:
+        """Drop the current pause's early transcript; stop it if it still waits for a slot."""
+        early, self._early = self._early, None
+        if early is not None and early.words is not None and not early.running:
+            await self.cancel_task(early.words)
+
+    async def _transcribe_early(self, audio: bytes, early: EarlyTranscript) -> str | None:
+        """An early transcript; None if the model failed (the stop's run says so, if again)."""
+        try:
+            async with self._shared.slots:
+                early.running = True
+                return await asyncio.to_thread(self.transcribe, audio)
+        except Exception as error:
+            logger.warning(f"{self}: early transcription failed ({error}), retried at the stop")
+            return None
+
     async def _early_words(self, audio: bytes) -> str | None:
         """The words of the early transcript whose speech ``audio`` is, followed only by what
-        the VAD did not take for speech; None when there is none. Older ones are dropped."""
+        the VAD did not take for speech; None when there is none or it failed. Older ones
+        are dropped."""
         claimed = self._claimed if self._vad is not None else []  # follow() made the list
         for index, early in enumerate(claimed):
-            if audio.startswith(early.speech):
+            if audio.startswith(early.speech) and early.words is not None:
                 del self._claimed[: index + 1]
                 logger.debug(f"{self}: the segment's transcript was made early")
                 return await early.words
@@ -195,8 +219,10 @@ class SharedModelSTT(SegmentedSTTService):
         cut = min(max(len(self._audio_buffer) - unheard, 0), len(self._audio_buffer))
         later = bytes(self._audio_buffer[cut:])
         del self._audio_buffer[cut:]
+        if self._early is not None and self._early.speech_runs != self._vad.speech_runs:
+            await self._drop_early()  # speech the recognizer did not see in time (a burst)
         if self._early is not None:  # the segment's own, whatever the VAD hears next
-            self._claimed = [*self._claimed[-(MAX_CLAIMED - 1) :], self._early]
+            self._claimed = [*self._claimed, self._early][-MAX_CLAIMED:]
             self._early = None
         await super()._handle_user_stopped_speaking(frame)  # transcribes and clears the buffer
         self._audio_buffer += later

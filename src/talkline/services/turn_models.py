@@ -81,7 +81,8 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
     audio, not where they reached it (services/shared_stt.py). ``state`` is the VAD's state
     after the newest audio: ``STARTING`` while it hears what may be the user speaking again
     before ``start_secs`` confirm it, which the turn-taking strategy will not end a turn on
-    (services/turn_taking.py).
+    (services/turn_taking.py); ``speech_runs`` counts its turns into ``SPEAKING``, so the
+    recognizer can tell an early transcript gone stale (services/shared_stt.py).
     """
 
     def __init__(self, session: ort.InferenceSession, *, params: VADParams):
@@ -91,11 +92,15 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         self._low_confidence_windows = 0
         self.analyzed_bytes = 0
         self.state = VADState.QUIET
+        self.speech_runs = 0  # times it has gone into SPEAKING
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
-        self.state = await super().analyze_audio(buffer)
+        state = await super().analyze_audio(buffer)
+        if state == VADState.SPEAKING and self.state != VADState.SPEAKING:
+            self.speech_runs += 1
+        self.state = state
         self.analyzed_bytes += len(buffer)
-        return self.state
+        return state
 
     def voice_confidence(self, buffer: bytes) -> float:
         samples = np.frombuffer(buffer, dtype=np.int16)

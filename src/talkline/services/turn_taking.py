@@ -191,13 +191,14 @@ class HearsOnsets(Protocol):
     def params(self) -> VADParams: ...
 
 
-def onset_holds(state: VADState, now: float, end: float, start_secs: float) -> bool:
-    """Whether a turn due to end at ``end`` is held at ``now``: the VAD hears what may be the
-    user speaking again (``STARTING``, or ``SPEAKING`` not yet reported), and holding has
-    not yet lasted as long as confirming speech takes (``start_secs``) and a little more."""
+def onset_holds(state: VADState, now: float, since: float, start_secs: float) -> bool:
+    """Whether a turn's end, held first at ``since``, is held at ``now``: the VAD hears what
+    may be the user speaking again (``STARTING``, or ``SPEAKING`` not yet reported), and
+    holding has not yet lasted as long as confirming speech takes (``start_secs``) and a
+    little more."""
     if state not in (VADState.STARTING, VADState.SPEAKING):
         return False
-    return now < end + start_secs + ONSET_SLACK_SECS
+    return now < since + start_secs + ONSET_SLACK_SECS
 
 
 class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
@@ -218,6 +219,7 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         self._recheck: asyncio.Task | None = None
         self._recheck_at = 0.0  # the wall-clock deadline the pending recheck looks again at
         self._vad: HearsOnsets | None = None  # hear_onsets
+        self._held_since: float | None = None  # when the onset hold first held this pause
 
     def hear_onsets(self, vad: HearsOnsets) -> None:
         """Hold the turn's end while ``vad`` hears what may be the user speaking again (see
@@ -225,6 +227,8 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         self._vad = vad
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        if isinstance(frame, (VADUserStoppedSpeakingFrame, VADUserStartedSpeakingFrame)):
+            self._held_since = None  # a new pause, or none
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             self._speech_ended_at = frame.timestamp - frame.stop_secs
             self._probability = self._waits.min_probability  # before super asks Smart Turn
@@ -289,15 +293,22 @@ class TranscriptTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         if end is None:
             await super()._maybe_trigger_user_turn_stopped()  # no words yet: Smart Turn's rule
         elif await self._waited_until(end):
-            if self._vad is not None and onset_holds(
-                self._vad.state, time.time(), end, self._vad.params.start_secs
-            ):
+            if self._onset_holds():
                 logger.debug(f"{self}: the VAD hears speech starting, the turn's end waits")
                 await self._waited_until(time.time() + ONSET_RECHECK_SECS)
                 return
             await self.trigger_user_turn_stopped()
         else:
             await self._maybe_speculate()
+
+    def _onset_holds(self) -> bool:
+        """Whether the turn's end, due now, waits for what the VAD hears starting; the hold
+        is timed from its first look (the words may come well after the wait ran out)."""
+        if self._vad is None:
+            return False
+        now = time.time()
+        since = self._held_since = self._held_since or now
+        return onset_holds(self._vad.state, now, since, self._vad.params.start_secs)
 
     def _verdict(self) -> Verdict | None:
         """The transcript's verdict once it covers everything said and the user is quiet."""
