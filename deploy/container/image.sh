@@ -40,10 +40,12 @@ install_podman() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman iptables runc debootstrap >/dev/null
 }
 
-# The Debian mirror this machine's apt uses, for debootstrap.
+# The Debian mirror this machine's apt uses, for debootstrap: from the files apt reads
+# (*.list, *.sources; not a "….disabled" copy of a third-party repository's).
 mirror() {
     local uri
-    uri=$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d 2>/dev/null \
+    uri=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list \
+        /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
         | grep -v security | head -n1 | awk '{print $2}')
     echo "${uri:-http://deb.debian.org/debian}"
 }
@@ -58,6 +60,7 @@ base_image() {
     local root
     root=$(mktemp -d)
     debootstrap --variant=minbase bookworm "$root" "$(mirror)" >/dev/null
+    [ -x "$root/bin/sh" ] || { log "debootstrap from $(mirror) made no usable system"; exit 1; }
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
     tar --numeric-owner -C "$root" -c . | "$run" import -q - "$LOCAL_BASE" >/dev/null
     rm -rf "$root"
